@@ -1,0 +1,94 @@
+"""The breach response as a Prefect flow: parse parameters, build the run, call the core.
+
+Parameters are paths, flags and ids only: Prefect stores them in plain text, so customer
+data never passes through here. Each playbook step is one task run; per-customer work is
+batched inside its step.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from breachbook.context import RunContext
+from breachbook.demo import ensure_demo_world
+from breachbook.engine import RunResult, StepResult
+from breachbook.modes import Mode
+from breachbook.reports import obligations_markdown, phase_durations
+from breachbook.run import execute
+from breachbook.wiring import RunRequest, Settings, demo_settings
+
+
+def _prefect_step(name: str, work: Callable[[], StepResult]) -> StepResult:
+    def step() -> StepResult:
+        return work()
+
+    result = task(step, name=name, persist_result=False, cache_policy=NO_CACHE)()
+    tally = Counter(e.verdict or e.status for e in result.entries)
+    counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
+    get_run_logger().info(
+        "%s: %s%s", name, ", ".join(f"{k} {v}" for k, v in sorted(tally.items())), f" ({counts})" if counts else ""
+    )
+    return result
+
+
+def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
+    counts = result.verdict_counts()
+    create_markdown_artifact(
+        key="breachbook-summary",
+        description=f"{result.mode_label} run {result.run_id}",
+        markdown="\n".join(
+            [
+                f"# {result.mode_label.upper()} run of incident `{result.incident_id}`",
+                "",
+                *(f"- {verdict}: {count}" for verdict, count in counts.items()),
+                *(f"- phase {phase}: {secs:.1f} s" for phase, secs in phase_durations(result).items()),
+                f"- output folder: `{ctx.workspace.root}`",
+            ]
+        ),
+    )
+    create_table_artifact(
+        key="breachbook-plan",
+        description="Every action, its target and how it was verified",
+        table=[
+            {"step": e.step_id, "action": e.action, "target": e.target, "status": e.status,
+             "verdict": e.verdict, "reason": e.reason}
+            for e in result.entries()
+        ],
+    )
+    create_markdown_artifact(key="breachbook-obligations", markdown=obligations_markdown(ctx))
+
+
+@flow(name="breachbook-response", persist_result=False)
+def response(
+    incident_file: str | None = None,
+    out_dir: str | None = None,
+    mode: Mode = Mode.DRILL,
+    confirm_incident_id: str | None = None,
+    playbook_file: str | None = None,
+    demo: bool = False,
+) -> dict[str, int]:
+    """Run the breach playbook. DRILL by default; LIVE only with the incident id confirmed."""
+    settings = Settings()
+    if demo:
+        world = ensure_demo_world(settings.home / "demo")
+        settings = demo_settings(settings, world.customers_db, world.folder)
+        incident_file = incident_file or str(world.incident_file)
+    if incident_file is None:
+        raise ValueError("incident_file is required unless demo is true")
+    request = RunRequest(
+        mode=mode,
+        incident_file=Path(incident_file),
+        out_dir=Path(out_dir) if out_dir else None,
+        playbook_file=Path(playbook_file) if playbook_file else None,
+        confirm_incident_id=confirm_incident_id,
+    )
+    ctx, result = execute(request, runner=_prefect_step, settings=settings)
+    _publish_artifacts(ctx, result)
+    get_run_logger().info("report: %s", ctx.workspace.path("report.md"))
+    return result.verdict_counts()

@@ -1,0 +1,16 @@
+"""The action registry. Importing this package registers the built-in actions."""
+
+from breachbook.actions import communicate, contain, notify, preserve
+from breachbook.actions.base import Action, ActionArgs, Prepared, register, registry
+
+__all__ = [
+    "Action",
+    "ActionArgs",
+    "Prepared",
+    "communicate",
+    "contain",
+    "notify",
+    "preserve",
+    "register",
+    "registry",
+]

@@ -1,0 +1,213 @@
+"""The `breachbook` command."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from breachbook.errors import BreachbookError
+from breachbook.modes import Mode
+
+app = typer.Typer(
+    help="breachbook: the data-breach response plan as Prefect flows, run LIVE, as a DRILL, or as a TABLETOP.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+audit_app = typer.Typer(help="Check the audit ledger.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+console = Console()
+errors = Console(stderr=True)
+
+PREFECT_DEFAULTS = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+}
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load_flow_module() -> ModuleType:
+    from breachbook.wiring import project_root
+
+    path = project_root() / "flows" / "response.py"
+    spec = importlib.util.spec_from_file_location("breachbook_flows_response", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise BreachbookError(f"{path}: flow file not found (set BREACHBOOK_ROOT to the checkout)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_flow(**parameters: Any) -> dict[str, int]:
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    module = _load_flow_module()
+    result: dict[str, int] = module.response(**parameters)
+    return result
+
+
+def _summary(out: Path, counts: dict[str, int], seconds: float) -> None:
+    table = Table(title="breachbook drill", show_header=True)
+    table.add_column("verdict")
+    table.add_column("actions", justify="right")
+    for verdict, count in counts.items():
+        table.add_row(verdict, str(count))
+    console.print(table)
+    plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
+    unverified = [e for e in plan["entries"] if e["verdict"] in ("FAILED", "UNVERIFIED")]
+    for entry in unverified:
+        console.print(f"  {entry['verdict']:<10} {entry['step_id']} [{entry['target']}]: {entry['reason']}",
+                      highlight=False, soft_wrap=True)
+    console.print(f"finished in {seconds:.1f} s; report: [bold]{out / 'report.md'}[/]", highlight=False)
+
+
+@app.command()
+def drill(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (created; must be empty or an earlier run's).")],
+    demo: Annotated[bool, typer.Option("--demo", help="Use the synthetic demo world (created once in ~/.breachbook/demo).")] = False,
+    incident: Annotated[Path | None, typer.Option("--incident", help="Incident file (YAML or JSON).")] = None,
+    playbook: Annotated[Path | None, typer.Option("--playbook", help="Playbook YAML (default: the reference playbook).")] = None,
+) -> None:
+    """Rehearse the playbook: check every permission, produce every document, change nothing."""
+    if not demo and incident is None:
+        raise _fail("give --incident FILE, or --demo to drill against the synthetic world")
+    started = time.perf_counter()
+    try:
+        counts = _run_flow(
+            incident_file=str(incident) if incident else None,
+            out_dir=str(out),
+            mode=Mode.DRILL,
+            playbook_file=str(playbook) if playbook else None,
+            demo=demo,
+        )
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    _summary(out.resolve(), counts, time.perf_counter() - started)
+
+
+@app.command()
+def respond(
+    incident: Annotated[Path, typer.Option("--incident", help="Incident file (YAML or JSON).")],
+    confirm: Annotated[str, typer.Option("--confirm", help="The incident id, typed to confirm a LIVE run.")] = "",
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder for documents.")] = None,
+    playbook: Annotated[Path | None, typer.Option("--playbook")] = None,
+) -> None:
+    """LIVE response: really contains, preserves and notifies. Needs --confirm INCIDENT_ID."""
+    try:
+        counts = _run_flow(
+            incident_file=str(incident),
+            out_dir=str(out) if out else None,
+            mode=Mode.LIVE,
+            confirm_incident_id=confirm or None,
+            playbook_file=str(playbook) if playbook else None,
+        )
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    console.print(counts)
+
+
+@app.command()
+def validate(
+    playbook: Annotated[Path, typer.Argument(help="Playbook YAML to check.")],
+    templates: Annotated[Path | None, typer.Option(help="Templates folder (default: the project's).")] = None,
+) -> None:
+    """Check a playbook; print every problem with its path and line."""
+    from breachbook.errors import PlaybookError
+    from breachbook.playbook import load_playbook
+    from breachbook.wiring import project_root
+
+    try:
+        loaded = load_playbook(playbook, templates or project_root() / "templates")
+    except PlaybookError as exc:
+        for problem in exc.problems:
+            errors.print(f"{exc.path}: {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    steps = len(loaded.steps())
+    console.print(f"{playbook}: valid ({len(loaded.phases)} phases, {steps} steps)", highlight=False)
+
+
+@app.command()
+def schema(
+    check: Annotated[bool, typer.Option("--check", help="Fail if the committed schema is stale.")] = False,
+) -> None:
+    """Write playbooks/playbook.schema.json from the model (or check it is current)."""
+    from breachbook.playbook import schema_text
+    from breachbook.wiring import project_root
+
+    target = project_root() / "playbooks" / "playbook.schema.json"
+    text = schema_text()
+    if check:
+        current = target.read_text(encoding="utf-8") if target.is_file() else ""
+        if current != text:
+            raise _fail(f"{target} is stale: run `breachbook schema`", 1)
+        console.print(f"{target}: current", highlight=False)
+        return
+    target.write_text(text, encoding="utf-8")
+    console.print(f"wrote {target}", highlight=False)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    run: Annotated[Path | None, typer.Option("--run", help="A run's output folder (its audit.sqlite and plan.json).")] = None,
+    ledger: Annotated[str | None, typer.Option("--ledger", help="Ledger database URL.")] = None,
+) -> None:
+    """Recompute the ledger's hash chain; report edited, deleted or reordered entries."""
+    from breachbook.clock import SystemClock
+    from breachbook.ledger import Ledger
+
+    anchor: tuple[int, str] | None = None
+    if run is not None:
+        db = run / "audit.sqlite"
+        if not db.is_file():
+            raise _fail(f"{db}: no ledger in this run folder")
+        ledger = f"sqlite:///{db.resolve()}"
+        plan = run / "plan.json"
+        if plan.is_file():
+            head = json.loads(plan.read_text(encoding="utf-8"))["ledger"]
+            anchor = (int(head["head_seq"]), str(head["head_sha256"]))
+    if ledger is None:
+        raise _fail("give --run DIR or --ledger URL")
+    book = Ledger(ledger, SystemClock())
+    try:
+        problems = book.verify(anchor)
+        count, head_hash = book.head()
+    finally:
+        book.close()
+    if problems:
+        for problem in problems:
+            errors.print(f"entry {problem.seq}: {problem.problem}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"ledger intact: {count} entries, head {head_hash}", highlight=False)
+
+
+@app.command("demo")
+def demo_world() -> None:
+    """Create (once) the synthetic demo world and print where it is."""
+    from breachbook.demo import ensure_demo_world
+    from breachbook.wiring import Settings
+
+    world = ensure_demo_world(Settings().home / "demo")
+    console.print(f"customers: {world.customers_db}\nincident: {world.incident_file}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except BreachbookError as exc:
+        errors.print(f"error: {exc}", highlight=False)
+        sys.exit(2)

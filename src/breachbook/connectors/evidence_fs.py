@@ -1,0 +1,41 @@
+"""Evidence on the local filesystem, content-addressed by SHA-256 (the embedded default)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from breachbook.ports import Check
+
+
+class FilesystemEvidenceStore:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def describe(self) -> str:
+        return f"evidence folder {self.folder}"
+
+    def check_writable(self) -> Check:
+        probe = self.folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+            return Check.verified(f"{self.folder} is writable", "os.access(W_OK)")
+        return Check.failed(f"{self.folder} is not writable", "os.access(W_OK)")
+
+    def put(self, item_id: str, chunks: Iterator[bytes]) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".incoming-")
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                digest.update(chunk)
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        sha = digest.hexdigest()
+        os.replace(tmp, self.folder / sha)
+        return sha

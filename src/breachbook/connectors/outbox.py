@@ -1,0 +1,40 @@
+"""Mail to an outbox folder: one .eml file per letter, the embedded default for delivery."""
+
+from __future__ import annotations
+
+import os
+from email.message import EmailMessage
+from pathlib import Path
+
+from breachbook.ports import Check, OutgoingLetter
+
+
+class OutboxMail:
+    def __init__(self, folder: Path, sender: str) -> None:
+        self.folder = folder
+        self.sender = sender
+
+    def describe(self) -> str:
+        return f"outbox folder {self.folder}"
+
+    def check_can_send(self) -> Check:
+        probe = self.folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+            return Check.verified(f"{self.folder} is writable", "os.access(W_OK)")
+        return Check.failed(f"{self.folder} is not writable", "os.access(W_OK)")
+
+    def send(self, letter: OutgoingLetter) -> str:
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = letter.recipient
+        message["Subject"] = letter.subject
+        message["X-Breachbook-Key"] = letter.key
+        message.set_content(letter.body)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / f"{letter.key.replace('/', '_')}.eml"
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(bytes(message))
+        os.replace(tmp, target)
+        return target.name

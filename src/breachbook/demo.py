@@ -1,0 +1,213 @@
+"""A synthetic world to drill against: 10,000 Faker customers and a described breach.
+
+The customer database is created once and then reused. The incident file is written anew on
+each use, its times anchored to now, so deadlines in the demo are live rather than long past.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from faker import Faker
+from sqlalchemy import create_engine, func, insert, select
+
+from breachbook.connectors.customers_sql import (
+    customers,
+    favourites,
+    metadata,
+    orders,
+    payment_cards,
+    sqlite_url,
+)
+
+DEFAULT_SIZE = 10_000
+SEED = 20261128
+
+# (country, region, Faker locale, letter locale, share of customers)
+POPULATION: list[tuple[str, str, str, str, float]] = [
+    ("US", "CA", "en_US", "en-US", 0.12),
+    ("US", "NY", "en_US", "en-US", 0.08),
+    ("US", "TX", "en_US", "en-US", 0.07),
+    ("US", "MA", "en_US", "en-US", 0.04),
+    ("US", "FL", "en_US", "en-US", 0.04),
+    ("US", "WA", "en_US", "en-US", 0.03),
+    ("US", "IL", "en_US", "en-US", 0.02),
+    ("DE", "", "de_DE", "de-DE", 0.10),
+    ("FR", "", "fr_FR", "fr-FR", 0.09),
+    ("IT", "", "it_IT", "it-IT", 0.05),
+    ("ES", "", "es_ES", "es-ES", 0.05),
+    ("NL", "", "nl_NL", "nl-NL", 0.04),
+    ("IE", "", "en_IE", "en-IE", 0.02),
+    ("GB", "", "en_GB", "en-GB", 0.10),
+    ("CN", "", "zh_CN", "zh-CN", 0.15),
+]
+
+ANTIQUES = [
+    "Georgian silver teapot", "Ming dynasty vase", "Art Nouveau lamp", "Victorian writing desk",
+    "Meissen porcelain figure", "Edwardian pocket watch", "Qing jade carving", "Louis XV commode",
+    "Delft blue tile", "Tiffany glass panel", "Biedermeier chair", "Persian Tabriz rug",
+    "Shaker rocking chair", "Fabergé-style egg", "Regency mantel clock", "Art Deco cigarette case",
+]
+
+DEMO_INCIDENT_ID = "demo-2026-antiques-leak"
+
+
+@dataclass(frozen=True)
+class DemoWorld:
+    folder: Path
+    customers_db: Path
+    incident_file: Path
+
+    @property
+    def customers_url(self) -> str:
+        return sqlite_url(self.customers_db, read_only=False)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("BREACHBOOK_HOME", Path.home() / ".breachbook"))
+
+
+def ensure_demo_world(folder: Path | None = None, size: int = DEFAULT_SIZE, now: datetime | None = None) -> DemoWorld:
+    """Create the demo customer database if absent, and (re)write the demo incident."""
+    folder = (folder or default_home() / "demo").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    world = DemoWorld(folder, folder / "customers.sqlite", folder / "incident.yaml")
+    if not _complete(world.customers_db, size):
+        _create_customers(world.customers_db, size)
+    write_demo_incident(world.incident_file, now or datetime.now(UTC))
+    return world
+
+
+def _complete(path: Path, size: int) -> bool:
+    if not path.is_file():
+        return False
+    engine = create_engine(sqlite_url(path, read_only=True))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(customers)).scalar_one() == size
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
+def _create_customers(path: Path, size: int) -> None:
+    """Build into a temporary file and rename it, so a crash never leaves half a world."""
+    tmp = path.with_suffix(".partial")
+    tmp.unlink(missing_ok=True)
+    engine = create_engine(sqlite_url(tmp, read_only=False))
+    metadata.create_all(engine)
+    rng = random.Random(SEED)
+    fakers: dict[str, Faker] = {}
+    rows_c: list[dict[str, Any]] = []
+    rows_o: list[dict[str, Any]] = []
+    rows_f: list[dict[str, Any]] = []
+    rows_p: list[dict[str, Any]] = []
+    shares = [entry[4] for entry in POPULATION]
+    us_fake = Faker("en_US")
+    us_fake.seed_instance(SEED)
+    for number in range(1, size + 1):
+        country, region, faker_locale, letter_locale, _ = rng.choices(POPULATION, weights=shares)[0]
+        fake = fakers.get(faker_locale)
+        if fake is None:
+            fake = Faker(faker_locale)
+            fake.seed_instance(SEED + len(fakers))
+            fakers[faker_locale] = fake
+        customer_id = f"C{number:07d}"
+        rows_c.append(
+            {
+                "id": customer_id,
+                "full_name": fake.name(),
+                "email": f"{customer_id.lower()}.{fake.user_name()}@{fake.free_email_domain()}",
+                "phone": fake.phone_number(),
+                "street": fake.street_address().replace("\n", ", "),
+                "city": fake.city(),
+                "postal_code": us_fake.zipcode_in_state(region) if country == "US" else fake.postcode(),
+                "region": region,
+                "country": country,
+                "locale": letter_locale,
+            }
+        )
+        for _ in range(rng.randint(0, 4)):
+            rows_o.append(
+                {
+                    "customer_id": customer_id,
+                    "ordered_at": (datetime(2024, 1, 1) + timedelta(days=rng.randint(0, 1000))).date().isoformat(),
+                    "item": rng.choice(ANTIQUES),
+                    "amount_cents": rng.randint(2_000, 900_000),
+                    "currency": "USD" if country == "US" else "EUR",
+                }
+            )
+        for antique in rng.sample(ANTIQUES, rng.randint(1, 3)):
+            rows_f.append({"customer_id": customer_id, "antique": antique})
+        if rng.random() < 0.55:
+            rows_p.append(
+                {
+                    "customer_id": customer_id,
+                    "card_number": us_fake.credit_card_number(),
+                    "expiry": f"{rng.randint(1, 12):02d}/{rng.randint(27, 31)}",
+                }
+            )
+    with engine.begin() as conn:
+        conn.execute(insert(customers), rows_c)
+        conn.execute(insert(orders), rows_o)
+        conn.execute(insert(favourites), rows_f)
+        conn.execute(insert(payment_cards), rows_p)
+    engine.dispose()
+    os.replace(tmp, path)
+
+
+def demo_incident(now: datetime) -> dict[str, Any]:
+    discovered = (now - timedelta(hours=2)).replace(microsecond=0)
+    return {
+        "id": DEMO_INCIDENT_ID,
+        "title": "Customer database exported by a compromised ETL credential",
+        "description": (
+            "An attacker used a leaked cloud access key from a build server to reach our "
+            "analytics ETL host and, with its database role, exported customer records, order "
+            "history and stored payment card numbers."
+        ),
+        "cause": "A cloud access key committed to a build log was used to reach the ETL host.",
+        "started_at": (discovered - timedelta(days=3, hours=5)).isoformat(),
+        "discovered_at": discovered.isoformat(),
+        "exposed_tables": [
+            {"table": "customers", "columns": ["full_name", "email", "phone", "street", "city", "postal_code", "region", "country"]},
+            {"table": "orders", "columns": ["customer_id", "ordered_at", "item", "amount_cents", "currency"]},
+            {"table": "favourites", "columns": ["customer_id", "antique"]},
+            {"table": "payment_cards", "columns": ["customer_id", "card_number", "expiry"]},
+        ],
+        "data_categories": [
+            "name", "email", "phone", "postal_address", "purchase_history", "preferences", "financial_account",
+        ],
+        "risk": "high",
+        "data_encrypted": False,
+        "database_role": "analytics_etl",
+        "access_key_ids": ["AKIAZ3MDEMOLEAKED01"],
+        "hosts": ["i-0a1b2c3d4e5f60718"],
+        "source_addresses": ["203.0.113.0/24", "198.51.100.23/32"],
+        "measures_taken": [
+            "We locked the database account that was misused and ended its sessions.",
+            "We deactivated the leaked access key and isolated the affected server.",
+            "We engaged an independent forensic firm and informed the police.",
+        ],
+        "likely_consequences": (
+            "Criminals may use your contact details for phishing, and your stored card number "
+            "for fraudulent purchases."
+        ),
+        "individual_steps": [
+            "Watch your card statements and report any payment you do not recognise to your bank.",
+            "Be wary of emails or calls that mention your orders; we will never ask for your password.",
+        ],
+    }
+
+
+def write_demo_incident(path: Path, now: datetime) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(demo_incident(now), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,44 @@
+"""Errors that reach users, Prefect states and logs.
+
+Every message here must name the file and field at fault and must never carry customer
+personal data: Prefect stores exception messages in plain text.
+"""
+
+
+class BreachbookError(Exception):
+    """Base of all errors breachbook reports to a user as one clear line."""
+
+
+class PlaybookError(BreachbookError):
+    """The playbook YAML is malformed or refers to something that does not exist."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        head = problems[0] if problems else "invalid"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"{path}: {head}{more}")
+
+
+class IncidentFileError(BreachbookError):
+    """The incident (alert) file cannot be read or does not validate."""
+
+
+class CustomerDataError(BreachbookError):
+    """The customer database cannot be read, or a record in it is unusable."""
+
+
+class TemplateFieldError(BreachbookError):
+    """A letter or statement template refers to a field the context does not provide."""
+
+
+class LiveNotConfirmed(BreachbookError):
+    """LIVE mode was asked for without the caller naming the incident to confirm it."""
+
+
+class DrillWriteBlocked(BreachbookError):
+    """A write was attempted through a connector during a drill; the transport refused it."""
+
+
+class OutputFolderError(BreachbookError):
+    """The output folder cannot be used for this run."""

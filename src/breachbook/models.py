@@ -1,0 +1,191 @@
+"""Pydantic models at the edges: the incident file, customer records, the organisation."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from breachbook.errors import IncidentFileError
+
+
+class DataCategory(StrEnum):
+    """Kinds of personal data; obligations are triggered by combinations of these."""
+
+    NAME = "name"
+    EMAIL = "email"
+    POSTAL_ADDRESS = "postal_address"
+    PHONE = "phone"
+    PURCHASE_HISTORY = "purchase_history"
+    PREFERENCES = "preferences"
+    FINANCIAL_ACCOUNT = "financial_account"
+    ACCOUNT_CREDENTIALS = "account_credentials"
+    GOVERNMENT_ID = "government_id"
+    MEDICAL = "medical"
+    HEALTH_INSURANCE = "health_insurance"
+    BIOMETRIC = "biometric"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Contact(Strict):
+    phone: str
+    email: str
+    web: str
+    postal: str
+
+
+class Organisation(Strict):
+    """Who is writing to customers and regulators; every letter names them."""
+
+    legal_name: str
+    contact: Contact
+    dpo_contact: str
+    lead_supervisory_authority: str = "the lead supervisory authority"
+
+
+class ExposedTable(Strict):
+    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    columns: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(min_length=1)
+
+
+Network = IPv4Network | IPv6Network
+IncidentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$")]
+
+
+class Incident(Strict):
+    """What is known about a breach: the alert enriched by the on-call. Holds no customer data."""
+
+    id: IncidentId
+    title: str = Field(min_length=3, max_length=200)
+    description: str = Field(min_length=1)
+    cause: str = Field(min_length=1)
+    started_at: AwareDatetime
+    discovered_at: AwareDatetime
+    aware_at: AwareDatetime | None = None
+    exposed_tables: list[ExposedTable] = Field(min_length=1)
+    data_categories: list[DataCategory] = Field(min_length=1)
+    risk: Literal["unlikely", "risk", "high"]
+    data_encrypted: bool = False
+    key_compromised: bool = False
+    law_enforcement_delay: bool = False
+    database_role: str | None = None
+    access_key_ids: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{16,128}$")]] = []
+    hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]] = []
+    source_addresses: list[Network] = []
+    measures_taken: list[str] = []
+    likely_consequences: str = ""
+    individual_steps: list[str] = []
+
+    @model_validator(mode="after")
+    def _times_in_order(self) -> Incident:
+        if self.discovered_at < self.started_at:
+            raise ValueError("discovered_at is before started_at")
+        if self.aware_at is not None and self.aware_at < self.discovered_at:
+            raise ValueError("aware_at is before discovered_at")
+        return self
+
+    @property
+    def awareness(self) -> datetime:
+        """When the controller became aware: the clock start for GDPR and most laws."""
+        return self.aware_at or self.discovered_at
+
+    @classmethod
+    def from_file(cls, path: Path) -> Incident:
+        """Load an incident file (YAML or JSON); one clear line names the file and field at fault."""
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise IncidentFileError(f"{path}: cannot read incident file ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise IncidentFileError(f"{path}:{where} not valid YAML") from None
+        if not isinstance(raw, dict):
+            raise IncidentFileError(f"{path}: an incident file must be a mapping of fields")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise IncidentFileError(f"{path}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Field paths and messages of a validation error, without the offending values."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL.search(value) or any(unicodedata.category(ch) == "Cf" for ch in value):
+        raise ValueError("contains control or invisible formatting characters")
+    return value
+
+
+class Customer(Strict):
+    """One customer's record as read from the customer directory. Personal data: never log it."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    full_name: Annotated[str, Field(min_length=1, max_length=200)]
+    email: EmailStr
+    phone: Annotated[str, Field(max_length=64)]
+    street: Annotated[str, Field(max_length=300)]
+    city: Annotated[str, Field(max_length=200)]
+    postal_code: Annotated[str, Field(max_length=32)]
+    region: Annotated[str, Field(max_length=64)] = ""
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    locale: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+    categories: frozenset[DataCategory]
+
+    @field_validator("full_name", "phone", "street", "city", "postal_code", "region")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        return _no_control_characters(value)
+
+    @property
+    def jurisdiction(self) -> str:
+        """Country, plus state for the US: 'US-CA', 'DE', 'CN'."""
+        return f"{self.country}-{self.region}" if self.country == "US" and self.region else self.country
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A customer record that cannot be used, by id and reason; never its values."""
+
+    customer_id: str
+    problem: str
+
+
+def validate_customer(raw: dict[str, Any]) -> Customer | RejectedRecord:
+    """A record from the directory as a Customer, or why it is unusable (without its values)."""
+    try:
+        return Customer.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False)
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        bad_id = any(e["loc"] and e["loc"][0] == "id" for e in errors)
+        return RejectedRecord("(invalid id)" if bad_id else str(raw.get("id")), reasons)

@@ -1,0 +1,240 @@
+"""From the customer database to letters: who is owed which notice, and the letters themselves.
+
+Work is streamed in batches from the customer directory; nothing here logs or raises with
+customer personal data (only customer ids, which are internal keys).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from breachbook.errors import TemplateFieldError
+from breachbook.models import Customer, DataCategory, Incident, Organisation, RejectedRecord
+from breachbook.ports import CustomerDirectory
+from breachbook.rules import Rule, RuleBook
+from breachbook.templates import Renderer
+
+BATCH_SIZE = 2000
+LABELS_FILE = "letters/category-labels.yaml"
+
+
+@dataclass
+class Tally:
+    rule: Rule
+    count: int = 0
+    by_jurisdiction: Counter[str] = field(default_factory=Counter)
+    customer_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Assessment:
+    """Per-obligation tallies for one incident. Customer ids only, no personal data."""
+
+    affected: int = 0
+    by_jurisdiction: Counter[str] = field(default_factory=Counter)
+    individual: dict[str, Tally] = field(default_factory=dict)
+    regulator: dict[str, Tally] = field(default_factory=dict)
+    not_covered: Counter[str] = field(default_factory=Counter)
+    below_threshold: Counter[str] = field(default_factory=Counter)
+    rejected: list[RejectedRecord] = field(default_factory=list)
+
+
+class Obligations:
+    """Decides, per customer, which individual notices the incident triggers."""
+
+    def __init__(self, book: RuleBook, incident: Incident) -> None:
+        self.book = book
+        self.incident = incident
+        self.exposed = frozenset(incident.data_categories)
+        self._by_place: dict[tuple[str, str], list[Rule]] = {}
+
+    def _rules_for(self, customer: Customer) -> list[Rule]:
+        key = (customer.jurisdiction, customer.country)
+        rules = self._by_place.get(key)
+        if rules is None:
+            rules = self.book.individual_rules(customer)
+            self._by_place[key] = rules
+        return rules
+
+    def exposed_for(self, customer: Customer) -> frozenset[DataCategory]:
+        return customer.categories & self.exposed
+
+    def covered(self, customer: Customer) -> bool:
+        return bool(self._rules_for(customer))
+
+    def for_customer(self, customer: Customer) -> list[Rule]:
+        exposed = self.exposed_for(customer)
+        return [
+            rule
+            for rule in self._rules_for(customer)
+            if rule.applies_to_incident(self.incident) and rule.applies_to_data(exposed)
+        ]
+
+
+def iter_valid_customers(
+    directory: CustomerDirectory, exposed: frozenset[DataCategory], rejected: list[RejectedRecord]
+) -> Iterator[Customer]:
+    """Affected customers as validated models; unusable records are set aside by id."""
+    for batch in directory.iter_affected(exposed, BATCH_SIZE):
+        for item in batch:
+            if isinstance(item, Customer):
+                yield item
+            else:
+                rejected.append(item)
+
+
+def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> Assessment:
+    obligations = Obligations(book, incident)
+    result = Assessment()
+    regulators = [r for r in book.regulator_rules() if r.applies_to_incident(incident)]
+    reg_places = {rule.id: book.expand(rule.applies_to) for rule in regulators}
+    for customer in iter_valid_customers(directory, obligations.exposed, result.rejected):
+        result.affected += 1
+        place = customer.jurisdiction
+        result.by_jurisdiction[place] += 1
+        if not obligations.covered(customer):
+            result.not_covered[place] += 1
+        rules = obligations.for_customer(customer)
+        if obligations.covered(customer) and not rules:
+            result.below_threshold[place] += 1
+        for rule in rules:
+            tally = result.individual.setdefault(rule.id, Tally(rule))
+            tally.count += 1
+            tally.by_jurisdiction[place] += 1
+            tally.customer_ids.append(customer.id)
+        exposed = obligations.exposed_for(customer)
+        for rule in regulators:
+            in_scope = {place, customer.country} & reg_places[rule.id]
+            if in_scope and rule.applies_to_data(exposed):
+                tally = result.regulator.setdefault(rule.id, Tally(rule))
+                tally.count += 1
+                tally.by_jurisdiction[place] += 1
+    result.regulator = {
+        rule_id: tally
+        for rule_id, tally in result.regulator.items()
+        if tally.count >= tally.rule.min_affected
+    }
+    return result
+
+
+def obligation_record(tally: Tally, incident: Incident, now: datetime) -> dict[str, Any]:
+    rule = tally.rule
+    due = rule.due_at(incident)
+    return {
+        "id": rule.id,
+        "title": rule.title,
+        "citation": rule.citation,
+        "audience": rule.audience,
+        "recipient": rule.recipient,
+        "deadline": rule.deadline,
+        "clock_starts": rule.clock_starts,
+        "clock_started_at": rule.clock_start(incident).isoformat(),
+        "due_at": due.isoformat() if due else "ASAP",
+        "hours_left": round((due - now).total_seconds() / 3600, 1) if due else None,
+        "overdue": bool(due and due < now),
+        "affected_count": tally.count,
+        "by_jurisdiction": dict(sorted(tally.by_jurisdiction.items())),
+        "verified_citation": rule.verified,
+        "notes": rule.notes,
+    }
+
+
+class LetterWriter:
+    """Builds each customer's letter context and renders it; checks every required field."""
+
+    def __init__(self, renderer: Renderer, org: Organisation, incident: Incident, notice_date: datetime) -> None:
+        self.renderer = renderer
+        self.org = org
+        self.incident = incident
+        self.notice_date = notice_date.date().isoformat()
+        self.labels = self._load_labels(renderer.templates_dir / LABELS_FILE)
+        self._template_for: dict[tuple[str, str], str] = {}
+
+    @staticmethod
+    def _load_labels(path: Path) -> dict[str, dict[str, str]]:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise TemplateFieldError(f"{path}: cannot read category labels ({exc})") from None
+        if not isinstance(loaded, dict) or "en" not in loaded:
+            raise TemplateFieldError(f"{path}: needs a mapping of locales with at least 'en'")
+        return loaded
+
+    def _label(self, category: DataCategory, locale: str) -> str:
+        for key in (locale, locale.split("-")[0], "en"):
+            table = self.labels.get(key)
+            if table and category.value in table:
+                return table[category.value]
+        raise TemplateFieldError(
+            f"{self.renderer.templates_dir / LABELS_FILE}: no label for data category {category.value!r}"
+        )
+
+    def context(self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]) -> dict[str, Any]:
+        incident = self.incident
+        context: dict[str, Any] = {
+            "customer_id": customer.id,
+            "recipient_name": customer.full_name,
+            "recipient_email": customer.email,
+            "recipient_address": [
+                line
+                for line in (
+                    customer.street,
+                    f"{customer.postal_code} {customer.city}".strip(),
+                    customer.country,
+                )
+                if line
+            ],
+            "recipient_street": customer.street,
+            "recipient_city": customer.city,
+            "recipient_postal_code": customer.postal_code,
+            "recipient_region": customer.region,
+            "recipient_country": customer.country,
+            "notice_title": rule.title,
+            "citation": rule.citation,
+            "org_legal_name": self.org.legal_name,
+            "org_contact": self.org.contact.model_dump(),
+            "dpo_contact": self.org.dpo_contact,
+            "notice_date": self.notice_date,
+            "breach_date_or_range": f"{incident.started_at.date()} to {incident.discovered_at.date()}",
+            "discovery_date": incident.discovered_at.date().isoformat(),
+            "incident_description": incident.description,
+            "incident_cause": incident.cause,
+            "data_categories": [self._label(cat, customer.locale) for cat in DataCategory if cat in exposed],
+            "likely_consequences": incident.likely_consequences,
+            "org_measures_taken": list(incident.measures_taken),
+            "individual_steps": list(incident.individual_steps),
+            "law_enforcement_delay": incident.law_enforcement_delay,
+        }
+        spec = rule.letter
+        assert spec is not None
+        for forbidden in spec.forbidden_fields:
+            context.pop(forbidden, None)
+        missing = [name for name in spec.required_fields if not context.get(name)]
+        if missing:
+            raise TemplateFieldError(
+                f"rule {rule.id}: required letter field(s) {', '.join(missing)} are empty; "
+                "fill them in the incident file or the playbook's organisation"
+            )
+        return context
+
+    def render(self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]) -> tuple[str, str]:
+        """(subject, body) of one letter. The template's first line is 'Subject: ...'."""
+        spec = rule.letter
+        assert spec is not None
+        key = (rule.id, customer.locale)
+        name = self._template_for.get(key)
+        if name is None:
+            name = self.renderer.pick_locale(f"letters/{spec.template}", customer.locale, spec.default_locale)
+            self._template_for[key] = name
+        text = self.renderer.render(name, self.context(customer, rule, exposed))
+        first, _, body = text.partition("\n")
+        if not first.startswith("Subject: "):
+            raise TemplateFieldError(f"{self.renderer.templates_dir / name}: first line must be 'Subject: ...'")
+        return first.removeprefix("Subject: ").strip(), body.lstrip("\n")

@@ -1,0 +1,287 @@
+"""The playbook: reviewable YAML validated into a typed model.
+
+Unknown keys are rejected, step ids are unique, `depends_on` and approval roles must refer to
+something that exists, dependencies have no cycles, every action is registered and every
+template it names exists. Each problem is reported with its path in the YAML and its line.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from breachbook.errors import PlaybookError
+from breachbook.expressions import ExpressionError, check_expression, check_value_template
+from breachbook.models import Organisation
+
+StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+RoleName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Step(Strict):
+    id: StepId
+    title: str = Field(min_length=1)
+    action: str = Field(description="Name of a registered action, e.g. database.lock_role")
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="with",
+        description="Arguments of the action; a string may refer to the incident: '{{ incident.hosts }}'",
+    )
+    when: str | None = Field(
+        default=None, description="Condition on the incident; the step is skipped when false"
+    )
+    depends_on: list[StepId] = Field(default_factory=list)
+    approval: RoleName | None = Field(
+        default=None, description="Role that must approve before the step changes anything"
+    )
+    deadline: timedelta | None = Field(
+        default=None, description="ISO 8601 duration from the start of the run, e.g. PT15M"
+    )
+
+
+class Phase(Strict):
+    id: StepId
+    title: str = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1)
+
+
+class WarRoom(Strict):
+    channel: str = Field(pattern=r"^#[a-z0-9_-]{1,80}$")
+    drill_channel: str = Field(pattern=r"^#[a-z0-9_-]{1,80}$")
+
+
+class Playbook(Strict):
+    version: Literal[1]
+    name: StepId
+    title: str = Field(min_length=1)
+    description: str = ""
+    organisation: Organisation
+    roles: list[RoleName] = Field(min_length=1)
+    war_room: WarRoom
+    phases: list[Phase] = Field(min_length=1)
+
+    def steps(self) -> list[tuple[Phase, Step]]:
+        return [(phase, step) for phase in self.phases for step in phase.steps]
+
+    def ordered_steps(self) -> list[tuple[Phase, Step]]:
+        """Steps in phase order, each after the steps it depends on (checked acyclic)."""
+        by_id = {step.id: (phase, step) for phase, step in self.steps()}
+        done: set[str] = set()
+        ordered: list[tuple[Phase, Step]] = []
+
+        def visit(step_id: str) -> None:
+            if step_id in done:
+                return
+            done.add(step_id)
+            phase, step = by_id[step_id]
+            for dep in step.depends_on:
+                visit(dep)
+            ordered.append((phase, step))
+
+        for _, step in self.steps():
+            visit(step.id)
+        return ordered
+
+
+def json_schema() -> dict[str, Any]:
+    """The playbook JSON Schema, with the registered action names as an enum for editors."""
+    from breachbook.actions import registry
+
+    schema = Playbook.model_json_schema(by_alias=True)
+    schema["$defs"]["Step"]["properties"]["action"]["enum"] = sorted(registry())
+    schema["title"] = "breachbook playbook"
+    return schema
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+class _LineFinder:
+    """Maps a path in the YAML document (('phases', 0, 'steps', 1, 'action')) to its line."""
+
+    def __init__(self, text: str) -> None:
+        try:
+            self._root: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            self._root = None
+
+    def line(self, loc: tuple[str | int, ...]) -> int | None:
+        node = self._root
+        best = node.start_mark.line + 1 if node is not None else None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                match = next(
+                    ((k, v) for k, v in node.value if getattr(k, "value", None) == part), None
+                )
+                if match is None:
+                    break
+                node = match[1]
+                best = match[0].start_mark.line + 1
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if part >= len(node.value):
+                    break
+                node = node.value[part]
+                best = node.start_mark.line + 1
+            else:
+                break
+        return best
+
+
+def _format_loc(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+class _Problems:
+    def __init__(self, lines: _LineFinder) -> None:
+        self.lines = lines
+        self.items: list[str] = []
+
+    def add(self, loc: tuple[str | int, ...], message: str) -> None:
+        line = self.lines.line(loc)
+        where = f" (line {line})" if line is not None else ""
+        self.items.append(f"{_format_loc(loc)}{where}: {message}")
+
+
+def _check_references(playbook: Playbook, templates_dir: Path, problems: _Problems) -> None:
+    from breachbook.actions import registry
+
+    actions = registry()
+    phase_ids: set[str] = set()
+    where: dict[str, tuple[int, int]] = {}
+    for p_index, phase in enumerate(playbook.phases):
+        if phase.id in phase_ids:
+            problems.add(("phases", p_index, "id"), f"duplicate phase id {phase.id!r}")
+        phase_ids.add(phase.id)
+        for s_index, step in enumerate(phase.steps):
+            loc: tuple[str | int, ...] = ("phases", p_index, "steps", s_index)
+            if step.id in where:
+                problems.add((*loc, "id"), f"duplicate step id {step.id!r}")
+            else:
+                where[step.id] = (p_index, s_index)
+            action = actions.get(step.action)
+            if action is None:
+                known = ", ".join(sorted(actions))
+                problems.add(
+                    (*loc, "action"), f"unknown action {step.action!r}; registered actions: {known}"
+                )
+            else:
+                _check_args(action.args_model.model_fields, step, loc, problems)
+                for template in action.required_templates(step.args):
+                    if not (templates_dir / template).is_file():
+                        problems.add(
+                            (*loc, "with"), f"template {template!r} not found in {templates_dir}"
+                        )
+            if step.approval is not None and step.approval not in playbook.roles:
+                problems.add(
+                    (*loc, "approval"),
+                    f"approval role {step.approval!r} is not one of roles: {playbook.roles}",
+                )
+            if step.when is not None:
+                try:
+                    check_expression(step.when)
+                except ExpressionError as exc:
+                    problems.add((*loc, "when"), str(exc))
+    for step_id, (p_index, s_index) in where.items():
+        step = playbook.phases[p_index].steps[s_index]
+        for d_index, dep in enumerate(step.depends_on):
+            loc = ("phases", p_index, "steps", s_index, "depends_on", d_index)
+            if dep == step_id:
+                problems.add(loc, f"step {step_id!r} depends on itself")
+            elif dep not in where:
+                problems.add(loc, f"depends on unknown step {dep!r}")
+    cycle = _find_cycle(playbook)
+    if cycle:
+        p_index, s_index = where[cycle[0]]
+        problems.add(
+            ("phases", p_index, "steps", s_index, "depends_on"),
+            "dependency cycle: " + " -> ".join(cycle),
+        )
+
+
+def _check_args(
+    fields: dict[str, Any], step: Step, loc: tuple[str | int, ...], problems: _Problems
+) -> None:
+    for key, value in step.args.items():
+        if key not in fields:
+            allowed = ", ".join(sorted(fields)) or "none"
+            problems.add((*loc, "with", key), f"unknown argument {key!r} for {step.action} (allowed: {allowed})")
+            continue
+        try:
+            check_value_template(value)
+        except ExpressionError as exc:
+            problems.add((*loc, "with", key), str(exc))
+    for name, info in fields.items():
+        if info.is_required() and name not in step.args:
+            problems.add((*loc, "with"), f"missing required argument {name!r} for {step.action}")
+
+
+def _find_cycle(playbook: Playbook) -> list[str]:
+    graph = {step.id: [d for d in step.depends_on if d != step.id] for _, step in playbook.steps()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, []):
+            if nxt not in graph:
+                continue
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in graph:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def load_playbook(path: Path, templates_dir: Path) -> Playbook:
+    """Read, validate and cross-check a playbook; raise PlaybookError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlaybookError(str(path), [f"cannot read playbook ({exc.strerror})"]) from None
+    lines = _LineFinder(text)
+    problems = _Problems(lines)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise PlaybookError(str(path), [f"not valid YAML{where}: {problem}"]) from None
+    if not isinstance(raw, dict):
+        raise PlaybookError(str(path), ["a playbook must be a mapping with version, name, phases"])
+    try:
+        playbook = Playbook.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            problems.add(tuple(err["loc"]), err["msg"])
+        raise PlaybookError(str(path), problems.items) from None
+    _check_references(playbook, templates_dir, problems)
+    if problems.items:
+        raise PlaybookError(str(path), problems.items)
+    return playbook
+

@@ -1,0 +1,148 @@
+"""Plan and report documents of a run, and the PII-free summaries shown as Prefect artifacts."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from breachbook.context import RunContext
+from breachbook.engine import RunResult, StepResult
+from breachbook.ports import Verdict
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def plan_data(ctx: RunContext, result: RunResult) -> dict[str, Any]:
+    return {
+        "incident_id": result.incident_id,
+        "run_id": result.run_id,
+        "mode": result.mode_label,
+        "playbook": ctx.playbook.name,
+        "started_at": result.started_at.isoformat(),
+        "finished_at": result.finished_at.isoformat(),
+        "verdicts": result.verdict_counts(),
+        "ledger": {"url": "audit.sqlite" if ctx.ledger.url.endswith("audit.sqlite") else "(configured)",
+                   "head_seq": result.ledger_head[0], "head_sha256": result.ledger_head[1]},
+        "entries": [entry.as_dict() for entry in result.entries()],
+    }
+
+
+def plan_markdown(result: RunResult) -> str:
+    counts = result.verdict_counts()
+    lines = [
+        f"# Plan: incident {result.incident_id} ({result.mode_label} run {result.run_id})",
+        "",
+        " | ".join(f"{name}: {count}" for name, count in counts.items()),
+        "",
+        "| phase | step | action | target | status | verdict | how verified | reason | would |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in result.entries():
+        lines.append(
+            "| " + " | ".join(
+                _md_cell(x) for x in
+                (e.phase, e.step_id, e.action, e.target, e.status, e.verdict or "-", e.method or "-", e.reason or "-", e.would)
+            ) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(step: StepResult) -> float:
+    return (step.finished_at - step.started_at).total_seconds()
+
+
+def phase_durations(result: RunResult) -> dict[str, float]:
+    durations: dict[str, float] = {}
+    for step in result.steps:
+        durations[step.phase] = durations.get(step.phase, 0.0) + _seconds(step)
+    return durations
+
+
+def report_markdown(ctx: RunContext, result: RunResult) -> str:
+    counts = result.verdict_counts()
+    total = sum(counts.values())
+    statuses = Counter(e.status for e in result.entries())
+    problems = [e for e in result.entries() if e.verdict in (Verdict.FAILED, Verdict.UNVERIFIED)]
+    step_counts: Counter[str] = Counter()
+    for step in result.steps:
+        step_counts.update(step.counts)
+    verified_share = counts[Verdict.VERIFIED] / total if total else 0.0
+    lines = [
+        f"# Report: {ctx.incident.title}",
+        "",
+        f"- incident: `{result.incident_id}`; playbook: `{ctx.playbook.name}`; mode: **{result.mode_label.upper()}**; run: `{result.run_id}`",
+        f"- started {result.started_at.isoformat()}, finished {result.finished_at.isoformat()} "
+        f"({(result.finished_at - result.started_at).total_seconds():.1f} s)",
+        f"- actions: {total}; verified {counts[Verdict.VERIFIED]} ({verified_share:.0%}), "
+        f"failed {counts[Verdict.FAILED]}, unverified {counts[Verdict.UNVERIFIED]}",
+        "- statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
+        f"- ledger head: entry {result.ledger_head[0]}, sha256 `{result.ledger_head[1]}`",
+        "",
+        "## Counts",
+        "",
+        *(f"- {name}: {value:,}" for name, value in sorted(step_counts.items())),
+        "",
+        "## Duration of each phase",
+        "",
+        "| phase | seconds |",
+        "|---|---|",
+        *(f"| {phase} | {secs:.2f} |" for phase, secs in phase_durations(result).items()),
+        "",
+        "## Timeline",
+        "",
+        "| started | phase | step | seconds | outcome | deadline |",
+        "|---|---|---|---|---|---|",
+    ]
+    for step in result.steps:
+        verdicts = Counter(e.verdict or e.status for e in step.entries)
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items()))
+        deadline = "-"
+        if step.due_at is not None:
+            met = "met" if step.finished_at <= step.due_at else "MISSED"
+            deadline = f"{step.due_at.isoformat()} ({met})"
+        lines.append(
+            f"| {step.started_at.time().isoformat(timespec='seconds')} | {step.phase} | {step.step_id} "
+            f"| {_seconds(step):.2f} | {summary} | {deadline} |"
+        )
+    lines += ["", "## FAILED and UNVERIFIED", ""]
+    if not problems:
+        lines.append("Every action was verified.")
+    for e in problems:
+        lines.append(f"- **{e.verdict}** `{e.step_id}` on `{e.target}`: {e.reason}")
+    lines += ["", "## Documents", ""]
+    for step in result.steps:
+        lines += [f"- `{doc}` ({step.step_id})" for doc in step.documents]
+    return "\n".join(lines) + "\n"
+
+
+def obligations_markdown(ctx: RunContext) -> str:
+    """Obligations table from obligations.json, for the artifact: counts and deadlines only."""
+    path = ctx.workspace.path("obligations.json")
+    if not path.is_file():
+        return "No obligations were assessed in this run.\n"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    lines = [
+        f"# Obligations: {data['affected_customers']:,} affected customers",
+        "",
+        "| obligation | citation | to | affected | due |",
+        "|---|---|---|---|---|",
+    ]
+    for item in data["obligations"]:
+        lines.append(
+            f"| {item['id']} | {item['citation']} | {item['recipient']} | {item['affected_count']:,} | {item['due_at']} |"
+        )
+    uncovered = data["no_rule_for_jurisdiction"]
+    if uncovered:
+        lines += ["", "No rule yet for: " + ", ".join(f"{k} ({v:,})" for k, v in uncovered.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(ctx: RunContext, result: RunResult) -> None:
+    """plan.json, plan.md and, last, report.md; then the run is marked complete."""
+    ctx.workspace.write_json("plan.json", plan_data(ctx, result))
+    ctx.workspace.write_raw("plan.md", plan_markdown(result))
+    ctx.workspace.write_document("report.md", report_markdown(ctx, result))
+    ctx.workspace.mark_complete()

@@ -1,0 +1,35 @@
+"""One run from request to report, with the failure path that leaves nothing looking complete."""
+
+from __future__ import annotations
+
+from breachbook.clock import Clock
+from breachbook.context import RunContext
+from breachbook.engine import RunResult, StepRunner, run_directly, run_playbook
+from breachbook.errors import BreachbookError
+from breachbook.ledger import Entry
+from breachbook.reports import write_outputs
+from breachbook.wiring import RunRequest, Settings, open_run
+
+
+def execute(
+    request: RunRequest,
+    runner: StepRunner = run_directly,
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+) -> tuple[RunContext, RunResult]:
+    """Open the run, walk the playbook, write plan and report; on failure mark the folder."""
+    ctx = open_run(request, settings, clock)
+    try:
+        result = run_playbook(ctx, runner)
+        write_outputs(ctx, result)
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, BreachbookError) else f"unexpected {type(exc).__name__}"
+        ctx.workspace.mark_failed(message)
+        ctx.ledger.append(
+            Entry(ctx.incident.id, ctx.run_id, "run", "-", "outcome", ctx.actor, ctx.mode_label,
+                  "error", {"error": message})
+        )
+        raise
+    finally:
+        ctx.ledger.close()
+    return ctx, result

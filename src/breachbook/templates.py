@@ -1,0 +1,78 @@
+"""Rendering letters, notices and statements: jinja2 in a sandbox with StrictUndefined.
+
+A template that names a field its context lacks fails with the template and field named,
+before anything is sent. Customer data is only ever a value in the context, never template
+source, so a hostile name is printed as written and cannot run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateNotFound,
+    UndefinedError,
+    select_autoescape,
+)
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from breachbook.errors import TemplateFieldError
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self._env = ImmutableSandboxedEnvironment(
+            loader=FileSystemLoader(str(templates_dir)),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._cache: dict[str, Template] = {}
+
+    def exists(self, name: str) -> bool:
+        return (self.templates_dir / name).is_file()
+
+    def template(self, name: str) -> Template:
+        cached = self._cache.get(name)
+        if cached is None:
+            try:
+                cached = self._env.get_template(name)
+            except TemplateNotFound:
+                raise TemplateFieldError(
+                    f"{self.templates_dir / name}: template not found"
+                ) from None
+            except TemplateError as exc:
+                raise TemplateFieldError(f"{self.templates_dir / name}: {exc.message}") from None
+            self._cache[name] = cached
+        return cached
+
+    def render(self, name: str, context: dict[str, Any]) -> str:
+        """Render or raise TemplateFieldError naming the template and the missing field."""
+        try:
+            return self.template(name).render(context)
+        except UndefinedError as exc:
+            raise TemplateFieldError(
+                f"{self.templates_dir / name}: field {exc.message} in the letter context"
+            ) from None
+        except TemplateError as exc:
+            raise TemplateFieldError(f"{self.templates_dir / name}: {exc.message}") from None
+
+    def pick_locale(self, folder: str, locale: str, default_locale: str) -> str:
+        """The template for a locale: exact ('de-DE'), then language ('de'), then the default."""
+        language = locale.split("-")[0]
+        for candidate in (locale, language, default_locale):
+            name = f"{folder}/{candidate}.txt.j2"
+            if self.exists(name):
+                return name
+        raise TemplateFieldError(
+            f"{self.templates_dir / folder}: no template for locale {locale!r} "
+            f"nor default {default_locale!r}"
+        )

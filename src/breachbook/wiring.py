@@ -1,0 +1,151 @@
+"""The mode seam: the one place that reads the mode and builds the connectors for a run.
+
+Everything downstream (engine, actions, flows) receives adapters and an executor and never
+asks which mode it is in. Default is DRILL; LIVE needs the incident id named to confirm.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from breachbook.clock import Clock, SystemClock
+from breachbook.connectors.customers_sql import SqlCustomerDirectory
+from breachbook.connectors.drill import DrillEvidenceStore, DrillMail, NoApprovals
+from breachbook.connectors.evidence_fs import FilesystemEvidenceStore
+from breachbook.connectors.outbox import OutboxMail
+from breachbook.context import Connectors, RunContext
+from breachbook.engine import ApplyChanges, PlanOnly, new_run_id
+from breachbook.errors import BreachbookError, CustomerDataError, LiveNotConfirmed
+from breachbook.ledger import AUTOMATION, Ledger
+from breachbook.models import Incident
+from breachbook.modes import Mode
+from breachbook.playbook import load_playbook
+from breachbook.rules import RuleBook
+from breachbook.templates import Renderer
+from breachbook.workspace import Workspace
+
+
+def project_root() -> Path:
+    """Where playbooks/, templates/, rules/ and flows/ live: BREACHBOOK_ROOT, the source
+    checkout this package was installed from, or the current directory."""
+    configured = os.environ.get("BREACHBOOK_ROOT")
+    if configured:
+        return Path(configured).resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "playbooks").is_dir() and (checkout / "templates").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+class Settings(BaseSettings):
+    """Connector settings, from BREACHBOOK_* environment variables. Secrets stay SecretStr."""
+
+    model_config = SettingsConfigDict(env_prefix="BREACHBOOK_", extra="ignore")
+
+    home: Path = Path.home() / ".breachbook"
+    ledger_url: SecretStr | None = None
+    customers_url: SecretStr | None = None
+    outbox: Path | None = None
+    evidence_dir: Path | None = None
+    mail_from: str = "privacy-office@example.invalid"
+    actor: str = AUTOMATION
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    mode: Mode
+    incident_file: Path
+    out_dir: Path | None = None
+    playbook_file: Path | None = None
+    confirm_incident_id: str | None = None
+
+
+DRILL_BANNER = (
+    "[DRILL] Rehearsal output of a breachbook drill: nothing was sent, published or changed."
+)
+
+
+def build_connectors(mode: Mode, settings: Settings, clock: Clock) -> Connectors:
+    """The only function that reads the mode."""
+    if settings.customers_url is None:
+        raise CustomerDataError("no customer database configured (set BREACHBOOK_CUSTOMERS_URL or use --demo)")
+    customers = SqlCustomerDirectory(settings.customers_url.get_secret_value(), read_only=True)
+    customers.require_readable()
+    mail = OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None
+    evidence = FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None
+    if mode is Mode.DRILL:
+        return Connectors(
+            clock=clock,
+            customers=customers,
+            executor=PlanOnly(),
+            approvals=NoApprovals(),
+            mail=DrillMail(mail) if mail else None,
+            evidence=DrillEvidenceStore(evidence) if evidence else None,
+        )
+    if mode is Mode.LIVE:
+        return Connectors(
+            clock=clock,
+            customers=customers,
+            executor=ApplyChanges(),
+            approvals=NoApprovals(),
+            mail=mail,
+            evidence=evidence,
+        )
+    raise BreachbookError("TABLETOP mode needs the simulated world, which is not built yet")
+
+
+def open_run(request: RunRequest, settings: Settings | None = None, clock: Clock | None = None) -> RunContext:
+    """Validate every input, then build the run: nothing is written before all of it is valid."""
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    root = project_root()
+    templates = root / "templates"
+    playbook = load_playbook(request.playbook_file or root / "playbooks" / "customer-data-breach.yaml", templates)
+    rules = RuleBook.load(root / "rules" / "obligations.yaml")
+    incident = Incident.from_file(request.incident_file)
+    if request.mode is Mode.LIVE and request.confirm_incident_id != incident.id:
+        raise LiveNotConfirmed(
+            f"LIVE changes production systems: confirm by naming the incident id ({incident.id!r})"
+        )
+    connectors = build_connectors(request.mode, settings, clock)
+    run_id = new_run_id()
+    if request.mode is Mode.DRILL:
+        if request.out_dir is None:
+            raise BreachbookError("a drill needs an output folder (--out)")
+        workspace = Workspace.open_fresh(request.out_dir, DRILL_BANNER, f"breachbook drill {run_id}")
+        ledger_url = f"sqlite:///{workspace.path('audit.sqlite')}"
+    else:
+        out = request.out_dir or settings.home / "runs" / incident.id / run_id
+        workspace = Workspace.open_fresh(out, None, f"breachbook {request.mode.value} run {run_id}")
+        default_ledger = f"sqlite:///{(settings.home / 'ledger.sqlite').resolve()}"
+        settings.home.mkdir(parents=True, exist_ok=True)
+        ledger_url = settings.ledger_url.get_secret_value() if settings.ledger_url else default_ledger
+    return RunContext(
+        run_id=run_id,
+        mode_label=request.mode.value,
+        incident=incident,
+        incident_file=request.incident_file.resolve(),
+        playbook=playbook,
+        connectors=connectors,
+        workspace=workspace,
+        ledger=Ledger(ledger_url, clock),
+        rules=rules,
+        renderer=Renderer(templates),
+        actor=settings.actor,
+    )
+
+
+def demo_settings(settings: Settings, customers_db: Path, demo_folder: Path) -> Settings:
+    """Settings pointing at the demo world: its customers, an outbox and an evidence folder."""
+    return settings.model_copy(
+        update={
+            "customers_url": SecretStr(f"sqlite:///{customers_db.resolve()}"),
+            "outbox": settings.outbox or demo_folder / "outbox",
+            "evidence_dir": settings.evidence_dir or demo_folder / "evidence",
+        }
+    )

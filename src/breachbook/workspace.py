@@ -1,0 +1,76 @@
+"""The run's output folder: every document a run produces, and nothing outside it.
+
+Files are written atomically. A marker says the run is incomplete until the report is
+written last, so a crashed run never leaves output that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from breachbook.errors import OutputFolderError
+
+INCOMPLETE = "RUN-INCOMPLETE.txt"
+OWNER_MARK = ".breachbook-run"
+
+
+class Workspace:
+    def __init__(self, root: Path, banner: str | None) -> None:
+        self.root = root
+        self.banner = banner
+
+    @classmethod
+    def open_fresh(cls, root: Path, banner: str | None, label: str) -> Workspace:
+        """Claim an empty folder, or replace one that an earlier breachbook run wrote."""
+        root = root.resolve()
+        if root.exists():
+            if not root.is_dir():
+                raise OutputFolderError(f"{root}: exists and is not a folder")
+            if any(root.iterdir()):
+                if not (root / OWNER_MARK).is_file():
+                    raise OutputFolderError(
+                        f"{root}: folder is not empty and was not written by breachbook; "
+                        "choose another --out"
+                    )
+                shutil.rmtree(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputFolderError(f"{root}: cannot create output folder ({exc.strerror})") from None
+        space = cls(root, banner)
+        space.write_raw(OWNER_MARK, label + "\n")
+        space.write_raw(INCOMPLETE, "This run has not finished; its outputs are partial.\n")
+        return space
+
+    def path(self, relative: str) -> Path:
+        target = (self.root / relative).resolve()
+        if self.root not in target.parents and target != self.root:
+            raise OutputFolderError(f"{relative}: outside the output folder")
+        return target
+
+    def write_raw(self, relative: str, text: str) -> Path:
+        target = self.path(relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+        return target
+
+    def write_document(self, relative: str, text: str) -> Path:
+        """A human document: carries the run's banner (e.g. DRILL) at the top."""
+        return self.write_raw(relative, f"{self.banner}\n\n{text}" if self.banner else text)
+
+    def write_json(self, relative: str, data: Any) -> Path:
+        return self.write_raw(relative, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+    def mark_failed(self, message: str) -> None:
+        self.write_raw(INCOMPLETE, f"This run stopped before it finished: {message}\n")
+
+    def mark_complete(self) -> None:
+        self.path(INCOMPLETE).unlink(missing_ok=True)
