@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from breachbook.errors import BreachbookError
@@ -37,7 +37,7 @@ PREFECT_DEFAULTS = {
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -61,6 +61,23 @@ def _run_flow(**parameters: Any) -> dict[str, int]:
     return result
 
 
+def _check_before_start(
+    mode: Mode, incident: Path | None, playbook: Path | None, demo: bool, confirm: str | None = None
+) -> None:
+    """Fail on bad input in a second, before Prefect starts, with one line naming the problem."""
+    from breachbook.demo import ensure_demo_world
+    from breachbook.wiring import RunRequest, Settings, demo_settings, load_inputs, open_customers
+
+    settings = Settings()
+    if demo:
+        world = ensure_demo_world(settings.home / "demo")
+        settings = demo_settings(settings, world.customers_db, world.folder)
+        incident = incident or world.incident_file
+    assert incident is not None
+    load_inputs(RunRequest(mode=mode, incident_file=incident, playbook_file=playbook, confirm_incident_id=confirm))
+    open_customers(settings).close()
+
+
 def _summary(out: Path, counts: dict[str, int], seconds: float) -> None:
     table = Table(title="breachbook drill", show_header=True)
     table.add_column("verdict")
@@ -71,8 +88,11 @@ def _summary(out: Path, counts: dict[str, int], seconds: float) -> None:
     plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
     unverified = [e for e in plan["entries"] if e["verdict"] in ("FAILED", "UNVERIFIED")]
     for entry in unverified:
-        console.print(f"  {entry['verdict']:<10} {entry['step_id']} [{entry['target']}]: {entry['reason']}",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            escape(f"  {entry['verdict']:<10} {entry['step_id']} ({entry['target']}): {entry['reason']}"),
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"finished in {seconds:.1f} s; report: [bold]{out / 'report.md'}[/]", highlight=False)
 
 
@@ -88,6 +108,7 @@ def drill(
         raise _fail("give --incident FILE, or --demo to drill against the synthetic world")
     started = time.perf_counter()
     try:
+        _check_before_start(Mode.DRILL, incident, playbook, demo)
         counts = _run_flow(
             incident_file=str(incident) if incident else None,
             out_dir=str(out),
@@ -109,6 +130,7 @@ def respond(
 ) -> None:
     """LIVE response: really contains, preserves and notifies. Needs --confirm INCIDENT_ID."""
     try:
+        _check_before_start(Mode.LIVE, incident, playbook, demo=False, confirm=confirm or None)
         counts = _run_flow(
             incident_file=str(incident),
             out_dir=str(out) if out else None,
@@ -135,7 +157,7 @@ def validate(
         loaded = load_playbook(playbook, templates or project_root() / "templates")
     except PlaybookError as exc:
         for problem in exc.problems:
-            errors.print(f"{exc.path}: {problem}", highlight=False, soft_wrap=True)
+            errors.print(escape(f"{exc.path}: {problem}"), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     steps = len(loaded.steps())
     console.print(f"{playbook}: valid ({len(loaded.phases)} phases, {steps} steps)", highlight=False)
@@ -203,11 +225,3 @@ def demo_world() -> None:
 
     world = ensure_demo_world(Settings().home / "demo")
     console.print(f"customers: {world.customers_db}\nincident: {world.incident_file}", highlight=False)
-
-
-def main() -> None:
-    try:
-        app()
-    except BreachbookError as exc:
-        errors.print(f"error: {exc}", highlight=False)
-        sys.exit(2)

@@ -147,3 +147,21 @@ class RuleBook(Strict):
             return cls.model_validate(raw)
         except ValidationError as exc:
             raise RulesError(f"{path}: {describe_validation_error(exc)}") from None
+
+
+def check_rule_templates(book: RuleBook, templates_dir: Path) -> None:
+    """Every letter folder has its default-locale template; every notice template exists."""
+    missing = []
+    for rule in book.rules:
+        if rule.letter is not None:
+            name = f"letters/{rule.letter.template}/{rule.letter.default_locale}.txt.j2"
+            if not (templates_dir / name).is_file():
+                missing.append(f"rule {rule.id}: letter template {name}")
+        if rule.notice_template is not None and not (templates_dir / rule.notice_template).is_file():
+            missing.append(f"rule {rule.id}: notice template {rule.notice_template}")
+        if rule.audience == "individual" and rule.letter is None:
+            missing.append(f"rule {rule.id}: an individual obligation needs a letter")
+        if rule.audience == "regulator" and rule.notice_template is None:
+            missing.append(f"rule {rule.id}: a regulator obligation needs a notice_template")
+    if missing:
+        raise RulesError(f"{templates_dir}: missing " + "; ".join(missing))

@@ -24,8 +24,8 @@ from breachbook.errors import BreachbookError, CustomerDataError, LiveNotConfirm
 from breachbook.ledger import AUTOMATION, Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
-from breachbook.playbook import load_playbook
-from breachbook.rules import RuleBook
+from breachbook.playbook import Playbook, load_playbook
+from breachbook.rules import RuleBook, check_rule_templates
 from breachbook.templates import Renderer
 from breachbook.workspace import Workspace
 
@@ -70,12 +70,18 @@ DRILL_BANNER = (
 )
 
 
-def build_connectors(mode: Mode, settings: Settings, clock: Clock) -> Connectors:
-    """The only function that reads the mode."""
+def open_customers(settings: Settings) -> SqlCustomerDirectory:
+    """The customer directory, read-only in every mode; fails early if it cannot be read."""
     if settings.customers_url is None:
         raise CustomerDataError("no customer database configured (set BREACHBOOK_CUSTOMERS_URL or use --demo)")
     customers = SqlCustomerDirectory(settings.customers_url.get_secret_value(), read_only=True)
     customers.require_readable()
+    return customers
+
+
+def build_connectors(mode: Mode, settings: Settings, clock: Clock) -> Connectors:
+    """The only function that reads the mode."""
+    customers = open_customers(settings)
     mail = OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None
     evidence = FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None
     if mode is Mode.DRILL:
@@ -99,19 +105,35 @@ def build_connectors(mode: Mode, settings: Settings, clock: Clock) -> Connectors
     raise BreachbookError("TABLETOP mode needs the simulated world, which is not built yet")
 
 
-def open_run(request: RunRequest, settings: Settings | None = None, clock: Clock | None = None) -> RunContext:
-    """Validate every input, then build the run: nothing is written before all of it is valid."""
-    settings = settings or Settings()
-    clock = clock or SystemClock()
+@dataclass(frozen=True)
+class Inputs:
+    playbook: Playbook
+    rules: RuleBook
+    incident: Incident
+    templates: Path
+
+
+def load_inputs(request: RunRequest) -> Inputs:
+    """Read and check playbook, rules, templates and incident; writes nothing anywhere."""
     root = project_root()
     templates = root / "templates"
     playbook = load_playbook(request.playbook_file or root / "playbooks" / "customer-data-breach.yaml", templates)
     rules = RuleBook.load(root / "rules" / "obligations.yaml")
+    check_rule_templates(rules, templates)
     incident = Incident.from_file(request.incident_file)
     if request.mode is Mode.LIVE and request.confirm_incident_id != incident.id:
         raise LiveNotConfirmed(
             f"LIVE changes production systems: confirm by naming the incident id ({incident.id!r})"
         )
+    return Inputs(playbook, rules, incident, templates)
+
+
+def open_run(request: RunRequest, settings: Settings | None = None, clock: Clock | None = None) -> RunContext:
+    """Validate every input, then build the run: nothing is written before all of it is valid."""
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    inputs = load_inputs(request)
+    incident, playbook, rules, templates = inputs.incident, inputs.playbook, inputs.rules, inputs.templates
     connectors = build_connectors(request.mode, settings, clock)
     run_id = new_run_id()
     if request.mode is Mode.DRILL:

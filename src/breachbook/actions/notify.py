@@ -230,9 +230,9 @@ class DraftRegulatorNotices(Action[NoArgs]):
         now = ctx.connectors.clock.now()
         documents = []
         for rule_id, tally in sorted(found.regulator.items()):
-            template = tally.rule.notice_template or f"regulators/{rule_id}.md.j2"
+            assert tally.rule.notice_template is not None
             text = ctx.renderer.render(
-                template,
+                tally.rule.notice_template,
                 {
                     **statement_context(ctx),
                     "obligation": obligation_record(tally, ctx.incident, now),

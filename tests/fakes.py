@@ -1,0 +1,174 @@
+"""Named fakes for the ports: they record every call, so tests assert on what was asked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from breachbook.models import Customer, DataCategory, RejectedRecord
+from breachbook.ports import Check, OutgoingLetter
+
+
+@dataclass
+class RecordingCloud:
+    """Answers every check with `verdict` and records checks and changes separately."""
+
+    check_answer: Check = field(default_factory=lambda: Check.verified("allowed", "fake"))
+    checks: list[tuple[str, str]] = field(default_factory=list)
+    changes: list[tuple[str, str]] = field(default_factory=list)
+
+    def check_deactivate_key(self, access_key_id: str) -> Check:
+        self.checks.append(("deactivate_key", access_key_id))
+        return self.check_answer
+
+    def deactivate_key(self, access_key_id: str) -> dict[str, str]:
+        self.changes.append(("deactivate_key", access_key_id))
+        return {"status": "Inactive"}
+
+    def check_quarantine_host(self, host: str) -> Check:
+        self.checks.append(("quarantine_host", host))
+        return self.check_answer
+
+    def quarantine_host(self, host: str) -> dict[str, str]:
+        self.changes.append(("quarantine_host", host))
+        return {"group": "quarantine"}
+
+    def check_block_address(self, network: str) -> Check:
+        self.checks.append(("block_address", network))
+        return self.check_answer
+
+    def block_address(self, network: str) -> dict[str, str]:
+        self.changes.append(("block_address", network))
+        return {"rule": "deny"}
+
+
+@dataclass
+class RecordingDatabaseAdmin:
+    check_answer: Check = field(default_factory=lambda: Check.verified("has privilege", "fake"))
+    checks: list[tuple[str, str]] = field(default_factory=list)
+    changes: list[tuple[str, str]] = field(default_factory=list)
+
+    def check_lock_role(self, role: str) -> Check:
+        self.checks.append(("lock_role", role))
+        return self.check_answer
+
+    def lock_role(self, role: str) -> dict[str, str]:
+        self.changes.append(("lock_role", role))
+        return {"role": role, "login": "disabled"}
+
+    def check_end_sessions(self, role: str) -> Check:
+        self.checks.append(("end_sessions", role))
+        return self.check_answer
+
+    def end_sessions(self, role: str) -> dict[str, str]:
+        self.changes.append(("end_sessions", role))
+        return {"terminated": "2"}
+
+
+@dataclass
+class RecordingMail:
+    sent: list[OutgoingLetter] = field(default_factory=list)
+    checks: int = 0
+
+    def describe(self) -> str:
+        return "recording mail"
+
+    def check_can_send(self) -> Check:
+        self.checks += 1
+        return Check.verified("NOOP answered 250", "fake")
+
+    def send(self, letter: OutgoingLetter) -> str:
+        self.sent.append(letter)
+        return f"ref-{len(self.sent)}"
+
+
+@dataclass
+class RecordingChat:
+    posts: list[tuple[str, str]] = field(default_factory=list)
+
+    def check_can_post(self, channel: str) -> Check:
+        return Check.verified(f"member of {channel}", "fake auth.test")
+
+    def post(self, channel: str, text: str) -> str:
+        self.posts.append((channel, text))
+        return f"ts-{len(self.posts)}"
+
+
+@dataclass
+class RecordingPublisher:
+    published: list[str] = field(default_factory=list)
+
+    def check_can_publish(self) -> Check:
+        return Check.verified("token valid", "fake")
+
+    def publish(self, title: str, body: str) -> str:
+        self.published.append(title)
+        return "https://status.example/1"
+
+
+@dataclass
+class ScriptedApprovals:
+    """Approves the roles in `approve`, denies the rest, and remembers who was asked."""
+
+    approve: set[str] = field(default_factory=set)
+    asked: list[tuple[str, str]] = field(default_factory=list)
+
+    def check_can_ask(self, role: str) -> Check:
+        return Check.verified(f"can ask {role}", "fake")
+
+    def request(self, step_id: str, role: str, summary: str) -> bool:
+        self.asked.append((step_id, role))
+        return role in self.approve
+
+
+@dataclass
+class InMemoryCustomers:
+    """A customer directory over a list, for tests of the notification rules."""
+
+    records: list[Customer | RejectedRecord]
+    snapshot: bytes = b"[1, \"row\"]\n"
+
+    def describe(self) -> str:
+        return "in-memory customers"
+
+    def check_readable(self) -> Check:
+        return Check.verified("in memory", "fake")
+
+    def iter_affected(
+        self, categories: frozenset[DataCategory], batch_size: int
+    ) -> Iterator[list[Customer | RejectedRecord]]:
+        batch = [
+            r for r in self.records
+            if isinstance(r, RejectedRecord) or r.categories & categories
+        ]
+        for start in range(0, len(batch), batch_size):
+            yield batch[start : start + batch_size]
+
+    def table_snapshot(self, table: str, columns: list[str]) -> Iterator[bytes]:
+        yield self.snapshot
+
+
+BASE = frozenset({DataCategory.NAME, DataCategory.EMAIL, DataCategory.POSTAL_ADDRESS, DataCategory.PHONE})
+
+
+def customer(
+    cid: str,
+    country: str,
+    region: str = "",
+    locale: str = "en",
+    name: str = "Test Person",
+    extra: frozenset[DataCategory] = frozenset(),
+) -> Customer:
+    return Customer(
+        id=cid,
+        full_name=name,
+        email=f"{cid.lower()}@example.org",
+        phone="+1 555 0100",
+        street="1 Main Street",
+        city="Springfield",
+        postal_code="12345",
+        region=region,
+        country=country,
+        locale=locale,
+        categories=BASE | extra,
+    )

@@ -1,0 +1,173 @@
+"""Obligations per customer, deadlines, and letters rendered strictly and safely."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from breachbook.errors import TemplateFieldError
+from breachbook.models import DataCategory, Incident, Organisation, RejectedRecord, validate_customer
+from breachbook.notify import LetterWriter, assess
+from breachbook.rules import RuleBook, add_deadline, check_rule_templates
+from breachbook.templates import Renderer
+from tests.conftest import ROOT, T0
+from tests.fakes import InMemoryCustomers, customer
+
+CARD = frozenset({DataCategory.FINANCIAL_ACCOUNT})
+RULES = RuleBook.load(ROOT / "rules" / "obligations.yaml")
+ORG = Organisation.model_validate(
+    {
+        "legal_name": "Example Ltd",
+        "contact": {"phone": "+1 555 0100", "email": "privacy@example.org", "web": "https://example.org", "postal": "1 Road"},
+        "dpo_contact": "dpo@example.org",
+    }
+)
+
+
+def incident(**changes: object) -> Incident:
+    data: dict[str, object] = {
+        "id": "inc-test-1",
+        "title": "Test breach",
+        "description": "Records were copied.",
+        "cause": "A leaked key.",
+        "started_at": T0 - timedelta(days=2),
+        "discovered_at": T0,
+        "exposed_tables": [{"table": "customers", "columns": ["full_name"]}],
+        "data_categories": ["name", "email", "postal_address", "financial_account"],
+        "risk": "high",
+        "measures_taken": ["We locked the account."],
+        "likely_consequences": "Phishing.",
+        "individual_steps": ["Watch your statements."],
+    }
+    data.update(changes)
+    return Incident.model_validate(data)
+
+
+def test_obligations_follow_residence_and_exposed_data() -> None:
+    people = InMemoryCustomers(
+        [
+            customer("C1", "DE", locale="de-DE"),
+            customer("C2", "US", "CA", "en-US", extra=CARD),
+            customer("C3", "US", "CA", "en-US"),  # no card on file: no California notice
+            customer("C4", "CN", locale="zh-CN"),
+            customer("C5", "US", "TX", "en-US", extra=CARD),  # no Texas rule yet
+        ]
+    )
+    found = assess(people, RULES, incident())
+    assert found.affected == 5
+    assert found.individual["gdpr-a34"].customer_ids == ["C1"]
+    assert found.individual["us-ca"].customer_ids == ["C2"]
+    assert found.individual["cn-pipl-57"].customer_ids == ["C4"]
+    assert found.below_threshold == {"US-CA": 1}
+    assert found.not_covered == {"US-TX": 1}
+    assert set(found.regulator) == {"gdpr-a33", "cn-pipl-57-authority"}  # us-ca-ag needs > 500
+
+
+def test_gdpr_individual_notice_needs_high_risk_and_encryption_removes_it() -> None:
+    people = InMemoryCustomers([customer("C1", "FR", locale="fr-FR")])
+    assert "gdpr-a34" not in assess(people, RULES, incident(risk="risk")).individual
+    assert "gdpr-a33" in assess(people, RULES, incident(risk="risk")).regulator
+    assert assess(people, RULES, incident(risk="unlikely")).regulator == {}
+    encrypted = assess(people, RULES, incident(data_encrypted=True))
+    assert "gdpr-a34" not in encrypted.individual
+    assert "gdpr-a34" in assess(people, RULES, incident(data_encrypted=True, key_compromised=True)).individual
+
+
+def test_california_attorney_general_only_above_500_residents() -> None:
+    people = InMemoryCustomers([customer(f"C{i}", "US", "CA", "en-US", extra=CARD) for i in range(500)])
+    assert assess(people, RULES, incident()).regulator == {}
+    people.records.append(customer("C999", "US", "CA", "en-US", extra=CARD))
+    assert assess(people, RULES, incident()).regulator["us-ca-ag"].count == 501
+
+
+def test_deadlines() -> None:
+    start = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)  # a Friday
+    assert add_deadline(start, "PT72H") == start + timedelta(hours=72)
+    assert add_deadline(start, "P30D") == start + timedelta(days=30)
+    assert add_deadline(start, "ASAP") is None
+    assert add_deadline(start, "P4BD") == datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+
+
+def test_rule_templates_exist() -> None:
+    check_rule_templates(RULES, ROOT / "templates")
+
+
+def writer(templates: Path = ROOT / "templates") -> LetterWriter:
+    return LetterWriter(Renderer(templates), ORG, incident(), T0)
+
+
+def test_california_letter_has_the_required_headings_and_fields() -> None:
+    rule = next(r for r in RULES.rules if r.id == "us-ca")
+    person = customer("C2", "US", "CA", "en-US", name="Maria Lopez", extra=CARD)
+    subject, body = writer().render(person, rule, person.categories & frozenset(incident().data_categories))
+    assert subject == "Notice of Data Breach"
+    for heading in ("What Happened?", "What Information Was Involved?", "What We Are Doing.",
+                    "What You Can Do.", "For More Information."):
+        assert heading in body
+    assert "Maria Lopez" in body and "Springfield, CA 12345" in body
+    assert "your payment card number and expiry date" in body
+    assert "Date of notice: 2026-11-28" in body
+
+
+def test_letters_use_the_customer_language_with_fallback() -> None:
+    rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
+    exposed = frozenset(incident().data_categories)
+    _, german = writer().render(customer("C1", "DE", locale="de-DE"), rule, exposed)
+    assert "Welche Daten betroffen sind" in german and "Ihre Postanschrift" in german
+    _, dutch = writer().render(customer("C6", "NL", locale="nl-NL"), rule, exposed)
+    assert "What data was involved" in dutch  # no Dutch template yet: English
+
+
+def test_hostile_names_are_printed_as_written_never_run() -> None:
+    rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
+    hostile = "{{ self.__init__.__globals__ }} <script>alert(1)</script> Robert'); DROP TABLE customers;--"
+    _, body = writer().render(customer("C1", "DE", name=hostile), rule, frozenset(incident().data_categories))
+    assert hostile in body
+
+
+@pytest.mark.parametrize("bad_name", ["Eve\nBcc: all@example.org", "Mallory\x00", "Bob\u202eevil"])
+def test_names_with_control_characters_are_rejected_by_id_without_the_value(bad_name: str) -> None:
+    raw = customer("C7", "DE").model_dump() | {"full_name": bad_name}
+    outcome = validate_customer(raw)
+    assert isinstance(outcome, RejectedRecord)
+    assert outcome.customer_id == "C7" and "full_name" in outcome.problem
+    assert bad_name not in outcome.problem
+
+
+def test_unusable_records_are_counted_not_dropped() -> None:
+    bad = RejectedRecord("C9", "email: value is not a valid email address")
+    found = assess(InMemoryCustomers([customer("C1", "DE"), bad]), RULES, incident())
+    assert found.rejected == [bad] and found.affected == 1
+
+
+def test_missing_template_field_names_template_and_field(tmp_path: Path) -> None:
+    folder = tmp_path / "letters" / "gdpr-a34"
+    folder.mkdir(parents=True)
+    (tmp_path / "letters" / "category-labels.yaml").write_text((ROOT / "templates/letters/category-labels.yaml").read_text())
+    (folder / "en.txt.j2").write_text("Subject: x\nDear {{ recipient_nmae }},\n")
+    rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
+    with pytest.raises(TemplateFieldError) as caught:
+        writer(tmp_path).render(customer("C1", "DE", name="Secret Person"), rule, frozenset(incident().data_categories))
+    message = str(caught.value)
+    assert "gdpr-a34/en.txt.j2" in message and "'recipient_nmae' is undefined" in message
+    assert "Secret Person" not in message
+
+
+def test_empty_required_field_is_an_error_naming_it() -> None:
+    rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
+    letters = LetterWriter(Renderer(ROOT / "templates"), ORG, incident(likely_consequences=""), T0)
+    with pytest.raises(TemplateFieldError, match="rule gdpr-a34: required letter field.s. likely_consequences"):
+        letters.render(customer("C1", "DE"), rule, frozenset(incident().data_categories))
+
+
+def test_forbidden_fields_are_withheld_from_the_template(tmp_path: Path) -> None:
+    """A Massachusetts-style rule: the letter must not describe the breach."""
+    rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
+    spec = rule.letter
+    assert spec is not None
+    quiet = rule.model_copy(update={"letter": spec.model_copy(update={"forbidden_fields": ["incident_description"],
+                                                                        "required_fields": ["org_legal_name"]})})
+    with pytest.raises(TemplateFieldError, match="'incident_description' is undefined"):
+        writer().render(customer("C1", "DE"), quiet, frozenset(incident().data_categories))

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from breachbook.cli import app
+from breachbook.errors import PlaybookError
+from breachbook.playbook import load_playbook, schema_text
+from tests.conftest import ROOT
+
+DATA = Path(__file__).parents[1] / "data" / "playbooks"
+INVALID = sorted((DATA / "invalid").glob("*.yaml"))
+TEMPLATES = ROOT / "templates"
+
+
+def expected_message(path: Path) -> str:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: <message>'"
+    return first.removeprefix("# expect: ")
+
+
+def test_reference_playbook_has_the_four_phases_in_order() -> None:
+    playbook = load_playbook(ROOT / "playbooks" / "customer-data-breach.yaml", TEMPLATES)
+    assert [phase.id for phase in playbook.phases] == ["contain", "preserve", "notify", "communicate"]
+    ordered = [step.id for _, step in playbook.ordered_steps()]
+    assert ordered.index("snapshot-evidence") < ordered.index("quarantine-hosts")
+    assert ordered.index("render-letters") < ordered.index("deliver-letters")
+
+
+def test_every_kind_of_error_has_an_example() -> None:
+    assert len(INVALID) >= 14
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_playbook_reports_its_error(path: Path) -> None:
+    with pytest.raises(PlaybookError) as caught:
+        load_playbook(path, TEMPLATES)
+    expected = expected_message(path)
+    assert any(expected in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_validate_command_prints_every_problem_with_path_and_exits_nonzero() -> None:
+    result = CliRunner().invoke(app, ["validate", str(DATA / "invalid" / "unknown-argument.yaml")])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 2
+    assert all("unknown-argument.yaml: phases[0].steps[0].with" in line for line in lines)
+
+
+def test_validate_command_accepts_a_valid_playbook() -> None:
+    result = CliRunner().invoke(app, ["validate", str(DATA / "valid" / "minimal.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "valid (1 phases, 2 steps)" in result.output
+
+
+def test_committed_json_schema_is_current() -> None:
+    committed = (ROOT / "playbooks" / "playbook.schema.json").read_text(encoding="utf-8")
+    assert committed == schema_text(), "run `breachbook schema` and commit playbooks/playbook.schema.json"
+
+
+def test_schema_lists_registered_actions() -> None:
+    import json
+
+    schema = json.loads(schema_text())
+    actions = schema["$defs"]["Step"]["properties"]["action"]["enum"]
+    assert "database.lock_role" in actions and "letters.render" in actions
+    assert schema["$defs"]["Step"]["additionalProperties"] is False
