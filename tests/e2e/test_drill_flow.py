@@ -1,0 +1,199 @@
+"""The whole demo drill as a Prefect flow under Prefect's test harness: its outputs, the
+change-nothing guarantee, and no customer personal data in anything Prefect stores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from breachbook.cli import app
+from breachbook.connectors.customers_sql import SqlCustomerDirectory, snapshot_digest, sqlite_url
+
+pytestmark = pytest.mark.prefect
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def drill_run(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BREACHBOOK_HOME", str(home))
+    from breachbook.demo import ensure_demo_world
+
+    world = ensure_demo_world(home / "demo")
+    before = _sha(world.customers_db)
+    from flows.response import response
+
+    out = tmp_path_factory.mktemp("drill") / "out"
+    state = response(demo=True, out_dir=str(out), return_state=True)
+    assert state.is_completed(), state.message
+    yield {
+        "out": out,
+        "world": world,
+        "flow_run_id": state.state_details.flow_run_id,
+        "customers_sha_before": before,
+        "counts": state.result(),
+    }
+    mp.undo()
+
+
+def _customers(db: Path) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM customers ORDER BY id")]
+    conn.close()
+    return rows
+
+
+def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, Any]) -> None:
+    plan = json.loads((drill_run["out"] / "plan.json").read_text())
+    assert plan["mode"] == "drill"
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for entry in plan["entries"]:
+        by_step.setdefault(entry["step_id"], []).append(entry)
+        assert entry["status"] == "planned"
+        assert entry["verdict"] in {"VERIFIED", "FAILED", "UNVERIFIED"}
+        assert entry["reason"]
+    assert len(by_step) == 15
+    assert by_step["lock-db-role"][0]["target"] == "analytics_etl"
+    assert by_step["lock-db-role"][0]["verdict"] == "UNVERIFIED"
+    assert "no database admin connector configured" in by_step["lock-db-role"][0]["reason"]
+    assert {e["target"] for e in by_step["block-addresses"]} == {"203.0.113.0/24", "198.51.100.23/32"}
+    assert [e["verdict"] for e in by_step["snapshot-evidence"]] == ["VERIFIED"] * 5
+    assert plan["verdicts"] == drill_run["counts"]
+    assert plan["verdicts"]["FAILED"] == 0
+    assert "| lock-db-role | database.lock_role | analytics_etl | planned | UNVERIFIED |" in (
+        drill_run["out"] / "plan.md"
+    ).read_text()
+
+
+def test_obligations_and_letters_match_the_customer_database(drill_run: dict[str, Any]) -> None:
+    out, world = drill_run["out"], drill_run["world"]
+    obligations = json.loads((out / "obligations.json").read_text())
+    assert obligations["affected_customers"] == 10_000
+    by_id = {o["id"]: o for o in obligations["obligations"]}
+    assert set(by_id) == {"gdpr-a33", "gdpr-a34", "uk-gdpr-ico", "uk-gdpr-a34", "cn-pipl-57",
+                          "cn-pipl-57-authority", "us-ca", "us-ca-ag"}
+    incident = yaml.safe_load(world.incident_file.read_text())
+    awareness = datetime.fromisoformat(incident["discovered_at"])
+    assert datetime.fromisoformat(by_id["gdpr-a33"]["due_at"]) == awareness + timedelta(hours=72)
+    assert by_id["gdpr-a34"]["due_at"] == "ASAP"
+
+    customers = _customers(world.customers_db)
+    conn = sqlite3.connect(world.customers_db)
+    with_card = {row[0] for row in conn.execute("SELECT customer_id FROM payment_cards")}
+    conn.close()
+    eu = {"DE", "FR", "IT", "ES", "NL", "IE"}
+    expected = {
+        "gdpr-a34": {c["id"] for c in customers if c["country"] in eu},
+        "uk-gdpr-a34": {c["id"] for c in customers if c["country"] == "GB"},
+        "cn-pipl-57": {c["id"] for c in customers if c["country"] == "CN"},
+        "us-ca": {c["id"] for c in customers if c["region"] == "CA" and c["id"] in with_card},
+    }
+    for rule_id, ids in expected.items():
+        assert by_id[rule_id]["affected_count"] == len(ids)
+        assert set((out / "recipients" / f"{rule_id}.txt").read_text().split()) == ids
+        assert {p.stem for p in (out / "letters" / rule_id).iterdir()} == ids
+    assert obligations["no_rule_for_jurisdiction"]["US-TX"] == sum(1 for c in customers if c["region"] == "TX")
+
+
+def test_a_letter_carries_the_customer_fields_and_the_drill_mark(drill_run: dict[str, Any]) -> None:
+    out, world = drill_run["out"], drill_run["world"]
+    ca_id = (out / "recipients" / "us-ca.txt").read_text().split()[0]
+    person = next(c for c in _customers(world.customers_db) if c["id"] == ca_id)
+    letter = (out / "letters" / "us-ca" / f"{ca_id}.txt").read_text()
+    assert letter.startswith("[DRILL]")
+    assert "Subject: Notice of Data Breach" in letter
+    assert person["full_name"] in letter
+    assert f"{person['city']}, CA {person['postal_code']}" in letter
+    assert "your payment card number and expiry date" in letter
+    zh_id = (out / "recipients" / "cn-pipl-57.txt").read_text().split()[0]
+    chinese = (out / "letters" / "cn-pipl-57" / f"{zh_id}.txt").read_text()
+    assert "个人信息泄露通知" in chinese and "您的姓名" in chinese
+
+
+def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(drill_run: dict[str, Any]) -> None:
+    out, world = drill_run["out"], drill_run["world"]
+    manifest = json.loads((out / "evidence" / "manifest.json").read_text())
+    items = {item["item_id"]: item for item in manifest["items"]}
+    assert set(items) == {"table:customers", "table:orders", "table:favourites", "table:payment_cards", "incident-record"}
+    directory = SqlCustomerDirectory(sqlite_url(world.customers_db, read_only=True), read_only=True)
+    columns = ["card_number", "customer_id", "expiry"]
+    sha, size = snapshot_digest(directory.table_snapshot("payment_cards", sorted(columns, key=["customer_id", "card_number", "expiry"].index)))
+    directory.close()
+    assert items["table:payment_cards"]["sha256"] == sha and items["table:payment_cards"]["size_bytes"] == size
+    previous = "0" * 64
+    for item in manifest["items"]:
+        assert item["prev_record_sha256"] == previous
+        previous = item["record_sha256"]
+
+
+def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
+    out = drill_run["out"]
+    statement = (out / "statement.md").read_text()
+    assert statement.startswith("[DRILL]") and "About 10,000 customers in" in statement
+    report = (out / "report.md").read_text()
+    for phase in ("contain", "preserve", "notify", "communicate"):
+        assert f"| {phase} |" in report
+    assert "- letters: 6," in report or "- letters: 7," in report
+    assert "**UNVERIFIED** `deactivate-keys` on `AKIAZ3MDEMOLEAKED01`" in report
+    assert not (out / "RUN-INCOMPLETE.txt").exists()
+    result = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ledger intact: 29 entries" in result.output
+
+
+def test_the_drill_changed_nothing_outside_its_folder(drill_run: dict[str, Any]) -> None:
+    world = drill_run["world"]
+    assert _sha(world.customers_db) == drill_run["customers_sha_before"]
+    for folder in (world.folder / "outbox", world.folder / "evidence"):
+        assert not folder.exists() or not any(folder.iterdir())
+
+
+def _prefect_texts(flow_run_id: UUID) -> tuple[list[str], set[str]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()
+    texts: list[str] = []
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        texts.append(json.dumps(run.parameters, default=str))
+        texts.append(str(run.state.message if run.state else ""))
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        texts += [log.message for log in logs]
+        runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        artifacts = client.read_artifacts(flow_run_filter=runs)
+        keys = {a.key for a in artifacts if a.key}
+        texts += [json.dumps(a.data, default=str) + (a.description or "") for a in artifacts]
+        for task_run in client.read_task_runs(flow_run_filter=runs):
+            texts.append(task_run.name + json.dumps(task_run.task_inputs, default=str))
+            texts.append(str(task_run.state.message if task_run.state else ""))
+    return texts, keys
+
+
+def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) -> None:
+    texts, artifact_keys = _prefect_texts(drill_run["flow_run_id"])
+    assert {"breachbook-summary", "breachbook-plan", "breachbook-obligations"} <= artifact_keys
+    joined = "\n".join(texts)
+    assert "render-letters" in joined and "letters=" in joined  # the logs were really read
+    customers = _customers(drill_run["world"].customers_db)
+    leaked = [
+        c["id"] for c in customers
+        if c["email"] in joined or c["full_name"] in joined or c["street"] in joined or c["phone"] in joined
+    ]
+    assert leaked == []
