@@ -28,11 +28,14 @@ def _prefect_step(name: str, work: Callable[[], StepResult]) -> StepResult:
     def step() -> StepResult:
         return work()
 
-    result = task(step, name=name, persist_result=False, cache_policy=NO_CACHE)()
+    result: StepResult = task(name=name, persist_result=False, cache_policy=NO_CACHE)(step)()
     tally = Counter(e.verdict or e.status for e in result.entries)
     counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
     get_run_logger().info(
-        "%s: %s%s", name, ", ".join(f"{k} {v}" for k, v in sorted(tally.items())), f" ({counts})" if counts else ""
+        "%s: %s%s",
+        name,
+        ", ".join(f"{k} {v}" for k, v in sorted(tally.items())),
+        f" ({counts})" if counts else "",
     )
     return result
 
@@ -47,7 +50,10 @@ def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
                 f"# {result.mode_label.upper()} run of incident `{result.incident_id}`",
                 "",
                 *(f"- {verdict}: {count}" for verdict, count in counts.items()),
-                *(f"- phase {phase}: {secs:.1f} s" for phase, secs in phase_durations(result).items()),
+                *(
+                    f"- phase {phase}: {secs:.1f} s"
+                    for phase, secs in phase_durations(result).items()
+                ),
                 f"- output folder: `{ctx.workspace.root}`",
             ]
         ),
@@ -56,8 +62,14 @@ def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
         key="breachbook-plan",
         description="Every action, its target and how it was verified",
         table=[
-            {"step": e.step_id, "action": e.action, "target": e.target, "status": e.status,
-             "verdict": e.verdict, "reason": e.reason}
+            {
+                "step": e.step_id,
+                "action": e.action,
+                "target": e.target,
+                "status": e.status,
+                "verdict": e.verdict,
+                "reason": e.reason,
+            }
             for e in result.entries()
         ],
     )

@@ -47,13 +47,19 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> DemoWorld:
 
 @pytest.fixture
 def demo_run_settings(small_world: DemoWorld, tmp_path: Path) -> Settings:
-    return demo_settings(Settings(home=tmp_path / "home"), small_world.customers_db, small_world.folder)
+    return demo_settings(
+        Settings(home=tmp_path / "home"), small_world.customers_db, small_world.folder
+    )
 
 
 @pytest.fixture
-def drill_context(small_world: DemoWorld, demo_run_settings: Settings, tmp_path: Path) -> Iterator[RunContext]:
+def drill_context(
+    small_world: DemoWorld, demo_run_settings: Settings, tmp_path: Path
+) -> Iterator[RunContext]:
     ctx = open_run(
-        RunRequest(mode=Mode.DRILL, incident_file=small_world.incident_file, out_dir=tmp_path / "out"),
+        RunRequest(
+            mode=Mode.DRILL, incident_file=small_world.incident_file, out_dir=tmp_path / "out"
+        ),
         demo_run_settings,
         FixedStepClock(T0),
     )

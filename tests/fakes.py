@@ -126,7 +126,7 @@ class InMemoryCustomers:
     """A customer directory over a list, for tests of the notification rules."""
 
     records: list[Customer | RejectedRecord]
-    snapshot: bytes = b"[1, \"row\"]\n"
+    snapshot: bytes = b'[1, "row"]\n'
 
     def describe(self) -> str:
         return "in-memory customers"
@@ -138,8 +138,7 @@ class InMemoryCustomers:
         self, categories: frozenset[DataCategory], batch_size: int
     ) -> Iterator[list[Customer | RejectedRecord]]:
         batch = [
-            r for r in self.records
-            if isinstance(r, RejectedRecord) or r.categories & categories
+            r for r in self.records if isinstance(r, RejectedRecord) or r.categories & categories
         ]
         for start in range(0, len(batch), batch_size):
             yield batch[start : start + batch_size]
@@ -148,7 +147,9 @@ class InMemoryCustomers:
         yield self.snapshot
 
 
-BASE = frozenset({DataCategory.NAME, DataCategory.EMAIL, DataCategory.POSTAL_ADDRESS, DataCategory.PHONE})
+BASE = frozenset(
+    {DataCategory.NAME, DataCategory.EMAIL, DataCategory.POSTAL_ADDRESS, DataCategory.PHONE}
+)
 
 
 def customer(

@@ -74,7 +74,11 @@ def _check_before_start(
         settings = demo_settings(settings, world.customers_db, world.folder)
         incident = incident or world.incident_file
     assert incident is not None
-    load_inputs(RunRequest(mode=mode, incident_file=incident, playbook_file=playbook, confirm_incident_id=confirm))
+    load_inputs(
+        RunRequest(
+            mode=mode, incident_file=incident, playbook_file=playbook, confirm_incident_id=confirm
+        )
+    )
     open_customers(settings).close()
 
 
@@ -89,19 +93,36 @@ def _summary(out: Path, counts: dict[str, int], seconds: float) -> None:
     unverified = [e for e in plan["entries"] if e["verdict"] in ("FAILED", "UNVERIFIED")]
     for entry in unverified:
         console.print(
-            escape(f"  {entry['verdict']:<10} {entry['step_id']} ({entry['target']}): {entry['reason']}"),
+            escape(
+                f"  {entry['verdict']:<10} {entry['step_id']} ({entry['target']}): {entry['reason']}"
+            ),
             highlight=False,
             soft_wrap=True,
         )
-    console.print(f"finished in {seconds:.1f} s; report: [bold]{out / 'report.md'}[/]", highlight=False)
+    console.print(
+        f"finished in {seconds:.1f} s; report: [bold]{out / 'report.md'}[/]", highlight=False
+    )
 
 
 @app.command()
 def drill(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (created; must be empty or an earlier run's).")],
-    demo: Annotated[bool, typer.Option("--demo", help="Use the synthetic demo world (created once in ~/.breachbook/demo).")] = False,
-    incident: Annotated[Path | None, typer.Option("--incident", help="Incident file (YAML or JSON).")] = None,
-    playbook: Annotated[Path | None, typer.Option("--playbook", help="Playbook YAML (default: the reference playbook).")] = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output folder (created; must be empty or an earlier run's)."),
+    ],
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo", help="Use the synthetic demo world (created once in ~/.breachbook/demo)."
+        ),
+    ] = False,
+    incident: Annotated[
+        Path | None, typer.Option("--incident", help="Incident file (YAML or JSON).")
+    ] = None,
+    playbook: Annotated[
+        Path | None,
+        typer.Option("--playbook", help="Playbook YAML (default: the reference playbook)."),
+    ] = None,
 ) -> None:
     """Rehearse the playbook: check every permission, produce every document, change nothing."""
     if not demo and incident is None:
@@ -124,7 +145,9 @@ def drill(
 @app.command()
 def respond(
     incident: Annotated[Path, typer.Option("--incident", help="Incident file (YAML or JSON).")],
-    confirm: Annotated[str, typer.Option("--confirm", help="The incident id, typed to confirm a LIVE run.")] = "",
+    confirm: Annotated[
+        str, typer.Option("--confirm", help="The incident id, typed to confirm a LIVE run.")
+    ] = "",
     out: Annotated[Path | None, typer.Option("--out", help="Output folder for documents.")] = None,
     playbook: Annotated[Path | None, typer.Option("--playbook")] = None,
 ) -> None:
@@ -146,7 +169,9 @@ def respond(
 @app.command()
 def validate(
     playbook: Annotated[Path, typer.Argument(help="Playbook YAML to check.")],
-    templates: Annotated[Path | None, typer.Option(help="Templates folder (default: the project's).")] = None,
+    templates: Annotated[
+        Path | None, typer.Option(help="Templates folder (default: the project's).")
+    ] = None,
 ) -> None:
     """Check a playbook; print every problem with its path and line."""
     from breachbook.errors import PlaybookError
@@ -160,12 +185,16 @@ def validate(
             errors.print(escape(f"{exc.path}: {problem}"), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     steps = len(loaded.steps())
-    console.print(f"{playbook}: valid ({len(loaded.phases)} phases, {steps} steps)", highlight=False)
+    console.print(
+        f"{playbook}: valid ({len(loaded.phases)} phases, {steps} steps)", highlight=False
+    )
 
 
 @app.command()
 def schema(
-    check: Annotated[bool, typer.Option("--check", help="Fail if the committed schema is stale.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Fail if the committed schema is stale.")
+    ] = False,
 ) -> None:
     """Write playbooks/playbook.schema.json from the model (or check it is current)."""
     from breachbook.playbook import schema_text
@@ -185,7 +214,10 @@ def schema(
 
 @audit_app.command("verify")
 def audit_verify(
-    run: Annotated[Path | None, typer.Option("--run", help="A run's output folder (its audit.sqlite and plan.json).")] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option("--run", help="A run's output folder (its audit.sqlite and plan.json)."),
+    ] = None,
     ledger: Annotated[str | None, typer.Option("--ledger", help="Ledger database URL.")] = None,
 ) -> None:
     """Recompute the ledger's hash chain; report edited, deleted or reordered entries."""
@@ -224,4 +256,8 @@ def demo_world() -> None:
     from breachbook.wiring import Settings
 
     world = ensure_demo_world(Settings().home / "demo")
-    console.print(f"customers: {world.customers_db}\nincident: {world.incident_file}", highlight=False)
+    console.print(
+        f"customers: {world.customers_db}\nincident: {world.incident_file}", highlight=False
+    )
+if __name__ == "__main__":
+    app()

@@ -49,10 +49,22 @@ POPULATION: list[tuple[str, str, str, str, float]] = [
 ]
 
 ANTIQUES = [
-    "Georgian silver teapot", "Ming dynasty vase", "Art Nouveau lamp", "Victorian writing desk",
-    "Meissen porcelain figure", "Edwardian pocket watch", "Qing jade carving", "Louis XV commode",
-    "Delft blue tile", "Tiffany glass panel", "Biedermeier chair", "Persian Tabriz rug",
-    "Shaker rocking chair", "Fabergé-style egg", "Regency mantel clock", "Art Deco cigarette case",
+    "Georgian silver teapot",
+    "Ming dynasty vase",
+    "Art Nouveau lamp",
+    "Victorian writing desk",
+    "Meissen porcelain figure",
+    "Edwardian pocket watch",
+    "Qing jade carving",
+    "Louis XV commode",
+    "Delft blue tile",
+    "Tiffany glass panel",
+    "Biedermeier chair",
+    "Persian Tabriz rug",
+    "Shaker rocking chair",
+    "Fabergé-style egg",
+    "Regency mantel clock",
+    "Art Deco cigarette case",
 ]
 
 DEMO_INCIDENT_ID = "demo-2026-antiques-leak"
@@ -73,7 +85,9 @@ def default_home() -> Path:
     return Path(os.environ.get("BREACHBOOK_HOME", Path.home() / ".breachbook"))
 
 
-def ensure_demo_world(folder: Path | None = None, size: int = DEFAULT_SIZE, now: datetime | None = None) -> DemoWorld:
+def ensure_demo_world(
+    folder: Path | None = None, size: int = DEFAULT_SIZE, now: datetime | None = None
+) -> DemoWorld:
     """Create the demo customer database if absent, and (re)write the demo incident."""
     folder = (folder or default_home() / "demo").resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,7 +142,9 @@ def _create_customers(path: Path, size: int) -> None:
                 "phone": fake.phone_number(),
                 "street": fake.street_address().replace("\n", ", "),
                 "city": fake.city(),
-                "postal_code": us_fake.zipcode_in_state(region) if country == "US" else fake.postcode(),
+                "postal_code": us_fake.zipcode_in_state(region)
+                if country == "US"
+                else fake.postcode(),
                 "region": region,
                 "country": country,
                 "locale": letter_locale,
@@ -138,7 +154,9 @@ def _create_customers(path: Path, size: int) -> None:
             rows_o.append(
                 {
                     "customer_id": customer_id,
-                    "ordered_at": (datetime(2024, 1, 1) + timedelta(days=rng.randint(0, 1000))).date().isoformat(),
+                    "ordered_at": (datetime(2024, 1, 1) + timedelta(days=rng.randint(0, 1000)))
+                    .date()
+                    .isoformat(),
                     "item": rng.choice(ANTIQUES),
                     "amount_cents": rng.randint(2_000, 900_000),
                     "currency": "USD" if country == "US" else "EUR",
@@ -177,13 +195,34 @@ def demo_incident(now: datetime) -> dict[str, Any]:
         "started_at": (discovered - timedelta(days=3, hours=5)).isoformat(),
         "discovered_at": discovered.isoformat(),
         "exposed_tables": [
-            {"table": "customers", "columns": ["full_name", "email", "phone", "street", "city", "postal_code", "region", "country"]},
-            {"table": "orders", "columns": ["customer_id", "ordered_at", "item", "amount_cents", "currency"]},
+            {
+                "table": "customers",
+                "columns": [
+                    "full_name",
+                    "email",
+                    "phone",
+                    "street",
+                    "city",
+                    "postal_code",
+                    "region",
+                    "country",
+                ],
+            },
+            {
+                "table": "orders",
+                "columns": ["customer_id", "ordered_at", "item", "amount_cents", "currency"],
+            },
             {"table": "favourites", "columns": ["customer_id", "antique"]},
             {"table": "payment_cards", "columns": ["customer_id", "card_number", "expiry"]},
         ],
         "data_categories": [
-            "name", "email", "phone", "postal_address", "purchase_history", "preferences", "financial_account",
+            "name",
+            "email",
+            "phone",
+            "postal_address",
+            "purchase_history",
+            "preferences",
+            "financial_account",
         ],
         "risk": "high",
         "data_encrypted": False,
@@ -209,5 +248,7 @@ def demo_incident(now: datetime) -> dict[str, Any]:
 
 def write_demo_incident(path: Path, now: datetime) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(demo_incident(now), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    tmp.write_text(
+        yaml.safe_dump(demo_incident(now), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
     os.replace(tmp, path)

@@ -4,6 +4,7 @@ whether apply may be called at all."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -89,12 +90,24 @@ class StepExecutor(Protocol):
     """How a step's action is carried out in this run: plan only, or apply for real."""
 
     def execute(
-        self, ctx: RunContext, phase: Phase, step: Step, action: Action[Any], args: Any, targets: list[str]
+        self,
+        ctx: RunContext,
+        phase: Phase,
+        step: Step,
+        action: Action[Any],
+        args: Any,
+        targets: list[str],
     ) -> tuple[list[PlanEntry], Prepared]: ...
 
 
 def _entry(
-    phase: Phase, step: Step, target: str, status: str, check: Check | None, would: str, **extra: Any
+    phase: Phase,
+    step: Step,
+    target: str,
+    status: str,
+    check: Check | None,
+    would: str,
+    **extra: Any,
 ) -> PlanEntry:
     return PlanEntry(
         phase=phase.id,
@@ -121,7 +134,9 @@ def _safe_preflight(action: Action[Any], args: Any, target: str, ctx: RunContext
         return Check.failed(f"preflight raised {type(exc).__name__}", "preflight raised")
 
 
-def _record(ctx: RunContext, step: Step, target: str, phase: str, outcome: str, details: dict[str, Any]) -> None:
+def _record(
+    ctx: RunContext, step: Step, target: str, phase: str, outcome: str, details: dict[str, Any]
+) -> None:
     ctx.ledger.append(
         Entry(
             incident_id=ctx.incident.id,
@@ -141,7 +156,13 @@ class PlanOnly:
     """Runs preflight and prepare and records what apply would do. Never calls apply."""
 
     def execute(
-        self, ctx: RunContext, phase: Phase, step: Step, action: Action[Any], args: Any, targets: list[str]
+        self,
+        ctx: RunContext,
+        phase: Phase,
+        step: Step,
+        action: Action[Any],
+        args: Any,
+        targets: list[str],
     ) -> tuple[list[PlanEntry], Prepared]:
         prepared = action.prepare(args, ctx)
         entries = []
@@ -151,8 +172,14 @@ class PlanOnly:
                 asked = ctx.connectors.approvals.check_can_ask(step.approval)
                 check = _with_approval(check, step.approval, asked)
             would = action.would(args, target, ctx)
-            _record(ctx, step, target, "plan", check.verdict.value,
-                    {"reason": check.reason, "method": check.method, "would": would})
+            _record(
+                ctx,
+                step,
+                target,
+                "plan",
+                check.verdict.value,
+                {"reason": check.reason, "method": check.method, "would": would},
+            )
             entries.append(_entry(phase, step, target, "planned", check, would))
         return entries, prepared
 
@@ -168,7 +195,13 @@ class ApplyChanges:
     """Preflight, approval, then apply; the ledger makes a re-run skip what is done."""
 
     def execute(
-        self, ctx: RunContext, phase: Phase, step: Step, action: Action[Any], args: Any, targets: list[str]
+        self,
+        ctx: RunContext,
+        phase: Phase,
+        step: Step,
+        action: Action[Any],
+        args: Any,
+        targets: list[str],
     ) -> tuple[list[PlanEntry], Prepared]:
         prepared = action.prepare(args, ctx)
         entries = []
@@ -182,7 +215,9 @@ class ApplyChanges:
                 _record(ctx, step, target, "outcome", "refused", {"reason": check.reason})
                 entries.append(_entry(phase, step, target, "refused", check, would))
                 continue
-            if step.approval and not ctx.connectors.approvals.request(step.id, step.approval, would):
+            if step.approval and not ctx.connectors.approvals.request(
+                step.id, step.approval, would
+            ):
                 _record(ctx, step, target, "outcome", "not-approved", {"role": step.approval})
                 entries.append(_entry(phase, step, target, "not-approved", check, would))
                 continue
@@ -191,12 +226,16 @@ class ApplyChanges:
                 details = action.apply(args, target, ctx)
             except BreachbookError as exc:
                 _record(ctx, step, target, "outcome", "failed", {"error": str(exc)})
-                entries.append(_entry(phase, step, target, "failed", check, would, details={"error": str(exc)}))
+                entries.append(
+                    _entry(phase, step, target, "failed", check, would, details={"error": str(exc)})
+                )
                 continue
             except Exception as exc:
                 error = f"{type(exc).__name__} in {step.action}"
                 _record(ctx, step, target, "outcome", "failed", {"error": error})
-                entries.append(_entry(phase, step, target, "failed", check, would, details={"error": error}))
+                entries.append(
+                    _entry(phase, step, target, "failed", check, would, details={"error": error})
+                )
                 continue
             _record(ctx, step, target, "outcome", "completed", details)
             entries.append(_entry(phase, step, target, "completed", check, would, details=details))
@@ -224,9 +263,8 @@ def run_playbook(ctx: RunContext, runner: StepRunner = run_directly) -> RunResul
     started = clock.now()
     results: dict[str, StepResult] = {}
     for phase, step in ctx.playbook.ordered_steps():
-        results[step.id] = runner(
-            f"{phase.id}/{step.id}", lambda p=phase, s=step: _run_step(ctx, p, s, results, started)
-        )
+        work = functools.partial(_run_step, ctx, phase, step, results, started)
+        results[step.id] = runner(f"{phase.id}/{step.id}", work)
     return RunResult(
         run_id=ctx.run_id,
         mode_label=ctx.mode_label,
@@ -248,10 +286,16 @@ def _run_step(
 
     def finish(entries: list[PlanEntry], prepared: Prepared | None = None) -> StepResult:
         return StepResult(
-            phase=phase.id, step_id=step.id, title=step.title, action=step.action,
-            started_at=started, finished_at=clock.now(), entries=entries,
+            phase=phase.id,
+            step_id=step.id,
+            title=step.title,
+            action=step.action,
+            started_at=started,
+            finished_at=clock.now(),
+            entries=entries,
             documents=prepared.documents if prepared else [],
-            counts=prepared.counts if prepared else {}, due_at=due,
+            counts=prepared.counts if prepared else {},
+            due_at=due,
         )
 
     if step.when is not None and not evaluate(step.when, ctx.incident_view()):
@@ -260,12 +304,18 @@ def _run_step(
     blocked_by = [dep for dep in step.depends_on if dep in done and done[dep].failed]
     if blocked_by:
         _record(ctx, step, "-", "outcome", "blocked", {"blocked_by": blocked_by})
-        return finish([_entry(phase, step, "-", "blocked", None, f"blocked by failed {blocked_by}")])
+        return finish(
+            [_entry(phase, step, "-", "blocked", None, f"blocked by failed {blocked_by}")]
+        )
     try:
         args = action.parse_args(resolve(step.args, ctx.incident_view()))
     except ValidationError as exc:
-        raise StepError(f"step {step.id!r} ({step.action}): {describe_validation_error(exc)}") from None
-    entries, prepared = ctx.connectors.executor.execute(ctx, phase, step, action, args, action.targets(args, ctx))
+        raise StepError(
+            f"step {step.id!r} ({step.action}): {describe_validation_error(exc)}"
+        ) from None
+    entries, prepared = ctx.connectors.executor.execute(
+        ctx, phase, step, action, args, action.targets(args, ctx)
+    )
     return finish(entries, prepared)
 
 

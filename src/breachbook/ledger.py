@@ -134,13 +134,11 @@ class Ledger:
     def append_many(self, entries: list[Entry]) -> list[int]:
         """Write entries in one transaction; the chain head is locked while it grows."""
         with Session(self._engine) as session, session.begin():
-            head_query = select(LedgerRow.seq, LedgerRow.entry_hash).order_by(
-                LedgerRow.seq.desc()
-            ).limit(1)
+            head_query = (
+                select(LedgerRow.seq, LedgerRow.entry_hash).order_by(LedgerRow.seq.desc()).limit(1)
+            )
             if self._engine.dialect.name == "postgresql":
-                session.connection().exec_driver_sql(
-                    "LOCK TABLE ledger_entries IN EXCLUSIVE MODE"
-                )
+                session.connection().exec_driver_sql("LOCK TABLE ledger_entries IN EXCLUSIVE MODE")
             head = session.execute(head_query).first()
             seq, prev = (head[0], head[1]) if head else (0, GENESIS)
             written = []
@@ -210,7 +208,9 @@ class Ledger:
                 )
             if row.prev_hash != prev:
                 problems.append(
-                    ChainProblem(row.seq, "does not follow the entry before it (deleted or reordered)")
+                    ChainProblem(
+                        row.seq, "does not follow the entry before it (deleted or reordered)"
+                    )
                 )
             as_written = {
                 "incident_id": row.incident_id,

@@ -169,7 +169,11 @@ class Customer(Strict):
     @property
     def jurisdiction(self) -> str:
         """Country, plus state for the US: 'US-CA', 'DE', 'CN'."""
-        return f"{self.country}-{self.region}" if self.country == "US" and self.region else self.country
+        return (
+            f"{self.country}-{self.region}"
+            if self.country == "US" and self.region
+            else self.country
+        )
 
 
 @dataclass(frozen=True)

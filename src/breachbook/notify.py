@@ -149,7 +149,9 @@ def obligation_record(tally: Tally, incident: Incident, now: datetime) -> dict[s
 class LetterWriter:
     """Builds each customer's letter context and renders it; checks every required field."""
 
-    def __init__(self, renderer: Renderer, org: Organisation, incident: Incident, notice_date: datetime) -> None:
+    def __init__(
+        self, renderer: Renderer, org: Organisation, incident: Incident, notice_date: datetime
+    ) -> None:
         self.renderer = renderer
         self.org = org
         self.incident = incident
@@ -168,7 +170,7 @@ class LetterWriter:
         return loaded
 
     def _label(self, category: DataCategory, locale: str) -> str:
-        for key in (locale, locale.split("-")[0], "en"):
+        for key in (locale, locale.split("-", maxsplit=1)[0], "en"):
             table = self.labels.get(key)
             if table and category.value in table:
                 return table[category.value]
@@ -176,7 +178,9 @@ class LetterWriter:
             f"{self.renderer.templates_dir / LABELS_FILE}: no label for data category {category.value!r}"
         )
 
-    def context(self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]) -> dict[str, Any]:
+    def context(
+        self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]
+    ) -> dict[str, Any]:
         incident = self.incident
         context: dict[str, Any] = {
             "customer_id": customer.id,
@@ -206,7 +210,9 @@ class LetterWriter:
             "discovery_date": incident.discovered_at.date().isoformat(),
             "incident_description": incident.description,
             "incident_cause": incident.cause,
-            "data_categories": [self._label(cat, customer.locale) for cat in DataCategory if cat in exposed],
+            "data_categories": [
+                self._label(cat, customer.locale) for cat in DataCategory if cat in exposed
+            ],
             "likely_consequences": incident.likely_consequences,
             "org_measures_taken": list(incident.measures_taken),
             "individual_steps": list(incident.individual_steps),
@@ -224,17 +230,23 @@ class LetterWriter:
             )
         return context
 
-    def render(self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]) -> tuple[str, str]:
+    def render(
+        self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]
+    ) -> tuple[str, str]:
         """(subject, body) of one letter. The template's first line is 'Subject: ...'."""
         spec = rule.letter
         assert spec is not None
         key = (rule.id, customer.locale)
         name = self._template_for.get(key)
         if name is None:
-            name = self.renderer.pick_locale(f"letters/{spec.template}", customer.locale, spec.default_locale)
+            name = self.renderer.pick_locale(
+                f"letters/{spec.template}", customer.locale, spec.default_locale
+            )
             self._template_for[key] = name
         text = self.renderer.render(name, self.context(customer, rule, exposed))
         first, _, body = text.partition("\n")
         if not first.startswith("Subject: "):
-            raise TemplateFieldError(f"{self.renderer.templates_dir / name}: first line must be 'Subject: ...'")
+            raise TemplateFieldError(
+                f"{self.renderer.templates_dir / name}: first line must be 'Subject: ...'"
+            )
         return first.removeprefix("Subject: ").strip(), body.lstrip("\n")

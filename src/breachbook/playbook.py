@@ -217,7 +217,10 @@ def _check_args(
     for key, value in step.args.items():
         if key not in fields:
             allowed = ", ".join(sorted(fields)) or "none"
-            problems.add((*loc, "with", key), f"unknown argument {key!r} for {step.action} (allowed: {allowed})")
+            problems.add(
+                (*loc, "with", key),
+                f"unknown argument {key!r} for {step.action} (allowed: {allowed})",
+            )
             continue
         try:
             check_value_template(value)
@@ -284,4 +287,3 @@ def load_playbook(path: Path, templates_dir: Path) -> Playbook:
     if problems.items:
         raise PlaybookError(str(path), problems.items)
     return playbook
-

@@ -24,8 +24,21 @@ def plan_data(ctx: RunContext, result: RunResult) -> dict[str, Any]:
         "started_at": result.started_at.isoformat(),
         "finished_at": result.finished_at.isoformat(),
         "verdicts": result.verdict_counts(),
-        "ledger": {"url": "audit.sqlite" if ctx.ledger.url.endswith("audit.sqlite") else "(configured)",
-                   "head_seq": result.ledger_head[0], "head_sha256": result.ledger_head[1]},
+        "ledger": {
+            "url": "audit.sqlite" if ctx.ledger.url.endswith("audit.sqlite") else "(configured)",
+            "head_seq": result.ledger_head[0],
+            "head_sha256": result.ledger_head[1],
+        },
+        "steps": [
+            {
+                "phase": step.phase,
+                "step_id": step.step_id,
+                "started_at": step.started_at.isoformat(),
+                "seconds": round(_seconds(step), 4),
+                "counts": step.counts,
+            }
+            for step in result.steps
+        ],
         "entries": [entry.as_dict() for entry in result.entries()],
     }
 
@@ -42,10 +55,22 @@ def plan_markdown(result: RunResult) -> str:
     ]
     for e in result.entries():
         lines.append(
-            "| " + " | ".join(
-                _md_cell(x) for x in
-                (e.phase, e.step_id, e.action, e.target, e.status, e.verdict or "-", e.method or "-", e.reason or "-", e.would)
-            ) + " |"
+            "| "
+            + " | ".join(
+                _md_cell(x)
+                for x in (
+                    e.phase,
+                    e.step_id,
+                    e.action,
+                    e.target,
+                    e.status,
+                    e.verdict or "-",
+                    e.method or "-",
+                    e.reason or "-",
+                    e.would,
+                )
+            )
+            + " |"
         )
     return "\n".join(lines) + "\n"
 

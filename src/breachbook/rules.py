@@ -157,7 +157,10 @@ def check_rule_templates(book: RuleBook, templates_dir: Path) -> None:
             name = f"letters/{rule.letter.template}/{rule.letter.default_locale}.txt.j2"
             if not (templates_dir / name).is_file():
                 missing.append(f"rule {rule.id}: letter template {name}")
-        if rule.notice_template is not None and not (templates_dir / rule.notice_template).is_file():
+        if (
+            rule.notice_template is not None
+            and not (templates_dir / rule.notice_template).is_file()
+        ):
             missing.append(f"rule {rule.id}: notice template {rule.notice_template}")
         if rule.audience == "individual" and rule.letter is None:
             missing.append(f"rule {rule.id}: an individual obligation needs a letter")

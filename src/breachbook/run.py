@@ -23,11 +23,22 @@ def execute(
         result = run_playbook(ctx, runner)
         write_outputs(ctx, result)
     except BaseException as exc:
-        message = str(exc) if isinstance(exc, BreachbookError) else f"unexpected {type(exc).__name__}"
+        message = (
+            str(exc) if isinstance(exc, BreachbookError) else f"unexpected {type(exc).__name__}"
+        )
         ctx.workspace.mark_failed(message)
         ctx.ledger.append(
-            Entry(ctx.incident.id, ctx.run_id, "run", "-", "outcome", ctx.actor, ctx.mode_label,
-                  "error", {"error": message})
+            Entry(
+                ctx.incident.id,
+                ctx.run_id,
+                "run",
+                "-",
+                "outcome",
+                ctx.actor,
+                ctx.mode_label,
+                "error",
+                {"error": message},
+            )
         )
         raise
     finally:

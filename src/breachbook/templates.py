@@ -67,7 +67,7 @@ class Renderer:
 
     def pick_locale(self, folder: str, locale: str, default_locale: str) -> str:
         """The template for a locale: exact ('de-DE'), then language ('de'), then the default."""
-        language = locale.split("-")[0]
+        language = locale.split("-", maxsplit=1)[0]
         for candidate in (locale, language, default_locale):
             name = f"{folder}/{candidate}.txt.j2"
             if self.exists(name):

@@ -73,7 +73,9 @@ DRILL_BANNER = (
 def open_customers(settings: Settings) -> SqlCustomerDirectory:
     """The customer directory, read-only in every mode; fails early if it cannot be read."""
     if settings.customers_url is None:
-        raise CustomerDataError("no customer database configured (set BREACHBOOK_CUSTOMERS_URL or use --demo)")
+        raise CustomerDataError(
+            "no customer database configured (set BREACHBOOK_CUSTOMERS_URL or use --demo)"
+        )
     customers = SqlCustomerDirectory(settings.customers_url.get_secret_value(), read_only=True)
     customers.require_readable()
     return customers
@@ -117,7 +119,9 @@ def load_inputs(request: RunRequest) -> Inputs:
     """Read and check playbook, rules, templates and incident; writes nothing anywhere."""
     root = project_root()
     templates = root / "templates"
-    playbook = load_playbook(request.playbook_file or root / "playbooks" / "customer-data-breach.yaml", templates)
+    playbook = load_playbook(
+        request.playbook_file or root / "playbooks" / "customer-data-breach.yaml", templates
+    )
     rules = RuleBook.load(root / "rules" / "obligations.yaml")
     check_rule_templates(rules, templates)
     incident = Incident.from_file(request.incident_file)
@@ -128,25 +132,36 @@ def load_inputs(request: RunRequest) -> Inputs:
     return Inputs(playbook, rules, incident, templates)
 
 
-def open_run(request: RunRequest, settings: Settings | None = None, clock: Clock | None = None) -> RunContext:
+def open_run(
+    request: RunRequest, settings: Settings | None = None, clock: Clock | None = None
+) -> RunContext:
     """Validate every input, then build the run: nothing is written before all of it is valid."""
     settings = settings or Settings()
     clock = clock or SystemClock()
     inputs = load_inputs(request)
-    incident, playbook, rules, templates = inputs.incident, inputs.playbook, inputs.rules, inputs.templates
+    incident, playbook, rules, templates = (
+        inputs.incident,
+        inputs.playbook,
+        inputs.rules,
+        inputs.templates,
+    )
     connectors = build_connectors(request.mode, settings, clock)
     run_id = new_run_id()
     if request.mode is Mode.DRILL:
         if request.out_dir is None:
             raise BreachbookError("a drill needs an output folder (--out)")
-        workspace = Workspace.open_fresh(request.out_dir, DRILL_BANNER, f"breachbook drill {run_id}")
+        workspace = Workspace.open_fresh(
+            request.out_dir, DRILL_BANNER, f"breachbook drill {run_id}"
+        )
         ledger_url = f"sqlite:///{workspace.path('audit.sqlite')}"
     else:
         out = request.out_dir or settings.home / "runs" / incident.id / run_id
         workspace = Workspace.open_fresh(out, None, f"breachbook {request.mode.value} run {run_id}")
         default_ledger = f"sqlite:///{(settings.home / 'ledger.sqlite').resolve()}"
         settings.home.mkdir(parents=True, exist_ok=True)
-        ledger_url = settings.ledger_url.get_secret_value() if settings.ledger_url else default_ledger
+        ledger_url = (
+            settings.ledger_url.get_secret_value() if settings.ledger_url else default_ledger
+        )
     return RunContext(
         run_id=run_id,
         mode_label=request.mode.value,

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from breachbook.errors import OutputFolderError
@@ -23,6 +23,7 @@ class Workspace:
     def __init__(self, root: Path, banner: str | None) -> None:
         self.root = root
         self.banner = banner
+        self._folders: set[Path] = set()
 
     @classmethod
     def open_fresh(cls, root: Path, banner: str | None, label: str) -> Workspace:
@@ -41,33 +42,47 @@ class Workspace:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputFolderError(f"{root}: cannot create output folder ({exc.strerror})") from None
+            raise OutputFolderError(
+                f"{root}: cannot create output folder ({exc.strerror})"
+            ) from None
         space = cls(root, banner)
         space.write_raw(OWNER_MARK, label + "\n")
         space.write_raw(INCOMPLETE, "This run has not finished; its outputs are partial.\n")
         return space
 
     def path(self, relative: str) -> Path:
-        target = (self.root / relative).resolve()
-        if self.root not in target.parents and target != self.root:
-            raise OutputFolderError(f"{relative}: outside the output folder")
-        return target
+        parts = PurePosixPath(relative).parts
+        if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
+            raise OutputFolderError(f"{relative!r}: not a path inside the output folder")
+        return self.root.joinpath(*parts)
 
-    def write_raw(self, relative: str, text: str) -> Path:
+    def write_raw(self, relative: str, text: str, atomic: bool = True) -> Path:
+        """Write a file; atomic writes go through a temporary file and a rename.
+
+        Bulk documents (letters) are written directly: the run's incomplete marker, not
+        each file, is what tells a crashed run from a finished one.
+        """
         target = self.path(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
+        if not atomic:
+            target.write_text(text, encoding="utf-8")
+            return target
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, target)
         return target
 
-    def write_document(self, relative: str, text: str) -> Path:
+    def write_document(self, relative: str, text: str, atomic: bool = True) -> Path:
         """A human document: carries the run's banner (e.g. DRILL) at the top."""
-        return self.write_raw(relative, f"{self.banner}\n\n{text}" if self.banner else text)
+        return self.write_raw(relative, f"{self.banner}\n\n{text}" if self.banner else text, atomic)
 
     def write_json(self, relative: str, data: Any) -> Path:
-        return self.write_raw(relative, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+        return self.write_raw(
+            relative, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+        )
 
     def mark_failed(self, message: str) -> None:
         self.write_raw(INCOMPLETE, f"This run stopped before it finished: {message}\n")

@@ -27,7 +27,9 @@ def _sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def drill_run(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def drill_run(
+    prefect_harness: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
     mp.setenv("BREACHBOOK_HOME", str(home))
@@ -71,13 +73,17 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
     assert by_step["lock-db-role"][0]["target"] == "analytics_etl"
     assert by_step["lock-db-role"][0]["verdict"] == "UNVERIFIED"
     assert "no database admin connector configured" in by_step["lock-db-role"][0]["reason"]
-    assert {e["target"] for e in by_step["block-addresses"]} == {"203.0.113.0/24", "198.51.100.23/32"}
+    assert {e["target"] for e in by_step["block-addresses"]} == {
+        "203.0.113.0/24",
+        "198.51.100.23/32",
+    }
     assert [e["verdict"] for e in by_step["snapshot-evidence"]] == ["VERIFIED"] * 5
     assert plan["verdicts"] == drill_run["counts"]
     assert plan["verdicts"]["FAILED"] == 0
-    assert "| lock-db-role | database.lock_role | analytics_etl | planned | UNVERIFIED |" in (
-        drill_run["out"] / "plan.md"
-    ).read_text()
+    assert (
+        "| lock-db-role | database.lock_role | analytics_etl | planned | UNVERIFIED |"
+        in (drill_run["out"] / "plan.md").read_text()
+    )
 
 
 def test_obligations_and_letters_match_the_customer_database(drill_run: dict[str, Any]) -> None:
@@ -85,8 +91,16 @@ def test_obligations_and_letters_match_the_customer_database(drill_run: dict[str
     obligations = json.loads((out / "obligations.json").read_text())
     assert obligations["affected_customers"] == 10_000
     by_id = {o["id"]: o for o in obligations["obligations"]}
-    assert set(by_id) == {"gdpr-a33", "gdpr-a34", "uk-gdpr-ico", "uk-gdpr-a34", "cn-pipl-57",
-                          "cn-pipl-57-authority", "us-ca", "us-ca-ag"}
+    assert set(by_id) == {
+        "gdpr-a33",
+        "gdpr-a34",
+        "uk-gdpr-ico",
+        "uk-gdpr-a34",
+        "cn-pipl-57",
+        "cn-pipl-57-authority",
+        "us-ca",
+        "us-ca-ag",
+    }
     incident = yaml.safe_load(world.incident_file.read_text())
     awareness = datetime.fromisoformat(incident["discovered_at"])
     assert datetime.fromisoformat(by_id["gdpr-a33"]["due_at"]) == awareness + timedelta(hours=72)
@@ -107,7 +121,9 @@ def test_obligations_and_letters_match_the_customer_database(drill_run: dict[str
         assert by_id[rule_id]["affected_count"] == len(ids)
         assert set((out / "recipients" / f"{rule_id}.txt").read_text().split()) == ids
         assert {p.stem for p in (out / "letters" / rule_id).iterdir()} == ids
-    assert obligations["no_rule_for_jurisdiction"]["US-TX"] == sum(1 for c in customers if c["region"] == "TX")
+    assert obligations["no_rule_for_jurisdiction"]["US-TX"] == sum(
+        1 for c in customers if c["region"] == "TX"
+    )
 
 
 def test_a_letter_carries_the_customer_fields_and_the_drill_mark(drill_run: dict[str, Any]) -> None:
@@ -125,16 +141,31 @@ def test_a_letter_carries_the_customer_fields_and_the_drill_mark(drill_run: dict
     assert "个人信息泄露通知" in chinese and "您的姓名" in chinese
 
 
-def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(drill_run: dict[str, Any]) -> None:
+def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(
+    drill_run: dict[str, Any],
+) -> None:
     out, world = drill_run["out"], drill_run["world"]
     manifest = json.loads((out / "evidence" / "manifest.json").read_text())
     items = {item["item_id"]: item for item in manifest["items"]}
-    assert set(items) == {"table:customers", "table:orders", "table:favourites", "table:payment_cards", "incident-record"}
+    assert set(items) == {
+        "table:customers",
+        "table:orders",
+        "table:favourites",
+        "table:payment_cards",
+        "incident-record",
+    }
     directory = SqlCustomerDirectory(sqlite_url(world.customers_db, read_only=True), read_only=True)
     columns = ["card_number", "customer_id", "expiry"]
-    sha, size = snapshot_digest(directory.table_snapshot("payment_cards", sorted(columns, key=["customer_id", "card_number", "expiry"].index)))
+    sha, size = snapshot_digest(
+        directory.table_snapshot(
+            "payment_cards", sorted(columns, key=["customer_id", "card_number", "expiry"].index)
+        )
+    )
     directory.close()
-    assert items["table:payment_cards"]["sha256"] == sha and items["table:payment_cards"]["size_bytes"] == size
+    assert (
+        items["table:payment_cards"]["sha256"] == sha
+        and items["table:payment_cards"]["size_bytes"] == size
+    )
     previous = "0" * 64
     for item in manifest["items"]:
         assert item["prev_record_sha256"] == previous
@@ -165,7 +196,12 @@ def test_the_drill_changed_nothing_outside_its_folder(drill_run: dict[str, Any])
 
 def _prefect_texts(flow_run_id: UUID) -> tuple[list[str], set[str]]:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.logging.handlers import APILogWorker
 
     APILogWorker.drain_all()
@@ -174,7 +210,9 @@ def _prefect_texts(flow_run_id: UUID) -> tuple[list[str], set[str]]:
         run = client.read_flow_run(flow_run_id)
         texts.append(json.dumps(run.parameters, default=str))
         texts.append(str(run.state.message if run.state else ""))
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
         texts += [log.message for log in logs]
         runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         artifacts = client.read_artifacts(flow_run_filter=runs)
@@ -193,7 +231,11 @@ def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) ->
     assert "render-letters" in joined and "letters=" in joined  # the logs were really read
     customers = _customers(drill_run["world"].customers_db)
     leaked = [
-        c["id"] for c in customers
-        if c["email"] in joined or c["full_name"] in joined or c["street"] in joined or c["phone"] in joined
+        c["id"]
+        for c in customers
+        if c["email"] in joined
+        or c["full_name"] in joined
+        or c["street"] in joined
+        or c["phone"] in joined
     ]
     assert leaked == []

@@ -81,7 +81,9 @@ def test_drill_connectors_refuse_writes_at_the_transport(demo_run_settings: Sett
 
 
 def test_live_connectors_apply_and_need_a_customer_database(demo_run_settings: Settings) -> None:
-    assert isinstance(build_connectors(Mode.LIVE, demo_run_settings, clock=_clock()).executor, ApplyChanges)
+    assert isinstance(
+        build_connectors(Mode.LIVE, demo_run_settings, clock=_clock()).executor, ApplyChanges
+    )
     with pytest.raises(CustomerDataError, match="no customer database configured"):
         build_connectors(Mode.LIVE, Settings(customers_url=None), clock=_clock())
 
@@ -92,12 +94,18 @@ def _clock() -> Any:
     return FixedStepClock(T0)
 
 
-def test_live_refuses_without_the_incident_id(small_world: Any, demo_run_settings: Settings, tmp_path: Path) -> None:
+def test_live_refuses_without_the_incident_id(
+    small_world: Any, demo_run_settings: Settings, tmp_path: Path
+) -> None:
     for confirm in (None, "", "some-other-incident"):
         with pytest.raises(LiveNotConfirmed, match="demo-2026-antiques-leak"):
             open_run(
-                RunRequest(mode=Mode.LIVE, incident_file=small_world.incident_file,
-                           out_dir=tmp_path / "live", confirm_incident_id=confirm),
+                RunRequest(
+                    mode=Mode.LIVE,
+                    incident_file=small_world.incident_file,
+                    out_dir=tmp_path / "live",
+                    confirm_incident_id=confirm,
+                ),
                 demo_run_settings,
             )
     assert not (tmp_path / "live").exists()
@@ -118,7 +126,9 @@ def test_live_applies_once_and_a_rerun_skips_what_is_done(
     assert len({letter.key for letter in mail.sent}) == letters
     assert {e.status for e in first.entries()} == {"completed"}
     vault = {p.name for p in (tmp_path / "vault").iterdir()}
-    assert {e.details["sha256"] for e in first.entries() if e.step_id == "snapshot-evidence"} == vault
+    assert {
+        e.details["sha256"] for e in first.entries() if e.step_id == "snapshot-evidence"
+    } == vault
 
     second = run_playbook(context_with(drill_context, ApplyChanges(), recording, ledger=ledger))
     assert len(cloud.changes) == 4
@@ -145,7 +155,9 @@ def test_live_without_approval_changes_nothing_gated(
 def test_live_failed_preflight_refuses_and_blocks_dependents(
     drill_context: RunContext, recording: dict[str, object], tmp_path: Path
 ) -> None:
-    database = RecordingDatabaseAdmin(check_answer=Check.failed("permission denied", "has_privilege"))
+    database = RecordingDatabaseAdmin(
+        check_answer=Check.failed("permission denied", "has_privilege")
+    )
     recording["database"] = database
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}", _clock())
     result = run_playbook(context_with(drill_context, ApplyChanges(), recording, ledger=ledger))

@@ -10,7 +10,9 @@ from breachbook.ledger import AUTOMATION, Entry, Ledger
 from tests.conftest import T0
 
 
-def entry(step: str, target: str = "t", outcome: str = "completed", phase: str = "outcome") -> Entry:
+def entry(
+    step: str, target: str = "t", outcome: str = "completed", phase: str = "outcome"
+) -> Entry:
     return Entry("inc-1", "run-1", step, target, phase, AUTOMATION, "live", outcome, {"count": 3})
 
 
@@ -38,7 +40,9 @@ def test_intact_ledger_verifies(ledger: Ledger) -> None:
 def test_edited_entry_is_reported(ledger: Ledger) -> None:
     raw(ledger, "UPDATE ledger_entries SET outcome = 'failed' WHERE seq = 2")
     problems = ledger.verify()
-    assert [(p.seq, p.problem) for p in problems] == [(2, "content was edited after it was written")]
+    assert [(p.seq, p.problem) for p in problems] == [
+        (2, "content was edited after it was written")
+    ]
 
 
 def test_edited_details_are_reported(ledger: Ledger) -> None:

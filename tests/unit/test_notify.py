@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from breachbook.errors import TemplateFieldError
-from breachbook.models import DataCategory, Incident, Organisation, RejectedRecord, validate_customer
+from breachbook.models import (
+    DataCategory,
+    Incident,
+    Organisation,
+    RejectedRecord,
+    validate_customer,
+)
 from breachbook.notify import LetterWriter, assess
 from breachbook.rules import RuleBook, add_deadline, check_rule_templates
 from breachbook.templates import Renderer
@@ -20,7 +26,12 @@ RULES = RuleBook.load(ROOT / "rules" / "obligations.yaml")
 ORG = Organisation.model_validate(
     {
         "legal_name": "Example Ltd",
-        "contact": {"phone": "+1 555 0100", "email": "privacy@example.org", "web": "https://example.org", "postal": "1 Road"},
+        "contact": {
+            "phone": "+1 555 0100",
+            "email": "privacy@example.org",
+            "web": "https://example.org",
+            "postal": "1 Road",
+        },
         "dpo_contact": "dpo@example.org",
     }
 )
@@ -72,11 +83,16 @@ def test_gdpr_individual_notice_needs_high_risk_and_encryption_removes_it() -> N
     assert assess(people, RULES, incident(risk="unlikely")).regulator == {}
     encrypted = assess(people, RULES, incident(data_encrypted=True))
     assert "gdpr-a34" not in encrypted.individual
-    assert "gdpr-a34" in assess(people, RULES, incident(data_encrypted=True, key_compromised=True)).individual
+    assert (
+        "gdpr-a34"
+        in assess(people, RULES, incident(data_encrypted=True, key_compromised=True)).individual
+    )
 
 
 def test_california_attorney_general_only_above_500_residents() -> None:
-    people = InMemoryCustomers([customer(f"C{i}", "US", "CA", "en-US", extra=CARD) for i in range(500)])
+    people = InMemoryCustomers(
+        [customer(f"C{i}", "US", "CA", "en-US", extra=CARD) for i in range(500)]
+    )
     assert assess(people, RULES, incident()).regulator == {}
     people.records.append(customer("C999", "US", "CA", "en-US", extra=CARD))
     assert assess(people, RULES, incident()).regulator["us-ca-ag"].count == 501
@@ -101,10 +117,17 @@ def writer(templates: Path = ROOT / "templates") -> LetterWriter:
 def test_california_letter_has_the_required_headings_and_fields() -> None:
     rule = next(r for r in RULES.rules if r.id == "us-ca")
     person = customer("C2", "US", "CA", "en-US", name="Maria Lopez", extra=CARD)
-    subject, body = writer().render(person, rule, person.categories & frozenset(incident().data_categories))
+    subject, body = writer().render(
+        person, rule, person.categories & frozenset(incident().data_categories)
+    )
     assert subject == "Notice of Data Breach"
-    for heading in ("What Happened?", "What Information Was Involved?", "What We Are Doing.",
-                    "What You Can Do.", "For More Information."):
+    for heading in (
+        "What Happened?",
+        "What Information Was Involved?",
+        "What We Are Doing.",
+        "What You Can Do.",
+        "For More Information.",
+    ):
         assert heading in body
     assert "Maria Lopez" in body and "Springfield, CA 12345" in body
     assert "your payment card number and expiry date" in body
@@ -123,7 +146,9 @@ def test_letters_use_the_customer_language_with_fallback() -> None:
 def test_hostile_names_are_printed_as_written_never_run() -> None:
     rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
     hostile = "{{ self.__init__.__globals__ }} <script>alert(1)</script> Robert'); DROP TABLE customers;--"
-    _, body = writer().render(customer("C1", "DE", name=hostile), rule, frozenset(incident().data_categories))
+    _, body = writer().render(
+        customer("C1", "DE", name=hostile), rule, frozenset(incident().data_categories)
+    )
     assert hostile in body
 
 
@@ -145,11 +170,15 @@ def test_unusable_records_are_counted_not_dropped() -> None:
 def test_missing_template_field_names_template_and_field(tmp_path: Path) -> None:
     folder = tmp_path / "letters" / "gdpr-a34"
     folder.mkdir(parents=True)
-    (tmp_path / "letters" / "category-labels.yaml").write_text((ROOT / "templates/letters/category-labels.yaml").read_text())
+    (tmp_path / "letters" / "category-labels.yaml").write_text(
+        (ROOT / "templates/letters/category-labels.yaml").read_text()
+    )
     (folder / "en.txt.j2").write_text("Subject: x\nDear {{ recipient_nmae }},\n")
     rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
     with pytest.raises(TemplateFieldError) as caught:
-        writer(tmp_path).render(customer("C1", "DE", name="Secret Person"), rule, frozenset(incident().data_categories))
+        writer(tmp_path).render(
+            customer("C1", "DE", name="Secret Person"), rule, frozenset(incident().data_categories)
+        )
     message = str(caught.value)
     assert "gdpr-a34/en.txt.j2" in message and "'recipient_nmae' is undefined" in message
     assert "Secret Person" not in message
@@ -158,7 +187,9 @@ def test_missing_template_field_names_template_and_field(tmp_path: Path) -> None
 def test_empty_required_field_is_an_error_naming_it() -> None:
     rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
     letters = LetterWriter(Renderer(ROOT / "templates"), ORG, incident(likely_consequences=""), T0)
-    with pytest.raises(TemplateFieldError, match="rule gdpr-a34: required letter field.s. likely_consequences"):
+    with pytest.raises(
+        TemplateFieldError, match=r"rule gdpr-a34: required letter field\(s\) likely_consequences"
+    ):
         letters.render(customer("C1", "DE"), rule, frozenset(incident().data_categories))
 
 
@@ -167,7 +198,15 @@ def test_forbidden_fields_are_withheld_from_the_template(tmp_path: Path) -> None
     rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
     spec = rule.letter
     assert spec is not None
-    quiet = rule.model_copy(update={"letter": spec.model_copy(update={"forbidden_fields": ["incident_description"],
-                                                                        "required_fields": ["org_legal_name"]})})
+    quiet = rule.model_copy(
+        update={
+            "letter": spec.model_copy(
+                update={
+                    "forbidden_fields": ["incident_description"],
+                    "required_fields": ["org_legal_name"],
+                }
+            )
+        }
+    )
     with pytest.raises(TemplateFieldError, match="'incident_description' is undefined"):
         writer().render(customer("C1", "DE"), quiet, frozenset(incident().data_categories))

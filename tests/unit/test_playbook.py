@@ -23,7 +23,12 @@ def expected_message(path: Path) -> str:
 
 def test_reference_playbook_has_the_four_phases_in_order() -> None:
     playbook = load_playbook(ROOT / "playbooks" / "customer-data-breach.yaml", TEMPLATES)
-    assert [phase.id for phase in playbook.phases] == ["contain", "preserve", "notify", "communicate"]
+    assert [phase.id for phase in playbook.phases] == [
+        "contain",
+        "preserve",
+        "notify",
+        "communicate",
+    ]
     ordered = [step.id for _, step in playbook.ordered_steps()]
     assert ordered.index("snapshot-evidence") < ordered.index("quarantine-hosts")
     assert ordered.index("render-letters") < ordered.index("deliver-letters")
@@ -57,7 +62,9 @@ def test_validate_command_accepts_a_valid_playbook() -> None:
 
 def test_committed_json_schema_is_current() -> None:
     committed = (ROOT / "playbooks" / "playbook.schema.json").read_text(encoding="utf-8")
-    assert committed == schema_text(), "run `breachbook schema` and commit playbooks/playbook.schema.json"
+    assert committed == schema_text(), (
+        "run `breachbook schema` and commit playbooks/playbook.schema.json"
+    )
 
 
 def test_schema_lists_registered_actions() -> None:

@@ -22,7 +22,8 @@ class TemplateArgs(ActionArgs):
 
 class ChatArgs(TemplateArgs):
     include_counts: bool = Field(
-        default=False, description="Offer affected-customer counts to the template (reads the customer database)"
+        default=False,
+        description="Offer affected-customer counts to the template (reads the customer database)",
     )
 
 
@@ -33,7 +34,9 @@ class NoArgs(ActionArgs):
 @register
 class DraftStatement(Action[TemplateArgs]):
     name = "statement.draft"
-    summary = "Draft the public statement from its template; publishing is a separate, approved step."
+    summary = (
+        "Draft the public statement from its template; publishing is a separate, approved step."
+    )
     changes = NOTHING
     args_model = TemplateArgs
 
@@ -42,7 +45,9 @@ class DraftStatement(Action[TemplateArgs]):
         return [template] if isinstance(template, str) else []
 
     def prepare(self, args: TemplateArgs, ctx: RunContext) -> Prepared:
-        ctx.workspace.write_document(STATEMENT, ctx.renderer.render(args.template, statement_context(ctx)))
+        ctx.workspace.write_document(
+            STATEMENT, ctx.renderer.render(args.template, statement_context(ctx))
+        )
         return Prepared([STATEMENT], {})
 
     def preflight(self, args: TemplateArgs, target: str, ctx: RunContext) -> Check:
@@ -64,7 +69,11 @@ class PublishStatement(Action[NoArgs]):
 
     def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
         publisher = ctx.connectors.publisher
-        return not_configured("publisher", PUBLISHER_SETTING) if publisher is None else publisher.check_can_publish()
+        return (
+            not_configured("publisher", PUBLISHER_SETTING)
+            if publisher is None
+            else publisher.check_can_publish()
+        )
 
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
         return f"publish {STATEMENT}"

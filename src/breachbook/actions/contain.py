@@ -48,13 +48,19 @@ class LockDatabaseRole(Action[RoleArgs]):
 
     def preflight(self, args: RoleArgs, target: str, ctx: RunContext) -> Check:
         db = ctx.connectors.database
-        return not_configured("database admin", DB_SETTING) if db is None else db.check_lock_role(target)
+        return (
+            not_configured("database admin", DB_SETTING)
+            if db is None
+            else db.check_lock_role(target)
+        )
 
     def would(self, args: RoleArgs, target: str, ctx: RunContext) -> str:
         return f"lock database role {target} (NOLOGIN)"
 
     def apply(self, args: RoleArgs, target: str, ctx: RunContext) -> dict[str, Any]:
-        return dict(require(ctx.connectors.database, "database admin", DB_SETTING).lock_role(target))
+        return dict(
+            require(ctx.connectors.database, "database admin", DB_SETTING).lock_role(target)
+        )
 
 
 @register
@@ -69,13 +75,19 @@ class EndDatabaseSessions(Action[RoleArgs]):
 
     def preflight(self, args: RoleArgs, target: str, ctx: RunContext) -> Check:
         db = ctx.connectors.database
-        return not_configured("database admin", DB_SETTING) if db is None else db.check_end_sessions(target)
+        return (
+            not_configured("database admin", DB_SETTING)
+            if db is None
+            else db.check_end_sessions(target)
+        )
 
     def would(self, args: RoleArgs, target: str, ctx: RunContext) -> str:
         return f"end all sessions of database role {target}"
 
     def apply(self, args: RoleArgs, target: str, ctx: RunContext) -> dict[str, Any]:
-        return dict(require(ctx.connectors.database, "database admin", DB_SETTING).end_sessions(target))
+        return dict(
+            require(ctx.connectors.database, "database admin", DB_SETTING).end_sessions(target)
+        )
 
 
 @register
@@ -90,7 +102,11 @@ class DeactivateAccessKeys(Action[KeysArgs]):
 
     def preflight(self, args: KeysArgs, target: str, ctx: RunContext) -> Check:
         cloud = ctx.connectors.cloud
-        return not_configured("cloud", CLOUD_SETTING) if cloud is None else cloud.check_deactivate_key(target)
+        return (
+            not_configured("cloud", CLOUD_SETTING)
+            if cloud is None
+            else cloud.check_deactivate_key(target)
+        )
 
     def would(self, args: KeysArgs, target: str, ctx: RunContext) -> str:
         return f"deactivate access key {target}"
@@ -111,7 +127,11 @@ class QuarantineHosts(Action[HostsArgs]):
 
     def preflight(self, args: HostsArgs, target: str, ctx: RunContext) -> Check:
         cloud = ctx.connectors.cloud
-        return not_configured("cloud", CLOUD_SETTING) if cloud is None else cloud.check_quarantine_host(target)
+        return (
+            not_configured("cloud", CLOUD_SETTING)
+            if cloud is None
+            else cloud.check_quarantine_host(target)
+        )
 
     def would(self, args: HostsArgs, target: str, ctx: RunContext) -> str:
         return f"quarantine host {target}"
@@ -132,7 +152,11 @@ class BlockAddresses(Action[AddressesArgs]):
 
     def preflight(self, args: AddressesArgs, target: str, ctx: RunContext) -> Check:
         cloud = ctx.connectors.cloud
-        return not_configured("cloud", CLOUD_SETTING) if cloud is None else cloud.check_block_address(target)
+        return (
+            not_configured("cloud", CLOUD_SETTING)
+            if cloud is None
+            else cloud.check_block_address(target)
+        )
 
     def would(self, args: AddressesArgs, target: str, ctx: RunContext) -> str:
         return f"deny inbound and outbound traffic for {target}"

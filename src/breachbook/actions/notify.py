@@ -10,7 +10,14 @@ from breachbook.actions.base import Action, ActionArgs, Prepared, register, requ
 from breachbook.context import RunContext
 from breachbook.ledger import Entry
 from breachbook.models import Customer
-from breachbook.notify import Assessment, LetterWriter, Obligations, assess, iter_valid_customers, obligation_record
+from breachbook.notify import (
+    Assessment,
+    LetterWriter,
+    Obligations,
+    assess,
+    iter_valid_customers,
+    obligation_record,
+)
 from breachbook.ports import Check, OutgoingLetter, not_configured
 
 MAIL_SETTING = "BREACHBOOK_OUTBOX or BREACHBOOK_SMTP_URL"
@@ -99,7 +106,9 @@ class AssessObligations(Action[NoArgs]):
             documents,
             {
                 "obligations": len(found.individual) + len(found.regulator),
-                "customers_owed_notice": len({c for t in found.individual.values() for c in t.customer_ids}),
+                "customers_owed_notice": len(
+                    {c for t in found.individual.values() for c in t.customer_ids}
+                ),
             },
         )
 
@@ -131,13 +140,17 @@ class RenderLetters(Action[NoArgs]):
 
     def prepare(self, args: NoArgs, ctx: RunContext) -> Prepared:
         found = assessment(ctx)
-        writer = LetterWriter(ctx.renderer, ctx.playbook.organisation, ctx.incident, ctx.connectors.clock.now())
+        writer = LetterWriter(
+            ctx.renderer, ctx.playbook.organisation, ctx.incident, ctx.connectors.clock.now()
+        )
         obligations = Obligations(ctx.rules, ctx.incident)
         rendered: Counter[str] = Counter()
         for customer in iter_valid_customers(ctx.connectors.customers, obligations.exposed, []):
             for rule in obligations.for_customer(customer):
                 subject, body = writer.render(customer, rule, obligations.exposed_for(customer))
-                ctx.workspace.write_document(letter_path(rule.id, customer.id), f"Subject: {subject}\n\n{body}")
+                ctx.workspace.write_document(
+                    letter_path(rule.id, customer.id), f"Subject: {subject}\n\n{body}", atomic=False
+                )
                 rendered[rule.id] += 1
         documents = [f"letters/{rule_id}/" for rule_id in sorted(rendered)]
         if found.rejected:
@@ -147,7 +160,9 @@ class RenderLetters(Action[NoArgs]):
             )
             documents.append("rejected.json")
         ctx.state["letters"] = rendered
-        return Prepared(documents, {"letters": sum(rendered.values()), "unusable_records": len(found.rejected)})
+        return Prepared(
+            documents, {"letters": sum(rendered.values()), "unusable_records": len(found.rejected)}
+        )
 
     def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
         if target == "unusable-records":
@@ -157,7 +172,8 @@ class RenderLetters(Action[NoArgs]):
                 "record validation",
             )
         return Check.verified(
-            f"rendered {ctx.state['letters'][target]} letters, every field present", "StrictUndefined render"
+            f"rendered {ctx.state['letters'][target]} letters, every field present",
+            "StrictUndefined render",
         )
 
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
@@ -202,8 +218,17 @@ class DeliverLetters(Action[NoArgs]):
                 continue
             reference = mail.send(self._letter(ctx, key, target, customer))
             ctx.ledger.append(
-                Entry(ctx.incident.id, ctx.run_id, step_id, key, "outcome", ctx.actor,
-                      ctx.mode_label, "completed", {"reference": reference})
+                Entry(
+                    ctx.incident.id,
+                    ctx.run_id,
+                    step_id,
+                    key,
+                    "outcome",
+                    ctx.actor,
+                    ctx.mode_label,
+                    "completed",
+                    {"reference": reference},
+                )
             )
             sent += 1
         return {"sent": sent, "already_sent": skipped}

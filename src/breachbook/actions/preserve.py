@@ -64,7 +64,8 @@ class SnapshotEvidence(Action[SnapshotArgs]):
         for item_id in self.targets(args, ctx):
             sha, size = snapshot_digest(_chunks(item_id, args, ctx))
             source = (
-                str(ctx.incident_file) if item_id == INCIDENT_ITEM
+                str(ctx.incident_file)
+                if item_id == INCIDENT_ITEM
                 else f"{ctx.connectors.customers.describe()} {item_id}"
             )
             items[item_id] = Item(item_id, source, sha, size)

@@ -21,7 +21,6 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
-    event,
     exists,
     inspect,
     select,
@@ -104,14 +103,11 @@ class SqlCustomerDirectory:
         self.url = url
         self.read_only = read_only
         self._where = _redact(url)
-        self._engine: Engine = create_engine(url)
-        if read_only and self._engine.dialect.name == "postgresql":
-
-            @event.listens_for(self._engine, "connect")
-            def _read_only_session(dbapi_conn: Any, _record: Any) -> None:
-                cur = dbapi_conn.cursor()
-                cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-                cur.close()
+        parsed = make_url(url)
+        connect_args: dict[str, Any] = {}
+        if read_only and parsed.get_backend_name() == "postgresql":
+            connect_args["options"] = "-c default_transaction_read_only=on"
+        self._engine: Engine = create_engine(url, connect_args=connect_args)
 
     def describe(self) -> str:
         return f"customer database {self._where}"
@@ -131,7 +127,8 @@ class SqlCustomerDirectory:
                 for table in metadata.sorted_tables:
                     conn.execute(select(table).limit(1)).all()
         except SQLAlchemyError as exc:
-            reason = str(exc.orig) if getattr(exc, "orig", None) else type(exc).__name__
+            original = getattr(exc, "orig", None)
+            reason = str(original) if original is not None else type(exc).__name__
             return Check.failed(f"{self._where}: cannot read ({reason})", "SELECT")
         return Check.verified(f"{self._where}: all customer tables readable", "SELECT ... LIMIT 1")
 
@@ -169,7 +166,9 @@ class SqlCustomerDirectory:
                     if batch:
                         yield batch
         except SQLAlchemyError as exc:
-            raise CustomerDataError(f"{self._where}: cannot read customers ({type(exc).__name__})") from None
+            raise CustomerDataError(
+                f"{self._where}: cannot read customers ({type(exc).__name__})"
+            ) from None
 
     def table_snapshot(self, table: str, columns: list[str]) -> Iterator[bytes]:
         """Rows of the exposed columns as JSON lines, in primary-key order."""
@@ -190,7 +189,9 @@ class SqlCustomerDirectory:
                         for row in part
                     )
         except SQLAlchemyError as exc:
-            raise CustomerDataError(f"{self._where}: cannot read {table} ({type(exc).__name__})") from None
+            raise CustomerDataError(
+                f"{self._where}: cannot read {table} ({type(exc).__name__})"
+            ) from None
 
 
 def snapshot_digest(chunks: Iterator[bytes]) -> tuple[str, int]:

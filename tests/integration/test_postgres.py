@@ -1,0 +1,97 @@
+"""The ledger and the customer directory on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.exc import DBAPIError
+
+from breachbook.clock import SystemClock
+from breachbook.connectors.customers_sql import SqlCustomerDirectory, metadata
+from breachbook.demo import DemoWorld
+from breachbook.ledger import AUTOMATION, Entry, Ledger
+from breachbook.models import DataCategory
+from breachbook.modes import Mode
+from breachbook.run import execute
+from breachbook.wiring import RunRequest, Settings
+
+pytestmark = pytest.mark.postgres
+
+
+def test_ledger_chain_on_postgres_under_concurrent_writers(pg_url: str) -> None:
+    ledger = Ledger(pg_url, SystemClock())
+
+    def write(worker: int) -> None:
+        for n in range(25):
+            ledger.append(Entry("inc-pg", f"run-{worker}", f"step-{n}", "t", "outcome", AUTOMATION, "live", "completed", {"n": n}))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert ledger.head()[0] == 100
+    assert ledger.verify() == []
+    assert ledger.completed("inc-pg", "step-3", "t")
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_entries SET actor = 'someone-else' WHERE seq = 42"))
+    engine.dispose()
+    assert [p.seq for p in ledger.verify()] == [42]
+    ledger.close()
+
+
+@pytest.fixture(scope="module")
+def pg_customers(pg_url: str, small_world: DemoWorld) -> str:
+    """The small demo world copied into PostgreSQL, with triggers recording every write."""
+    engine = create_engine(pg_url)
+    metadata.create_all(engine)
+    source = sqlite3.connect(small_world.customers_db)
+    source.row_factory = sqlite3.Row
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            rows = [dict(r) for r in source.execute(f"SELECT * FROM {table.name}")]
+            conn.execute(insert(table), rows)
+        conn.execute(text("CREATE TABLE write_log (tbl text, op text, at timestamptz DEFAULT now())"))
+        conn.execute(text(
+            "CREATE FUNCTION record_write() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN INSERT INTO write_log(tbl, op) VALUES (TG_TABLE_NAME, TG_OP); RETURN NULL; END $$"
+        ))
+        for table in metadata.sorted_tables:
+            conn.execute(text(
+                f"CREATE TRIGGER record_{table.name} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+                f"ON {table.name} FOR EACH STATEMENT EXECUTE FUNCTION record_write()"
+            ))
+    source.close()
+    engine.dispose()
+    return pg_url
+
+
+def test_read_only_directory_cannot_write(pg_customers: str) -> None:
+    directory = SqlCustomerDirectory(pg_customers, read_only=True)
+    with pytest.raises(DBAPIError, match="read-only transaction"), directory._engine.begin() as conn:
+        conn.execute(text("DELETE FROM customers"))
+    directory.close()
+
+
+def test_drill_against_postgres_writes_nothing_there(
+    pg_customers: str, small_world: DemoWorld, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path, customers_url=pg_customers)  # type: ignore[arg-type]
+    ctx, result = execute(
+        RunRequest(mode=Mode.DRILL, incident_file=small_world.incident_file, out_dir=tmp_path / "out"), settings=settings
+    )
+    assert result.verdict_counts()["FAILED"] == 0
+    directory = SqlCustomerDirectory(pg_customers, read_only=True)
+    affected = sum(len(b) for b in directory.iter_affected(frozenset(DataCategory), 100))
+    directory.close()
+    assert f"- affected_customers: {affected:,}" in (tmp_path / "out" / "report.md").read_text()
+    engine = create_engine(pg_customers)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM write_log")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM customers")).scalar_one() == 400
+    engine.dispose()
