@@ -51,7 +51,9 @@ def raw_render_rate(world_db: Path, incident_file: Path) -> tuple[int, float]:
     incident = Incident.from_file(incident_file)
     rules = RuleBook.load(root / "rules" / "obligations.yaml")
     playbook = load_playbook(root / "playbooks" / "customer-data-breach.yaml", root / "templates")
-    writer = LetterWriter(Renderer(root / "templates"), playbook.organisation, incident, incident.discovered_at)
+    writer = LetterWriter(
+        Renderer(root / "templates"), playbook.organisation, incident, incident.discovered_at
+    )
     obligations = Obligations(rules, incident)
     directory = SqlCustomerDirectory(sqlite_url(world_db, read_only=True), read_only=True)
     jobs: list[tuple[str, dict[str, object]]] = []
@@ -61,10 +63,17 @@ def raw_render_rate(world_db: Path, incident_file: Path) -> tuple[int, float]:
     for person in customers:
         for rule in obligations.for_customer(person):
             assert rule.letter is not None
-            name = renderer.pick_locale(f"letters/{rule.letter.template}", person.locale, rule.letter.default_locale)
+            name = renderer.pick_locale(
+                f"letters/{rule.letter.template}", person.locale, rule.letter.default_locale
+            )
             jobs.append((name, writer.context(person, rule, obligations.exposed_for(person))))
-    env = Environment(loader=FileSystemLoader(str(root / "templates")), undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = Environment(
+        loader=FileSystemLoader(str(root / "templates")),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
     templates = {name: env.get_template(name) for name, _ in jobs}
     started = time.perf_counter()
     for name, context in jobs:
@@ -74,8 +83,11 @@ def raw_render_rate(world_db: Path, incident_file: Path) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fresh-prefect-home", action="store_true",
-                        help="start Prefect on an empty PREFECT_HOME (first run after install)")
+    parser.add_argument(
+        "--fresh-prefect-home",
+        action="store_true",
+        help="start Prefect on an empty PREFECT_HOME (first run after install)",
+    )
     args = parser.parse_args()
     env = dict(os.environ, DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     with tempfile.TemporaryDirectory() as scratch:
@@ -94,13 +106,19 @@ def main() -> None:
     run_seconds = sum(phases.values())
     raw_letters, raw_rate = raw_render_rate(world.customers_db, world.incident_file)
     print(f"demo drill, {plan['entries'] and len(plan['entries'])} actions, {letters:,} letters")
-    print(f"wall time (Prefect start-up included): {wall:6.2f} s  (target < {TARGET_SECONDS:.0f} s: "
-          f"{'met' if wall < TARGET_SECONDS else 'MISSED'})")
-    print(f"playbook run time:                     {run_seconds:6.2f} s  (Prefect start-up and teardown: {wall - run_seconds:.2f} s)")
+    print(
+        f"wall time (Prefect start-up included): {wall:6.2f} s  (target < {TARGET_SECONDS:.0f} s: "
+        f"{'met' if wall < TARGET_SECONDS else 'MISSED'})"
+    )
+    print(
+        f"playbook run time:                     {run_seconds:6.2f} s  (Prefect start-up and teardown: {wall - run_seconds:.2f} s)"
+    )
     for phase, seconds in phases.items():
         print(f"  phase {phase:<12} {seconds:7.3f} s")
     print(f"letters per second (render, check, write, DRILL mark): {letters_per_second:9,.0f}")
-    print(f"raw jinja2 render rate, same templates and customers:  {raw_rate:9,.0f} ({raw_letters:,} letters)")
+    print(
+        f"raw jinja2 render rate, same templates and customers:  {raw_rate:9,.0f} ({raw_letters:,} letters)"
+    )
     print(f"ratio breachbook / raw jinja2: {letters_per_second / raw_rate:.2f}")
 
 

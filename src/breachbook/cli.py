@@ -259,5 +259,7 @@ def demo_world() -> None:
     console.print(
         f"customers: {world.customers_db}\nincident: {world.incident_file}", highlight=False
     )
+
+
 if __name__ == "__main__":
     app()

@@ -10,7 +10,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-ADMIN_URL = os.environ.get("BREACHBOOK_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "BREACHBOOK_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,9 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
-        pytest.fail(f"PostgreSQL at {make_url(ADMIN_URL).render_as_string()} is needed (start it as .ci/run does): {exc}")
+        pytest.fail(
+            f"PostgreSQL at {make_url(ADMIN_URL).render_as_string()} is needed (start it as .ci/run does): {exc}"
+        )
     yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))

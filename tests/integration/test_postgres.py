@@ -27,7 +27,19 @@ def test_ledger_chain_on_postgres_under_concurrent_writers(pg_url: str) -> None:
 
     def write(worker: int) -> None:
         for n in range(25):
-            ledger.append(Entry("inc-pg", f"run-{worker}", f"step-{n}", "t", "outcome", AUTOMATION, "live", "completed", {"n": n}))
+            ledger.append(
+                Entry(
+                    "inc-pg",
+                    f"run-{worker}",
+                    f"step-{n}",
+                    "t",
+                    "outcome",
+                    AUTOMATION,
+                    "live",
+                    "completed",
+                    {"n": n},
+                )
+            )
 
     threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
     for thread in threads:
@@ -56,16 +68,22 @@ def pg_customers(pg_url: str, small_world: DemoWorld) -> str:
         for table in metadata.sorted_tables:
             rows = [dict(r) for r in source.execute(f"SELECT * FROM {table.name}")]
             conn.execute(insert(table), rows)
-        conn.execute(text("CREATE TABLE write_log (tbl text, op text, at timestamptz DEFAULT now())"))
-        conn.execute(text(
-            "CREATE FUNCTION record_write() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            "BEGIN INSERT INTO write_log(tbl, op) VALUES (TG_TABLE_NAME, TG_OP); RETURN NULL; END $$"
-        ))
+        conn.execute(
+            text("CREATE TABLE write_log (tbl text, op text, at timestamptz DEFAULT now())")
+        )
+        conn.execute(
+            text(
+                "CREATE FUNCTION record_write() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN INSERT INTO write_log(tbl, op) VALUES (TG_TABLE_NAME, TG_OP); RETURN NULL; END $$"
+            )
+        )
         for table in metadata.sorted_tables:
-            conn.execute(text(
-                f"CREATE TRIGGER record_{table.name} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
-                f"ON {table.name} FOR EACH STATEMENT EXECUTE FUNCTION record_write()"
-            ))
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER record_{table.name} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+                    f"ON {table.name} FOR EACH STATEMENT EXECUTE FUNCTION record_write()"
+                )
+            )
     source.close()
     engine.dispose()
     return pg_url
@@ -73,7 +91,10 @@ def pg_customers(pg_url: str, small_world: DemoWorld) -> str:
 
 def test_read_only_directory_cannot_write(pg_customers: str) -> None:
     directory = SqlCustomerDirectory(pg_customers, read_only=True)
-    with pytest.raises(DBAPIError, match="read-only transaction"), directory._engine.begin() as conn:
+    with (
+        pytest.raises(DBAPIError, match="read-only transaction"),
+        directory._engine.begin() as conn,
+    ):
         conn.execute(text("DELETE FROM customers"))
     directory.close()
 
@@ -81,9 +102,12 @@ def test_read_only_directory_cannot_write(pg_customers: str) -> None:
 def test_drill_against_postgres_writes_nothing_there(
     pg_customers: str, small_world: DemoWorld, tmp_path: Path
 ) -> None:
-    settings = Settings(home=tmp_path, customers_url=pg_customers)  # type: ignore[arg-type]
-    ctx, result = execute(
-        RunRequest(mode=Mode.DRILL, incident_file=small_world.incident_file, out_dir=tmp_path / "out"), settings=settings
+    settings = Settings(home=tmp_path, customers_url=pg_customers)
+    _, result = execute(
+        RunRequest(
+            mode=Mode.DRILL, incident_file=small_world.incident_file, out_dir=tmp_path / "out"
+        ),
+        settings=settings,
     )
     assert result.verdict_counts()["FAILED"] == 0
     directory = SqlCustomerDirectory(pg_customers, read_only=True)

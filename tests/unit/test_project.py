@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 import sqlite3
+from typing import Any
 
 import pytest
 import yaml
-from prefect.flows import load_flow_from_entrypoint
+from prefect.flows import Flow, load_flow_from_entrypoint
 
 from breachbook.connectors.customers_sql import SqlCustomerDirectory, sqlite_url
 from breachbook.demo import DemoWorld
@@ -20,21 +21,23 @@ def test_prefect_yaml_deployments_point_at_real_flows_with_real_parameters() -> 
     names = {d["name"] for d in config["deployments"]}
     assert {"drill", "live-response"} <= names
     for deployment in config["deployments"]:
-        flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
+        flow: Flow[..., Any] = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
         accepted = set(inspect.signature(flow.fn).parameters)
         assert set(deployment["parameters"]) <= accepted, deployment["name"]
         assert Mode(deployment["parameters"]["mode"])
 
 
 def test_flow_defaults_to_drill() -> None:
-    flow = load_flow_from_entrypoint(str(ROOT / "flows" / "response.py:response"))
+    flow: Flow[..., Any] = load_flow_from_entrypoint(str(ROOT / "flows" / "response.py:response"))
     assert inspect.signature(flow.fn).parameters["mode"].default is Mode.DRILL
 
 
 def test_demo_world_is_reused_and_described(small_world: DemoWorld) -> None:
     conn = sqlite3.connect(small_world.customers_db)
     countries = {row[0] for row in conn.execute("SELECT DISTINCT country FROM customers")}
-    regions = {row[0] for row in conn.execute("SELECT DISTINCT region FROM customers WHERE country = 'US'")}
+    regions = {
+        row[0] for row in conn.execute("SELECT DISTINCT region FROM customers WHERE country = 'US'")
+    }
     conn.close()
     assert {"US", "DE", "FR", "GB", "CN"} <= countries
     assert {"CA", "NY", "TX", "MA"} <= regions
@@ -51,7 +54,12 @@ def test_sqlite_directory_opened_read_only_refuses_writes(small_world: DemoWorld
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    directory = SqlCustomerDirectory(sqlite_url(small_world.customers_db, read_only=True), read_only=True)
-    with pytest.raises(OperationalError, match="readonly database"), directory._engine.begin() as conn:
+    directory = SqlCustomerDirectory(
+        sqlite_url(small_world.customers_db, read_only=True), read_only=True
+    )
+    with (
+        pytest.raises(OperationalError, match="readonly database"),
+        directory._engine.begin() as conn,
+    ):
         conn.execute(text("DELETE FROM favourites"))
     directory.close()
