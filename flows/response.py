@@ -74,6 +74,11 @@ def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
         ],
     )
     create_markdown_artifact(key="breachbook-obligations", markdown=obligations_markdown(ctx))
+    create_markdown_artifact(
+        key="breachbook-report",
+        description="Timeline, phase durations, counts, FAILED and UNVERIFIED actions",
+        markdown=ctx.workspace.path("report.md").read_text(encoding="utf-8"),
+    )
 
 
 @flow(name="breachbook-response", persist_result=False)

@@ -224,14 +224,12 @@ class ApplyChanges:
             _record(ctx, step, target, "attempt", "started", {"would": would})
             try:
                 details = action.apply(args, target, ctx)
-            except BreachbookError as exc:
-                _record(ctx, step, target, "outcome", "failed", {"error": str(exc)})
-                entries.append(
-                    _entry(phase, step, target, "failed", check, would, details={"error": str(exc)})
-                )
-                continue
             except Exception as exc:
-                error = f"{type(exc).__name__} in {step.action}"
+                error = (
+                    str(exc)
+                    if isinstance(exc, BreachbookError)
+                    else f"{type(exc).__name__} in {step.action}"
+                )
                 _record(ctx, step, target, "outcome", "failed", {"error": error})
                 entries.append(
                     _entry(phase, step, target, "failed", check, would, details={"error": error})

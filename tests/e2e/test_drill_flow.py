@@ -226,7 +226,12 @@ def _prefect_texts(flow_run_id: UUID) -> tuple[list[str], set[str]]:
 
 def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) -> None:
     texts, artifact_keys = _prefect_texts(drill_run["flow_run_id"])
-    assert {"breachbook-summary", "breachbook-plan", "breachbook-obligations"} <= artifact_keys
+    assert {
+        "breachbook-summary",
+        "breachbook-plan",
+        "breachbook-obligations",
+        "breachbook-report",
+    } <= artifact_keys
     joined = "\n".join(texts)
     assert "render-letters" in joined and "letters=" in joined  # the logs were really read
     customers = _customers(drill_run["world"].customers_db)

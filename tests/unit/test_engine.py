@@ -177,3 +177,36 @@ def test_every_action_leaves_ledger_entries_before_and_after(
         phases = [r.phase for r in rows if r.step_id == entry.step_id and r.target == entry.target]
         assert phases == ["attempt", "outcome"], (entry.step_id, entry.target, phases)
     assert all(r.actor == "automation:breachbook" and r.mode == "drill" for r in rows)
+
+
+class BrokenCloud(RecordingCloud):
+    def deactivate_key(self, access_key_id: str) -> dict[str, str]:
+        raise ConnectionError("endpoint unreachable")
+
+
+def test_live_apply_that_raises_is_recorded_as_failed_and_the_run_goes_on(
+    drill_context: RunContext, recording: dict[str, object], tmp_path: Path
+) -> None:
+    recording["cloud"] = BrokenCloud()
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}", _clock())
+    result = run_playbook(context_with(drill_context, ApplyChanges(), recording, ledger=ledger))
+    failed = [e for e in result.entries() if e.status == "failed"]
+    assert [(e.step_id, e.details["error"]) for e in failed] == [
+        ("deactivate-keys", "ConnectionError in cloud.deactivate_access_keys")
+    ]
+    assert not ledger.completed(drill_context.incident.id, "deactivate-keys", "AKIAZ3MDEMOLEAKED01")
+    assert {e.status for e in result.entries() if e.step_id == "block-addresses"} == {"completed"}
+
+
+def test_live_hosts_are_not_quarantined_before_evidence_is_preserved(
+    drill_context: RunContext, recording: dict[str, object], tmp_path: Path
+) -> None:
+    recording["evidence"] = drill_context.connectors.evidence  # the drill store refuses to store
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}", _clock())
+    result = run_playbook(context_with(drill_context, ApplyChanges(), recording, ledger=ledger))
+    statuses = {e.step_id: e.status for e in result.entries()}
+    assert statuses["snapshot-evidence"] == "failed"
+    assert statuses["quarantine-hosts"] == "blocked"
+    cloud = recording["cloud"]
+    assert isinstance(cloud, RecordingCloud)
+    assert ("quarantine_host", "i-0a1b2c3d4e5f60718") not in cloud.changes

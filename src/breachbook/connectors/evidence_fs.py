@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from breachbook.connectors import folder_writable
 from breachbook.ports import Check
 
 
@@ -19,12 +20,7 @@ class FilesystemEvidenceStore:
         return f"evidence folder {self.folder}"
 
     def check_writable(self) -> Check:
-        probe = self.folder
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
-            return Check.verified(f"{self.folder} is writable", "os.access(W_OK)")
-        return Check.failed(f"{self.folder} is not writable", "os.access(W_OK)")
+        return folder_writable(self.folder)
 
     def put(self, item_id: str, chunks: Iterator[bytes]) -> str:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import os
 from email.message import EmailMessage
 from pathlib import Path
 
+from breachbook.connectors import folder_writable
 from breachbook.ports import Check, OutgoingLetter
 
 
@@ -18,12 +19,7 @@ class OutboxMail:
         return f"outbox folder {self.folder}"
 
     def check_can_send(self) -> Check:
-        probe = self.folder
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
-            return Check.verified(f"{self.folder} is writable", "os.access(W_OK)")
-        return Check.failed(f"{self.folder} is not writable", "os.access(W_OK)")
+        return folder_writable(self.folder)
 
     def send(self, letter: OutgoingLetter) -> str:
         message = EmailMessage()
