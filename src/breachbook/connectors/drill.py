@@ -41,9 +41,7 @@ class NoApprovals:
     """No approval channel: nobody can be asked, so nothing that needs approval happens."""
 
     def check_can_ask(self, role: str) -> Check:
-        return Check.unverified(
-            f"no approval channel configured to ask role {role!r} (live runs ask in the Prefect UI)"
-        )
+        return Check.unverified(f"no approval channel configured to ask role {role!r}")
 
     def request(self, step_id: str, role: str, summary: str) -> bool:
         return False
