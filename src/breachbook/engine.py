@@ -167,11 +167,12 @@ class PlanOnly:
         prepared = action.prepare(args, ctx)
         entries = []
         for target in targets:
+            would = action.would(args, target, ctx)
+            _record(ctx, step, target, "preflight", "started", {"would": would})
             check = _safe_preflight(action, args, target, ctx)
             if step.approval:
                 asked = ctx.connectors.approvals.check_can_ask(step.approval)
                 check = _with_approval(check, step.approval, asked)
-            would = action.would(args, target, ctx)
             _record(
                 ctx,
                 step,

@@ -3,6 +3,7 @@ looking complete."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -130,3 +131,23 @@ def test_cli_reports_bad_input_in_one_line_before_starting_prefect(tmp_path: Pat
         "error:" in result.output and "alert.yaml: id: String should match pattern" in result.output
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_live_response_refuses_without_confirmation(
+    small_world: DemoWorld, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(app, ["respond", "--incident", str(small_world.incident_file)])
+    assert result.exit_code == 2
+    assert "LIVE changes production systems: confirm by naming the incident id" in result.output
+
+
+def test_a_second_drill_replaces_the_first_in_the_same_folder(
+    small_world: DemoWorld, demo_run_settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    drill(small_world, demo_run_settings, out)
+    first = json.loads((out / "plan.json").read_text())["run_id"]
+    (out / "letters" / "stale.txt").write_text("left over")
+    drill(small_world, demo_run_settings, out)
+    assert json.loads((out / "plan.json").read_text())["run_id"] != first
+    assert not (out / "letters" / "stale.txt").exists()

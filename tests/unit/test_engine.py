@@ -210,3 +210,16 @@ def test_live_hosts_are_not_quarantined_before_evidence_is_preserved(
     cloud = recording["cloud"]
     assert isinstance(cloud, RecordingCloud)
     assert ("quarantine_host", "i-0a1b2c3d4e5f60718") not in cloud.changes
+
+
+def test_drill_writes_a_ledger_entry_before_and_after_each_check(drill_context: RunContext) -> None:
+    result = run_playbook(drill_context)
+    rows = list(drill_context.ledger.entries())
+    for entry in result.entries():
+        phases = [
+            (r.phase, r.outcome)
+            for r in rows
+            if r.step_id == entry.step_id and r.target == entry.target
+        ]
+        assert phases == [("preflight", "started"), ("plan", entry.verdict)], entry.step_id
+    assert drill_context.ledger.verify() == []
