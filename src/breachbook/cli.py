@@ -66,7 +66,14 @@ def _check_before_start(
 ) -> None:
     """Fail on bad input in a second, before Prefect starts, with one line naming the problem."""
     from breachbook.demo import ensure_demo_world
-    from breachbook.wiring import RunRequest, Settings, demo_settings, load_inputs, open_customers
+    from breachbook.wiring import (
+        RunRequest,
+        Settings,
+        demo_settings,
+        load_inputs,
+        mode_profile,
+        open_customers,
+    )
 
     settings = Settings()
     if demo:
@@ -74,11 +81,10 @@ def _check_before_start(
         settings = demo_settings(settings, world.customers_db, world.folder)
         incident = incident or world.incident_file
     assert incident is not None
-    load_inputs(
-        RunRequest(
-            mode=mode, incident_file=incident, playbook_file=playbook, confirm_incident_id=confirm
-        )
+    request = RunRequest(
+        mode=mode, incident_file=incident, playbook_file=playbook, confirm_incident_id=confirm
     )
+    load_inputs(request, mode_profile(mode))
     open_customers(settings).close()
 
 

@@ -7,8 +7,10 @@ asks which mode it is in. Default is DRILL; LIVE needs the incident id named to 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,12 +21,13 @@ from breachbook.connectors.drill import DrillEvidenceStore, DrillMail, NoApprova
 from breachbook.connectors.evidence_fs import FilesystemEvidenceStore
 from breachbook.connectors.outbox import OutboxMail
 from breachbook.context import Connectors, RunContext
-from breachbook.engine import ApplyChanges, PlanOnly, new_run_id
+from breachbook.engine import ApplyChanges, PlanOnly, StepExecutor, new_run_id
 from breachbook.errors import BreachbookError, CustomerDataError, LiveNotConfirmed
 from breachbook.ledger import AUTOMATION, Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.playbook import Playbook, load_playbook
+from breachbook.ports import EvidenceStore, Mail
 from breachbook.rules import RuleBook, check_rule_templates
 from breachbook.templates import Renderer
 from breachbook.workspace import Workspace
@@ -65,6 +68,8 @@ class RunRequest:
     confirm_incident_id: str | None = None
 
 
+T = TypeVar("T")
+
 DRILL_BANNER = (
     "[DRILL] Rehearsal output of a breachbook drill: nothing was sent, published or changed."
 )
@@ -81,30 +86,60 @@ def open_customers(settings: Settings) -> SqlCustomerDirectory:
     return customers
 
 
-def build_connectors(mode: Mode, settings: Settings, clock: Clock) -> Connectors:
+def _unchanged(adapter: T) -> T:
+    return adapter
+
+
+@dataclass(frozen=True)
+class ModeProfile:
+    """Everything that differs between modes, decided once by `mode_profile`."""
+
+    label: str
+    executor: StepExecutor
+    banner: str | None
+    needs_confirmation: bool
+    ledger_in_output_folder: bool
+    guard_mail: Callable[[Mail], Mail]
+    guard_evidence: Callable[[EvidenceStore], EvidenceStore]
+
+
+def mode_profile(mode: Mode) -> ModeProfile:
     """The only function that reads the mode."""
-    customers = open_customers(settings)
-    mail = OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None
-    evidence = FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None
     if mode is Mode.DRILL:
-        return Connectors(
-            clock=clock,
-            customers=customers,
+        return ModeProfile(
+            label=mode.value,
             executor=PlanOnly(),
-            approvals=NoApprovals(),
-            mail=DrillMail(mail) if mail else None,
-            evidence=DrillEvidenceStore(evidence) if evidence else None,
+            banner=DRILL_BANNER,
+            needs_confirmation=False,
+            ledger_in_output_folder=True,
+            guard_mail=DrillMail,
+            guard_evidence=DrillEvidenceStore,
         )
     if mode is Mode.LIVE:
-        return Connectors(
-            clock=clock,
-            customers=customers,
+        return ModeProfile(
+            label=mode.value,
             executor=ApplyChanges(),
-            approvals=NoApprovals(),
-            mail=mail,
-            evidence=evidence,
+            banner=None,
+            needs_confirmation=True,
+            ledger_in_output_folder=False,
+            guard_mail=_unchanged,
+            guard_evidence=_unchanged,
         )
     raise BreachbookError("TABLETOP mode needs the simulated world, which is not built yet")
+
+
+def build_connectors(profile: ModeProfile, settings: Settings, clock: Clock) -> Connectors:
+    """The adapters for a run, with the profile's guards around every writing port."""
+    mail = OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None
+    evidence = FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None
+    return Connectors(
+        clock=clock,
+        customers=open_customers(settings),
+        executor=profile.executor,
+        approvals=NoApprovals(),
+        mail=profile.guard_mail(mail) if mail else None,
+        evidence=profile.guard_evidence(evidence) if evidence else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -115,7 +150,7 @@ class Inputs:
     templates: Path
 
 
-def load_inputs(request: RunRequest) -> Inputs:
+def load_inputs(request: RunRequest, profile: ModeProfile) -> Inputs:
     """Read and check playbook, rules, templates and incident; writes nothing anywhere."""
     root = project_root()
     templates = root / "templates"
@@ -125,7 +160,7 @@ def load_inputs(request: RunRequest) -> Inputs:
     rules = RuleBook.load(root / "rules" / "obligations.yaml")
     check_rule_templates(rules, templates)
     incident = Incident.from_file(request.incident_file)
-    if request.mode is Mode.LIVE and request.confirm_incident_id != incident.id:
+    if profile.needs_confirmation and request.confirm_incident_id != incident.id:
         raise LiveNotConfirmed(
             f"LIVE changes production systems: confirm by naming the incident id ({incident.id!r})"
         )
@@ -138,33 +173,32 @@ def open_run(
     """Validate every input, then build the run: nothing is written before all of it is valid."""
     settings = settings or Settings()
     clock = clock or SystemClock()
-    inputs = load_inputs(request)
+    profile = mode_profile(request.mode)
+    inputs = load_inputs(request, profile)
     incident, playbook, rules, templates = (
         inputs.incident,
         inputs.playbook,
         inputs.rules,
         inputs.templates,
     )
-    connectors = build_connectors(request.mode, settings, clock)
+    connectors = build_connectors(profile, settings, clock)
     run_id = new_run_id()
-    if request.mode is Mode.DRILL:
-        if request.out_dir is None:
-            raise BreachbookError("a drill needs an output folder (--out)")
-        workspace = Workspace.open_fresh(
-            request.out_dir, DRILL_BANNER, f"breachbook drill {run_id}"
-        )
+    if profile.ledger_in_output_folder and request.out_dir is None:
+        raise BreachbookError(f"a {profile.label} run needs an output folder (--out)")
+    out = request.out_dir or settings.home / "runs" / incident.id / run_id
+    workspace = Workspace.open_fresh(
+        out, profile.banner, f"breachbook {profile.label} run {run_id}"
+    )
+    if profile.ledger_in_output_folder:
         ledger_url = f"sqlite:///{workspace.path('audit.sqlite')}"
+    elif settings.ledger_url is not None:
+        ledger_url = settings.ledger_url.get_secret_value()
     else:
-        out = request.out_dir or settings.home / "runs" / incident.id / run_id
-        workspace = Workspace.open_fresh(out, None, f"breachbook {request.mode.value} run {run_id}")
-        default_ledger = f"sqlite:///{(settings.home / 'ledger.sqlite').resolve()}"
         settings.home.mkdir(parents=True, exist_ok=True)
-        ledger_url = (
-            settings.ledger_url.get_secret_value() if settings.ledger_url else default_ledger
-        )
+        ledger_url = f"sqlite:///{(settings.home / 'ledger.sqlite').resolve()}"
     return RunContext(
         run_id=run_id,
-        mode_label=request.mode.value,
+        mode_label=profile.label,
         incident=incident,
         incident_file=request.incident_file.resolve(),
         playbook=playbook,

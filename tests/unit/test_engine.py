@@ -14,7 +14,7 @@ from breachbook.errors import CustomerDataError, DrillWriteBlocked, LiveNotConfi
 from breachbook.ledger import Ledger
 from breachbook.modes import Mode
 from breachbook.ports import Check, OutgoingLetter
-from breachbook.wiring import RunRequest, Settings, build_connectors, open_run
+from breachbook.wiring import RunRequest, Settings, build_connectors, mode_profile, open_run
 from tests.conftest import T0, context_with
 from tests.fakes import RecordingCloud, RecordingDatabaseAdmin, RecordingMail, ScriptedApprovals
 
@@ -70,7 +70,7 @@ def test_drill_records_failed_checks_with_their_reason(
 
 
 def test_drill_connectors_refuse_writes_at_the_transport(demo_run_settings: Settings) -> None:
-    connectors = build_connectors(Mode.DRILL, demo_run_settings, clock=_clock())
+    connectors = build_connectors(mode_profile(Mode.DRILL), demo_run_settings, clock=_clock())
     assert isinstance(connectors.executor, PlanOnly)
     assert connectors.mail is not None and connectors.evidence is not None
     with pytest.raises(DrillWriteBlocked):
@@ -82,10 +82,11 @@ def test_drill_connectors_refuse_writes_at_the_transport(demo_run_settings: Sett
 
 def test_live_connectors_apply_and_need_a_customer_database(demo_run_settings: Settings) -> None:
     assert isinstance(
-        build_connectors(Mode.LIVE, demo_run_settings, clock=_clock()).executor, ApplyChanges
+        build_connectors(mode_profile(Mode.LIVE), demo_run_settings, clock=_clock()).executor,
+        ApplyChanges,
     )
     with pytest.raises(CustomerDataError, match="no customer database configured"):
-        build_connectors(Mode.LIVE, Settings(customers_url=None), clock=_clock())
+        build_connectors(mode_profile(Mode.LIVE), Settings(customers_url=None), clock=_clock())
 
 
 def _clock() -> Any:

@@ -63,3 +63,18 @@ def test_sqlite_directory_opened_read_only_refuses_writes(small_world: DemoWorld
     ):
         conn.execute(text("DELETE FROM favourites"))
     directory.close()
+
+
+def test_only_the_wiring_reads_the_mode() -> None:
+    """Core code never branches on the mode: only wiring.mode_profile reads it (the CLI and
+    the flow only pass the user's choice along)."""
+    allowed = {"modes.py", "wiring.py", "cli.py"}
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "src" / "breachbook").rglob("*.py")
+        if path.name not in allowed and "breachbook.modes" in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
+    wiring = (ROOT / "src" / "breachbook" / "wiring.py").read_text(encoding="utf-8")
+    body_of_mode_profile = wiring.split("def mode_profile", 1)[1].split("\ndef ", 1)[0]
+    assert wiring.count("Mode.") == body_of_mode_profile.count("Mode.")
