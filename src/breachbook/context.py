@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from breachbook.clock import Clock
-from breachbook.ledger import Ledger
+from breachbook.ledger import Entry, Ledger
 from breachbook.models import Incident
 from breachbook.playbook import Playbook
 from breachbook.ports import (
@@ -61,6 +61,24 @@ class RunContext:
     renderer: Renderer
     actor: str
     state: dict[str, Any] = field(default_factory=dict)
+
+    def record(
+        self, step_id: str, target: str, phase: str, outcome: str, details: dict[str, Any]
+    ) -> None:
+        """Append one audit entry for this run (ids and counts in details, never personal data)."""
+        self.ledger.append(
+            Entry(
+                incident_id=self.incident.id,
+                run_id=self.run_id,
+                step_id=step_id,
+                target=target,
+                phase=phase,
+                actor=self.actor,
+                mode=self.mode_label,
+                outcome=outcome,
+                details=details,
+            )
+        )
 
     def incident_view(self) -> dict[str, Any]:
         """The incident as plain data for playbook expressions."""

@@ -17,7 +17,6 @@ from breachbook.actions.base import Action, Prepared
 from breachbook.context import RunContext
 from breachbook.errors import BreachbookError
 from breachbook.expressions import evaluate, resolve
-from breachbook.ledger import Entry
 from breachbook.models import describe_validation_error
 from breachbook.playbook import Phase, Step
 from breachbook.ports import Check, Verdict
@@ -137,19 +136,7 @@ def _safe_preflight(action: Action[Any], args: Any, target: str, ctx: RunContext
 def _record(
     ctx: RunContext, step: Step, target: str, phase: str, outcome: str, details: dict[str, Any]
 ) -> None:
-    ctx.ledger.append(
-        Entry(
-            incident_id=ctx.incident.id,
-            run_id=ctx.run_id,
-            step_id=step.id,
-            target=target,
-            phase=phase,
-            actor=ctx.actor,
-            mode=ctx.mode_label,
-            outcome=outcome,
-            details=details,
-        )
-    )
+    ctx.record(step.id, target, phase, outcome, details)
 
 
 class PlanOnly:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Index,
     Integer,
     String,
     create_engine,
@@ -39,8 +40,10 @@ class Base(DeclarativeBase):
 class LedgerRow(Base):
     __tablename__ = "ledger_entries"
 
+    __table_args__ = (Index("ix_ledger_key", "incident_id", "step_id", "target", "phase"),)
+
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    incident_id: Mapped[str] = mapped_column(String(64), index=True)
+    incident_id: Mapped[str] = mapped_column(String(64))
     run_id: Mapped[str] = mapped_column(String(64))
     step_id: Mapped[str] = mapped_column(String(128))
     target: Mapped[str] = mapped_column(String(256))
@@ -164,19 +167,25 @@ class Ledger:
 
     def completed(self, incident_id: str, step_id: str, target: str) -> bool:
         """Has apply already succeeded for this (incident, step, target)? Drives re-run skips."""
-        query = (
-            select(LedgerRow.seq)
-            .where(
-                LedgerRow.incident_id == incident_id,
-                LedgerRow.step_id == step_id,
-                LedgerRow.target == target,
-                LedgerRow.phase == "outcome",
-                LedgerRow.outcome == "completed",
-            )
-            .limit(1)
+        return self._exists(incident_id, step_id, target, "outcome", "completed")
+
+    def attempted(self, incident_id: str, step_id: str, target: str) -> bool:
+        """Was apply ever started for this key (whatever came of it)?"""
+        return self._exists(incident_id, step_id, target, "attempt", None)
+
+    def _exists(
+        self, incident_id: str, step_id: str, target: str, phase: str, outcome: str | None
+    ) -> bool:
+        query = select(LedgerRow.seq).where(
+            LedgerRow.incident_id == incident_id,
+            LedgerRow.step_id == step_id,
+            LedgerRow.target == target,
+            LedgerRow.phase == phase,
         )
+        if outcome is not None:
+            query = query.where(LedgerRow.outcome == outcome)
         with Session(self._engine) as session:
-            return session.execute(query).first() is not None
+            return session.execute(query.limit(1)).first() is not None
 
     def entries(self, incident_id: str | None = None) -> Iterator[LedgerRow]:
         query = select(LedgerRow).order_by(LedgerRow.seq)

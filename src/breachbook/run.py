@@ -6,7 +6,6 @@ from breachbook.clock import Clock
 from breachbook.context import RunContext
 from breachbook.engine import RunResult, StepRunner, run_directly, run_playbook
 from breachbook.errors import BreachbookError
-from breachbook.ledger import Entry
 from breachbook.reports import write_outputs
 from breachbook.wiring import RunRequest, Settings, open_run
 
@@ -27,19 +26,7 @@ def execute(
             str(exc) if isinstance(exc, BreachbookError) else f"unexpected {type(exc).__name__}"
         )
         ctx.workspace.mark_failed(message)
-        ctx.ledger.append(
-            Entry(
-                ctx.incident.id,
-                ctx.run_id,
-                "run",
-                "-",
-                "outcome",
-                ctx.actor,
-                ctx.mode_label,
-                "error",
-                {"error": message},
-            )
-        )
+        ctx.record("run", "-", "outcome", "error", {"error": message})
         raise
     finally:
         ctx.ledger.close()

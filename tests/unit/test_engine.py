@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from breachbook.actions.base import Action
+from breachbook.actions.notify import assessment
 from breachbook.context import RunContext
 from breachbook.engine import ApplyChanges, PlanOnly, run_playbook
 from breachbook.errors import CustomerDataError, DrillWriteBlocked, LiveNotConfirmed
@@ -224,3 +225,23 @@ def test_drill_writes_a_ledger_entry_before_and_after_each_check(drill_context: 
         ]
         assert phases == [("preflight", "started"), ("plan", entry.verdict)], entry.step_id
     assert drill_context.ledger.verify() == []
+
+
+def test_a_letter_whose_send_was_interrupted_is_never_sent_twice(
+    drill_context: RunContext, recording: dict[str, object], tmp_path: Path
+) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}", _clock())
+    ctx = context_with(drill_context, ApplyChanges(), recording, ledger=ledger)
+    interrupted = f"gdpr-a34/{assessment(ctx).individual['gdpr-a34'].customer_ids[0]}"
+    ctx.record("letters.deliver:gdpr-a34", interrupted, "attempt", "started", {})
+    result = run_playbook(ctx)
+    mail = recording["mail"]
+    assert isinstance(mail, RecordingMail)
+    assert interrupted not in {letter.key for letter in mail.sent}
+    deliver = next(
+        e for e in result.entries() if e.step_id == "deliver-letters" and e.target == "gdpr-a34"
+    )
+    assert deliver.details["uncertain"] == 1
+    assert deliver.details["sent"] == len([k for k in mail.sent if k.key.startswith("gdpr-a34/")])
+    flagged = [r for r in ledger.entries() if r.outcome == "needs-review"]
+    assert [r.details for r in flagged] == [{"uncertain_letters": 1}]

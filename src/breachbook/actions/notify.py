@@ -8,7 +8,6 @@ from typing import Any
 
 from breachbook.actions.base import Action, ActionArgs, Prepared, register, require
 from breachbook.context import RunContext
-from breachbook.ledger import Entry
 from breachbook.models import Customer
 from breachbook.notify import (
     Assessment,
@@ -207,7 +206,7 @@ class DeliverLetters(Action[NoArgs]):
     def apply(self, args: NoArgs, target: str, ctx: RunContext) -> dict[str, Any]:
         mail = require(ctx.connectors.mail, "mail", MAIL_SETTING)
         obligations = Obligations(ctx.rules, ctx.incident)
-        sent = skipped = 0
+        sent = skipped = uncertain = 0
         step_id = f"{self.name}:{target}"
         for customer in iter_valid_customers(ctx.connectors.customers, obligations.exposed, []):
             if target not in {rule.id for rule in obligations.for_customer(customer)}:
@@ -216,22 +215,16 @@ class DeliverLetters(Action[NoArgs]):
             if ctx.ledger.completed(ctx.incident.id, step_id, key):
                 skipped += 1
                 continue
+            if ctx.ledger.attempted(ctx.incident.id, step_id, key):
+                uncertain += 1  # sent or not before a crash: never risk a second letter
+                continue
+            ctx.record(step_id, key, "attempt", "started", {})
             reference = mail.send(self._letter(ctx, key, target, customer))
-            ctx.ledger.append(
-                Entry(
-                    ctx.incident.id,
-                    ctx.run_id,
-                    step_id,
-                    key,
-                    "outcome",
-                    ctx.actor,
-                    ctx.mode_label,
-                    "completed",
-                    {"reference": reference},
-                )
-            )
+            ctx.record(step_id, key, "outcome", "completed", {"reference": reference})
             sent += 1
-        return {"sent": sent, "already_sent": skipped}
+        if uncertain:
+            ctx.record(step_id, "-", "outcome", "needs-review", {"uncertain_letters": uncertain})
+        return {"sent": sent, "already_sent": skipped, "uncertain": uncertain}
 
     @staticmethod
     def _letter(ctx: RunContext, key: str, rule_id: str, customer: Customer) -> OutgoingLetter:
