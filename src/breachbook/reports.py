@@ -6,6 +6,8 @@ import json
 from collections import Counter
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from breachbook.context import RunContext
 from breachbook.engine import RunResult, StepResult
 from breachbook.ports import Verdict
@@ -25,7 +27,7 @@ def plan_data(ctx: RunContext, result: RunResult) -> dict[str, Any]:
         "finished_at": result.finished_at.isoformat(),
         "verdicts": result.verdict_counts(),
         "ledger": {
-            "url": "audit.sqlite" if ctx.ledger.url.endswith("audit.sqlite") else "(configured)",
+            "url": make_url(ctx.ledger.url).render_as_string(hide_password=True),
             "head_seq": result.ledger_head[0],
             "head_sha256": result.ledger_head[1],
         },
