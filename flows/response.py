@@ -89,8 +89,10 @@ def response(
     confirm_incident_id: str | None = None,
     playbook_file: str | None = None,
     demo: bool = False,
-) -> dict[str, int]:
-    """Run the breach playbook. DRILL by default; LIVE only with the incident id confirmed."""
+) -> dict[str, str]:
+    """Run the breach playbook. DRILL by default; LIVE only with the incident id confirmed.
+
+    Returns where the run's documents are (ids and paths only)."""
     settings = Settings()
     if demo:
         world = ensure_demo_world(settings.home / "demo")
@@ -108,4 +110,4 @@ def response(
     ctx, result = execute(request, runner=_prefect_step, settings=settings)
     _publish_artifacts(ctx, result)
     get_run_logger().info("report: %s", ctx.workspace.path("report.md"))
-    return result.verdict_counts()
+    return {"run_id": result.run_id, "out_dir": str(ctx.workspace.root)}

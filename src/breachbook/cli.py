@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from breachbook.engine import FAILED_STATUSES
 from breachbook.errors import BreachbookError
 from breachbook.modes import Mode
 
@@ -53,12 +55,13 @@ def _load_flow_module() -> ModuleType:
     return module
 
 
-def _run_flow(**parameters: Any) -> dict[str, int]:
+def _run_flow(**parameters: Any) -> Path:
+    """Run the response flow in-process (Prefect's temporary server); returns its folder."""
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     module = _load_flow_module()
-    result: dict[str, int] = module.response(**parameters)
-    return result
+    result: dict[str, str] = module.response(**parameters)
+    return Path(result["out_dir"])
 
 
 def _check_before_start(
@@ -88,25 +91,26 @@ def _check_before_start(
     open_customers(settings).close()
 
 
-def _summary(out: Path, counts: dict[str, int], seconds: float) -> None:
-    table = Table(title="breachbook drill", show_header=True)
+def _summary(out: Path, seconds: float) -> None:
+    """Verdicts and outcomes of the run, then each FAILED or UNVERIFIED action, then the report."""
+    plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
+    table = Table(title=f"breachbook {plan['mode']} run {plan['run_id']}", show_header=True)
     table.add_column("verdict")
     table.add_column("actions", justify="right")
-    for verdict, count in counts.items():
+    for verdict, count in plan["verdicts"].items():
         table.add_row(verdict, str(count))
+    statuses = Counter(entry["status"] for entry in plan["entries"])
+    table.add_section()
+    for status, count in sorted(statuses.items()):
+        table.add_row(status, str(count))
     console.print(table)
-    plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
-    unverified = [e for e in plan["entries"] if e["verdict"] in ("FAILED", "UNVERIFIED")]
-    for entry in unverified:
-        console.print(
-            escape(
-                f"  {entry['verdict']:<10} {entry['step_id']} ({entry['target']}): {entry['reason']}"
-            ),
-            highlight=False,
-            soft_wrap=True,
-        )
+    for entry in plan["entries"]:
+        if entry["verdict"] in ("FAILED", "UNVERIFIED") or entry["status"] in FAILED_STATUSES:
+            line = f"  {entry['verdict'] or entry['status']:<10} {entry['step_id']} ({entry['target']}): {entry['reason']}"
+            console.print(escape(line), highlight=False, soft_wrap=True)
     console.print(
-        f"finished in {seconds:.1f} s; report: [bold]{out / 'report.md'}[/]", highlight=False
+        f"finished in {seconds:.1f} s; report: [bold]{escape(str(out / 'report.md'))}[/]",
+        highlight=False,
     )
 
 
@@ -136,7 +140,7 @@ def drill(
     started = time.perf_counter()
     try:
         _check_before_start(Mode.DRILL, incident, playbook, demo)
-        counts = _run_flow(
+        folder = _run_flow(
             incident_file=str(incident) if incident else None,
             out_dir=str(out),
             mode=Mode.DRILL,
@@ -145,7 +149,7 @@ def drill(
         )
     except BreachbookError as exc:
         raise _fail(str(exc)) from None
-    _summary(out.resolve(), counts, time.perf_counter() - started)
+    _summary(folder, time.perf_counter() - started)
 
 
 @app.command()
@@ -158,9 +162,10 @@ def respond(
     playbook: Annotated[Path | None, typer.Option("--playbook")] = None,
 ) -> None:
     """LIVE response: really contains, preserves and notifies. Needs --confirm INCIDENT_ID."""
+    started = time.perf_counter()
     try:
         _check_before_start(Mode.LIVE, incident, playbook, demo=False, confirm=confirm or None)
-        counts = _run_flow(
+        folder = _run_flow(
             incident_file=str(incident),
             out_dir=str(out) if out else None,
             mode=Mode.LIVE,
@@ -169,7 +174,7 @@ def respond(
         )
     except BreachbookError as exc:
         raise _fail(str(exc)) from None
-    console.print(counts)
+    _summary(folder, time.perf_counter() - started)
 
 
 @app.command()

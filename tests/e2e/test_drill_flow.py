@@ -47,7 +47,7 @@ def drill_run(
         "world": world,
         "flow_run_id": state.state_details.flow_run_id,
         "customers_sha_before": before,
-        "counts": state.result(),
+        "result": state.result(),
     }
     mp.undo()
 
@@ -78,7 +78,10 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
         "198.51.100.23/32",
     }
     assert [e["verdict"] for e in by_step["snapshot-evidence"]] == ["VERIFIED"] * 5
-    assert plan["verdicts"] == drill_run["counts"]
+    assert drill_run["result"] == {
+        "run_id": plan["run_id"],
+        "out_dir": str(drill_run["out"].resolve()),
+    }
     assert plan["verdicts"]["FAILED"] == 0
     assert (
         "| lock-db-role | database.lock_role | analytics_etl | planned | UNVERIFIED |"
