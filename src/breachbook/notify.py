@@ -158,6 +158,8 @@ class LetterWriter:
         self.notice_date = notice_date.date().isoformat()
         self.labels = self._load_labels(renderer.templates_dir / LABELS_FILE)
         self._template_for: dict[tuple[str, str], str] = {}
+        self.fallbacks: Counter[tuple[str, str]] = Counter()
+        """(rule, customer locale) -> letters written in another language than the customer's."""
 
     @staticmethod
     def _load_labels(path: Path) -> dict[str, dict[str, str]]:
@@ -243,6 +245,11 @@ class LetterWriter:
                 f"letters/{spec.template}", customer.locale, spec.default_locale
             )
             self._template_for[key] = name
+        if Path(name).name.removesuffix(".txt.j2") not in (
+            customer.locale,
+            customer.locale.split("-")[0],
+        ):
+            self.fallbacks[key] += 1
         text = self.renderer.render(name, self.context(customer, rule, exposed))
         first, _, body = text.partition("\n")
         if not first.startswith("Subject: "):

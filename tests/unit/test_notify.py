@@ -134,13 +134,17 @@ def test_california_letter_has_the_required_headings_and_fields() -> None:
     assert "Date of notice: 2026-11-28" in body
 
 
-def test_letters_use_the_customer_language_with_fallback() -> None:
+def test_letters_use_the_customer_language_and_count_fallbacks() -> None:
     rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
     exposed = frozenset(incident().data_categories)
-    _, german = writer().render(customer("C1", "DE", locale="de-DE"), rule, exposed)
+    letters = writer()
+    _, german = letters.render(customer("C1", "DE", locale="de-DE"), rule, exposed)
     assert "Welche Daten betroffen sind" in german and "Ihre Postanschrift" in german
-    _, dutch = writer().render(customer("C6", "NL", locale="nl-NL"), rule, exposed)
+    _, dutch = letters.render(customer("C6", "NL", locale="nl-NL"), rule, exposed)
     assert "What data was involved" in dutch  # no Dutch template yet: English
+    _, irish = letters.render(customer("C8", "IE", locale="en-IE"), rule, exposed)
+    assert "What data was involved" in irish
+    assert letters.fallbacks == {("gdpr-a34", "nl-NL"): 1}
 
 
 def test_hostile_names_are_printed_as_written_never_run() -> None:

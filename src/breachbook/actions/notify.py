@@ -159,8 +159,14 @@ class RenderLetters(Action[NoArgs]):
             )
             documents.append("rejected.json")
         ctx.state["letters"] = rendered
+        ctx.state["letter_fallbacks"] = writer.fallbacks
         return Prepared(
-            documents, {"letters": sum(rendered.values()), "unusable_records": len(found.rejected)}
+            documents,
+            {
+                "letters": sum(rendered.values()),
+                "letters_in_fallback_language": sum(writer.fallbacks.values()),
+                "unusable_records": len(found.rejected),
+            },
         )
 
     def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
@@ -170,8 +176,20 @@ class RenderLetters(Action[NoArgs]):
                 f"{count} customer record(s) could not be used; see rejected.json and notify them by hand",
                 "record validation",
             )
+        fallbacks = {
+            loc: n
+            for (rule_id, loc), n in ctx.state["letter_fallbacks"].items()
+            if rule_id == target
+        }
+        languages = (
+            "; no template in the customer's language for "
+            + ", ".join(f"{loc} ({n})" for loc, n in sorted(fallbacks.items()))
+            + ", written in the rule's default language"
+            if fallbacks
+            else ""
+        )
         return Check.verified(
-            f"rendered {ctx.state['letters'][target]} letters, every field present",
+            f"rendered {ctx.state['letters'][target]} letters, every field present{languages}",
             "StrictUndefined render",
         )
 
