@@ -247,7 +247,10 @@ def audit_verify(
             anchor = (int(head["head_seq"]), str(head["head_sha256"]))
     if ledger is None:
         raise _fail("give --run DIR or --ledger URL")
-    book = Ledger(ledger, SystemClock())
+    try:
+        book = Ledger(ledger, SystemClock(), create=False)
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
     try:
         problems = book.verify(anchor)
         count, head_hash = book.head()

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -22,14 +23,22 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    inspect,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from breachbook.clock import Clock
+from breachbook.errors import BreachbookError
 
 GENESIS = "0" * 64
+
+
+class LedgerError(BreachbookError):
+    """The ledger cannot be opened where it was said to be."""
+
+
 AUTOMATION = "automation:breachbook"
 
 
@@ -121,11 +130,24 @@ def _engine_for(url: str) -> Engine:
 class Ledger:
     """Append-only, hash-chained record of every action attempt and outcome."""
 
-    def __init__(self, url: str, clock: Clock) -> None:
+    def __init__(self, url: str, clock: Clock, create: bool = True) -> None:
+        """Open (and by default create) the ledger; `create=False` only opens an existing one."""
         self.url = url
         self._clock = clock
+        where = make_url(url).render_as_string(hide_password=True)
+        database = make_url(url).database or ""
+        if (
+            not create
+            and make_url(url).get_backend_name() == "sqlite"
+            and not Path(database).is_file()
+        ):
+            raise LedgerError(f"{where}: no ledger file there")
         self._engine = _engine_for(url)
-        Base.metadata.create_all(self._engine)
+        if create:
+            Base.metadata.create_all(self._engine)
+        elif not inspect(self._engine).has_table(LedgerRow.__tablename__):
+            self._engine.dispose()
+            raise LedgerError(f"{where}: no ledger there (table {LedgerRow.__tablename__} missing)")
 
     def close(self) -> None:
         self._engine.dispose()

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
+from breachbook.cli import app
 from breachbook.clock import FixedStepClock
 from breachbook.ledger import AUTOMATION, Entry, Ledger
 from tests.conftest import T0
@@ -88,3 +90,19 @@ def test_entries_survive_reopening(ledger: Ledger) -> None:
     again = Ledger(url, FixedStepClock(T0))
     assert [row.step_id for row in again.entries()] == ["a", "b", "c", "d"]
     assert again.verify() == []
+
+
+def test_audit_verify_on_a_missing_ledger_is_an_error_not_an_empty_pass(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["audit", "verify", "--ledger", f"sqlite:///{tmp_path / 'typo.sqlite'}"]
+    )
+    assert result.exit_code == 2
+    assert "typo.sqlite: no ledger file there" in result.output
+    assert not (tmp_path / "typo.sqlite").exists()
+
+
+def test_audit_verify_reports_an_edited_entry(ledger: Ledger) -> None:
+    raw(ledger, "UPDATE ledger_entries SET target = 'other' WHERE seq = 3")
+    result = CliRunner().invoke(app, ["audit", "verify", "--ledger", ledger.url])
+    assert result.exit_code == 1
+    assert "entry 3: content was edited after it was written" in result.output
