@@ -88,7 +88,7 @@ class Incident(Strict):
     data_encrypted: bool = False
     key_compromised: bool = False
     law_enforcement_delay: bool = False
-    database_role: str | None = None
+    database_role: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")] | None = None
     access_key_ids: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{16,128}$")]] = []
     hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]] = []
     source_addresses: list[Network] = []

@@ -245,3 +245,20 @@ def test_a_letter_whose_send_was_interrupted_is_never_sent_twice(
     assert deliver.details["sent"] == len([k for k in mail.sent if k.key.startswith("gdpr-a34/")])
     flagged = [r for r in ledger.entries() if r.outcome == "needs-review"]
     assert [r.details for r in flagged] == [{"uncertain_letters": 1}]
+
+
+def test_steps_whose_condition_is_false_are_skipped_and_recorded(
+    drill_context: RunContext, recording: dict[str, object]
+) -> None:
+    without_keys = drill_context.incident.model_copy(update={"access_key_ids": [], "hosts": []})
+    ctx = context_with(drill_context, PlanOnly(), recording)
+    ctx.incident = without_keys
+    result = run_playbook(ctx)
+    statuses = {e.step_id: (e.status, e.target) for e in result.entries()}
+    assert statuses["deactivate-keys"] == ("skipped", "-")
+    assert statuses["quarantine-hosts"] == ("skipped", "-")
+    skipped = [(r.step_id, r.outcome) for r in ctx.ledger.entries() if r.outcome == "skipped"]
+    assert ("deactivate-keys", "skipped") in skipped
+    cloud = recording["cloud"]
+    assert isinstance(cloud, RecordingCloud)
+    assert not any(op == "deactivate_key" for op, _ in cloud.checks)
