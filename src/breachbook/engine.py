@@ -133,12 +133,6 @@ def _safe_preflight(action: Action[Any], args: Any, target: str, ctx: RunContext
         return Check.failed(f"preflight raised {type(exc).__name__}", "preflight raised")
 
 
-def _record(
-    ctx: RunContext, step: Step, target: str, phase: str, outcome: str, details: dict[str, Any]
-) -> None:
-    ctx.record(step.id, target, phase, outcome, details)
-
-
 class PlanOnly:
     """Runs preflight and prepare and records what apply would do. Never calls apply."""
 
@@ -155,14 +149,13 @@ class PlanOnly:
         entries = []
         for target in targets:
             would = action.would(args, target, ctx)
-            _record(ctx, step, target, "preflight", "started", {"would": would})
+            ctx.record(step.id, target, "preflight", "started", {"would": would})
             check = _safe_preflight(action, args, target, ctx)
             if step.approval:
                 asked = ctx.connectors.approvals.check_can_ask(step.approval)
                 check = _with_approval(check, step.approval, asked)
-            _record(
-                ctx,
-                step,
+            ctx.record(
+                step.id,
                 target,
                 "plan",
                 check.verdict.value,
@@ -200,16 +193,16 @@ class ApplyChanges:
                 continue
             check = _safe_preflight(action, args, target, ctx)
             if check.verdict == Verdict.FAILED:
-                _record(ctx, step, target, "outcome", "refused", {"reason": check.reason})
+                ctx.record(step.id, target, "outcome", "refused", {"reason": check.reason})
                 entries.append(_entry(phase, step, target, "refused", check, would))
                 continue
             if step.approval and not ctx.connectors.approvals.request(
                 step.id, step.approval, would
             ):
-                _record(ctx, step, target, "outcome", "not-approved", {"role": step.approval})
+                ctx.record(step.id, target, "outcome", "not-approved", {"role": step.approval})
                 entries.append(_entry(phase, step, target, "not-approved", check, would))
                 continue
-            _record(ctx, step, target, "attempt", "started", {"would": would})
+            ctx.record(step.id, target, "attempt", "started", {"would": would})
             try:
                 details = action.apply(args, target, ctx)
             except Exception as exc:
@@ -218,12 +211,12 @@ class ApplyChanges:
                     if isinstance(exc, BreachbookError)
                     else f"{type(exc).__name__} in {step.action}"
                 )
-                _record(ctx, step, target, "outcome", "failed", {"error": error})
+                ctx.record(step.id, target, "outcome", "failed", {"error": error})
                 entries.append(
                     _entry(phase, step, target, "failed", check, would, details={"error": error})
                 )
                 continue
-            _record(ctx, step, target, "outcome", "completed", details)
+            ctx.record(step.id, target, "outcome", "completed", details)
             entries.append(_entry(phase, step, target, "completed", check, would, details=details))
         return entries, prepared
 
@@ -285,11 +278,11 @@ def _run_step(
         )
 
     if step.when is not None and not evaluate(step.when, ctx.incident_view()):
-        _record(ctx, step, "-", "plan", "skipped", {"condition": step.when})
+        ctx.record(step.id, "-", "plan", "skipped", {"condition": step.when})
         return finish([_entry(phase, step, "-", "skipped", None, f"condition false: {step.when}")])
     blocked_by = [dep for dep in step.depends_on if dep in done and done[dep].failed]
     if blocked_by:
-        _record(ctx, step, "-", "outcome", "blocked", {"blocked_by": blocked_by})
+        ctx.record(step.id, "-", "outcome", "blocked", {"blocked_by": blocked_by})
         return finish(
             [_entry(phase, step, "-", "blocked", None, f"blocked by failed {blocked_by}")]
         )

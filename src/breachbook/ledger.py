@@ -134,13 +134,10 @@ class Ledger:
         """Open (and by default create) the ledger; `create=False` only opens an existing one."""
         self.url = url
         self._clock = clock
-        where = make_url(url).render_as_string(hide_password=True)
-        database = make_url(url).database or ""
-        if (
-            not create
-            and make_url(url).get_backend_name() == "sqlite"
-            and not Path(database).is_file()
-        ):
+        parsed = make_url(url)
+        where = parsed.render_as_string(hide_password=True)
+        database = parsed.database or ""
+        if not create and parsed.get_backend_name() == "sqlite" and not Path(database).is_file():
             raise LedgerError(f"{where}: no ledger file there")
         self._engine = _engine_for(url)
         if create:

@@ -99,10 +99,10 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
         result.affected += 1
         place = customer.jurisdiction
         result.by_jurisdiction[place] += 1
+        rules = obligations.for_customer(customer)
         if not obligations.covered(customer):
             result.not_covered[place] += 1
-        rules = obligations.for_customer(customer)
-        if obligations.covered(customer) and not rules:
+        elif not rules:
             result.below_threshold[place] += 1
         for rule in rules:
             tally = result.individual.setdefault(rule.id, Tally(rule))
