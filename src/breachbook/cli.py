@@ -27,8 +27,8 @@ app = typer.Typer(
 )
 audit_app = typer.Typer(help="Check the audit ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 PREFECT_DEFAULTS = {
     "DO_NOT_TRACK": "1",
