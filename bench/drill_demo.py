@@ -1,9 +1,10 @@
 """Benchmark: the demo drill of 10,000 customers, end to end, as a user runs it.
 
 Prints the wall time of `breachbook drill --demo` (Prefect start-up included), the time of
-each phase, letters per second, and, as the baseline measured in the same run, the raw
-jinja2 render rate of the same letter templates for the same customers (plain Environment,
-contexts prepared beforehand, no files written).
+each phase, letters per second, and, as baselines measured in the same run: the wall time
+of an empty Prefect flow with one task (Prefect's own start-up and teardown, which breachbook
+cannot shorten), and the raw jinja2 render rate of the same letter templates for the same
+customers (plain Environment, contexts prepared beforehand).
 
     python bench/drill_demo.py [--fresh-prefect-home]
 """
@@ -37,6 +38,34 @@ def run_drill(out: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "breachbook.cli", "drill", "--demo", "--out", str(out)],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+EMPTY_FLOW = """
+from prefect import flow, task
+
+@task
+def step() -> int:
+    return 1
+
+@flow
+def empty() -> int:
+    return step()
+
+empty()
+"""
+
+
+def run_empty_flow(env: dict[str, str]) -> float:
+    """Wall time of a one-task Prefect flow in a new process: the floor under any drill."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", EMPTY_FLOW],
         check=True,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -96,12 +125,20 @@ def main() -> None:
         help="start Prefect on an empty PREFECT_HOME (first run after install)",
     )
     args = parser.parse_args()
-    env = dict(os.environ, DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env = dict(
+        os.environ,
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+    )
+    baseline_env = dict(env)
     with tempfile.TemporaryDirectory() as scratch:
         if args.fresh_prefect_home:
             env["PREFECT_HOME"] = str(Path(scratch) / "prefect-home")
+            baseline_env["PREFECT_HOME"] = str(Path(scratch) / "prefect-home-baseline")
         world = ensure_demo_world(Settings().home / "demo")
         out = Path(scratch) / "drill"
+        empty_flow = run_empty_flow(baseline_env)
         wall = run_drill(out, env)
         plan = json.loads((out / "plan.json").read_text())
         raw_letters, raw_rate, raw_write_rate = raw_render_rate(
@@ -121,6 +158,10 @@ def main() -> None:
     )
     print(
         f"playbook run time:                     {run_seconds:6.2f} s  (Prefect start-up and teardown: {wall - run_seconds:.2f} s)"
+    )
+    print(
+        f"empty Prefect flow, one task (baseline):  {empty_flow:6.2f} s  (drill / empty flow: "
+        f"{wall / empty_flow:.2f}; drill minus empty flow: {wall - empty_flow:.2f} s)"
     )
     for phase, seconds in phases.items():
         print(f"  phase {phase:<12} {seconds:7.3f} s")

@@ -7,16 +7,18 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import email_validator
 import yaml
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     ValidationError,
     field_validator,
@@ -141,9 +143,24 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _no_control_characters(value: str) -> str:
-    if _CONTROL.search(value) or any(unicodedata.category(ch) == "Cf" for ch in value):
+    invisible = not value.isascii() and any(unicodedata.category(ch) == "Cf" for ch in value)
+    if invisible or _CONTROL.search(value):
         raise ValueError("contains control or invisible formatting characters")
     return value
+
+
+@lru_cache(maxsize=65_536)
+def _checked_email(value: str) -> str:
+    """Syntax check of an address (no DNS), cached: a run validates each customer twice, once
+    to assess obligations and once to write letters. The reason is not kept: it can quote
+    characters of the address."""
+    try:
+        return email_validator.validate_email(value, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError:
+        raise ValueError("value is not a valid email address") from None
+
+
+Email = Annotated[str, Field(max_length=320), AfterValidator(_checked_email)]
 
 
 class Customer(Strict):
@@ -151,7 +168,7 @@ class Customer(Strict):
 
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     full_name: Annotated[str, Field(min_length=1, max_length=200)]
-    email: EmailStr
+    email: Email
     phone: Annotated[str, Field(max_length=64)]
     street: Annotated[str, Field(max_length=300)]
     city: Annotated[str, Field(max_length=200)]

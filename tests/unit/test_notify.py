@@ -165,6 +165,24 @@ def test_names_with_control_characters_are_rejected_by_id_without_the_value(bad_
     assert bad_name not in outcome.problem
 
 
+@pytest.mark.parametrize(
+    "bad_email", ["eve.example.org", "eve@", "eve<script>@example.org", "eve@exa mple.org"]
+)
+def test_malformed_emails_are_rejected_without_quoting_the_address(bad_email: str) -> None:
+    raw = customer("C8", "FR").model_dump() | {"email": bad_email}
+    outcome = validate_customer(raw)
+    assert isinstance(outcome, RejectedRecord)
+    assert outcome.customer_id == "C8"
+    assert outcome.problem == "email: Value error, value is not a valid email address"
+
+
+def test_valid_emails_are_normalised_the_same_way_twice() -> None:
+    raw = customer("C8", "FR").model_dump() | {"email": "Zoe@EXAMPLE.org"}
+    first, second = validate_customer(raw), validate_customer(raw)
+    assert not isinstance(first, RejectedRecord) and not isinstance(second, RejectedRecord)
+    assert first.email == second.email == "Zoe@example.org"
+
+
 def test_unusable_records_are_counted_not_dropped() -> None:
     bad = RejectedRecord("C9", "email: value is not a valid email address")
     found = assess(InMemoryCustomers([customer("C1", "DE"), bad]), RULES, incident())
