@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -16,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from breachbook.context import RunContext
-from breachbook.demo import ensure_demo_world
+from breachbook.demo import demo_incident_yaml, ensure_demo_world
 from breachbook.engine import RunResult, StepResult
 from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
@@ -94,15 +95,17 @@ def response(
 
     Returns where the run's documents are (ids and paths only)."""
     settings = Settings()
+    demo_yaml = None
     if demo:
         world = ensure_demo_world(settings.home / "demo")
         settings = demo_settings(settings, world.customers_db, world.folder)
-        incident_file = incident_file or str(world.incident_file)
-    if incident_file is None:
+        demo_yaml = None if incident_file else demo_incident_yaml(datetime.now(UTC))
+    elif incident_file is None:
         raise ValueError("incident_file is required unless demo is true")
     request = RunRequest(
         mode=mode,
-        incident_file=Path(incident_file),
+        incident_file=Path(incident_file) if incident_file else None,
+        incident_yaml=demo_yaml,
         out_dir=Path(out_dir) if out_dir else None,
         playbook_file=Path(playbook_file) if playbook_file else None,
         confirm_incident_id=confirm_incident_id,

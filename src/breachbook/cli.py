@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -68,7 +69,7 @@ def _check_before_start(
     mode: Mode, incident: Path | None, playbook: Path | None, demo: bool, confirm: str | None = None
 ) -> None:
     """Fail on bad input in a second, before Prefect starts, with one line naming the problem."""
-    from breachbook.demo import ensure_demo_world
+    from breachbook.demo import demo_incident_yaml, ensure_demo_world
     from breachbook.wiring import (
         RunRequest,
         Settings,
@@ -79,13 +80,17 @@ def _check_before_start(
     )
 
     settings = Settings()
+    demo_yaml = None
     if demo:
         world = ensure_demo_world(settings.home / "demo")
         settings = demo_settings(settings, world.customers_db, world.folder)
-        incident = incident or world.incident_file
-    assert incident is not None
+        demo_yaml = None if incident else demo_incident_yaml(datetime.now(UTC))
     request = RunRequest(
-        mode=mode, incident_file=incident, playbook_file=playbook, confirm_incident_id=confirm
+        mode=mode,
+        incident_file=incident,
+        incident_yaml=demo_yaml,
+        playbook_file=playbook,
+        confirm_incident_id=confirm,
     )
     load_inputs(request, mode_profile(mode))
     open_customers(settings).close()
@@ -271,7 +276,9 @@ def demo_world() -> None:
 
     world = ensure_demo_world(Settings().home / "demo")
     console.print(
-        f"customers: {world.customers_db}\nincident: {world.incident_file}", highlight=False
+        f"customers: {world.customers_db}\n"
+        f"sample incident (to copy and edit; drills with --demo date it now): {world.incident_file}",
+        highlight=False,
     )
 
 

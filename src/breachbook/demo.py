@@ -1,13 +1,15 @@
 """A synthetic world to drill against: 10,000 Faker customers and a described breach.
 
-The customer database is created once and then reused. The incident file is written anew on
-each use, its times anchored to now, so deadlines in the demo are live rather than long past.
+The customer database and a sample incident file are created once and then only read. Each
+drill with --demo dates the incident afresh (discovered two hours ago), so the deadlines it
+shows are live rather than long past, and keeps it as incident.yaml in its own output folder.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,13 +90,16 @@ def default_home() -> Path:
 def ensure_demo_world(
     folder: Path | None = None, size: int = DEFAULT_SIZE, now: datetime | None = None
 ) -> DemoWorld:
-    """Create the demo customer database if absent, and (re)write the demo incident."""
+    """Create the demo world if absent: the customer database and a sample incident file to
+    copy and edit. Once it exists, nothing here writes to it again (a drill changes nothing
+    outside its output folder); drills with --demo use `demo_incident_yaml`, dated now."""
     folder = (folder or default_home() / "demo").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     world = DemoWorld(folder, folder / "customers.sqlite", folder / "incident.yaml")
     if not _complete(world.customers_db, size):
         _create_customers(world.customers_db, size)
-    write_demo_incident(world.incident_file, now or datetime.now(UTC))
+    if not world.incident_file.is_file():
+        _write_atomically(world.incident_file, demo_incident_yaml(now or datetime.now(UTC)))
     return world
 
 
@@ -246,9 +251,13 @@ def demo_incident(now: datetime) -> dict[str, Any]:
     }
 
 
-def write_demo_incident(path: Path, now: datetime) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(
-        yaml.safe_dump(demo_incident(now), sort_keys=False, allow_unicode=True), encoding="utf-8"
-    )
+def demo_incident_yaml(now: datetime) -> str:
+    """The demo breach as an incident document, discovered two hours before `now`."""
+    return yaml.safe_dump(demo_incident(now), sort_keys=False, allow_unicode=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
     os.replace(tmp, path)

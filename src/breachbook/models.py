@@ -115,19 +115,28 @@ class Incident(Strict):
     def from_file(cls, path: Path) -> Incident:
         """Load an incident file (YAML or JSON); one clear line names the file and field at fault."""
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise IncidentFileError(f"{path}: cannot read incident file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise IncidentFileError(f"{path}: not UTF-8 text") from None
+        return cls.from_text(text, str(path))
+
+    @classmethod
+    def from_text(cls, text: str, source: str) -> Incident:
+        """Parse an incident document; errors name `source` and the field at fault."""
+        try:
+            raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
-            raise IncidentFileError(f"{path}:{where} not valid YAML") from None
+            raise IncidentFileError(f"{source}:{where} not valid YAML") from None
         if not isinstance(raw, dict):
-            raise IncidentFileError(f"{path}: an incident file must be a mapping of fields")
+            raise IncidentFileError(f"{source}: an incident file must be a mapping of fields")
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            raise IncidentFileError(f"{path}: {describe_validation_error(exc)}") from None
+            raise IncidentFileError(f"{source}: {describe_validation_error(exc)}") from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -61,14 +61,30 @@ class Settings(BaseSettings):
 
 @dataclass(frozen=True)
 class RunRequest:
+    """What to run. The incident comes from a file, or as text (the demo's, dated now) that
+    the run keeps as incident.yaml in its own folder, so a drill writes nothing elsewhere."""
+
     mode: Mode
-    incident_file: Path
+    incident_file: Path | None = None
     out_dir: Path | None = None
     playbook_file: Path | None = None
     confirm_incident_id: str | None = None
+    incident_yaml: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.incident_file is None) == (self.incident_yaml is None):
+            raise BreachbookError("give an incident file or an incident document, not both")
+
+    def load_incident(self) -> Incident:
+        if self.incident_file is not None:
+            return Incident.from_file(self.incident_file)
+        assert self.incident_yaml is not None
+        return Incident.from_text(self.incident_yaml, "incident document")
 
 
 T = TypeVar("T")
+
+INCIDENT_COPY = "incident.yaml"
 
 DRILL_BANNER = (
     "[DRILL] Rehearsal output of a breachbook drill: nothing was sent, published or changed."
@@ -159,7 +175,7 @@ def load_inputs(request: RunRequest, profile: ModeProfile) -> Inputs:
     )
     rules = RuleBook.load(root / "rules" / "obligations.yaml")
     check_rule_templates(rules, templates)
-    incident = Incident.from_file(request.incident_file)
+    incident = request.load_incident()
     if profile.needs_confirmation and request.confirm_incident_id != incident.id:
         raise LiveNotConfirmed(
             f"LIVE changes production systems: confirm by naming the incident id ({incident.id!r})"
@@ -189,6 +205,11 @@ def open_run(
     workspace = Workspace.open_fresh(
         out, profile.banner, f"breachbook {profile.label} run {run_id}"
     )
+    if request.incident_file is not None:
+        incident_file = request.incident_file.resolve()
+    else:
+        assert request.incident_yaml is not None
+        incident_file = workspace.write_raw(INCIDENT_COPY, request.incident_yaml)
     if profile.ledger_in_output_folder:
         ledger_url = f"sqlite:///{workspace.path('audit.sqlite')}"
     elif settings.ledger_url is not None:
@@ -200,7 +221,7 @@ def open_run(
         run_id=run_id,
         mode_label=profile.label,
         incident=incident,
-        incident_file=request.incident_file.resolve(),
+        incident_file=incident_file,
         playbook=playbook,
         connectors=connectors,
         workspace=workspace,

@@ -26,6 +26,18 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _tree(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file and folder under root with its size, modification time and content hash."""
+    return {
+        str(path.relative_to(root)): (
+            path.stat().st_size,
+            path.stat().st_mtime_ns,
+            _sha(path) if path.is_file() else "folder",
+        )
+        for path in sorted(root.rglob("*"))
+    }
+
+
 @pytest.fixture(scope="module")
 def drill_run(
     prefect_harness: None, tmp_path_factory: pytest.TempPathFactory
@@ -36,7 +48,7 @@ def drill_run(
     from breachbook.demo import ensure_demo_world
 
     world = ensure_demo_world(home / "demo")
-    before = _sha(world.customers_db)
+    before = _tree(home)
     from flows.response import response
 
     out = tmp_path_factory.mktemp("drill") / "out"
@@ -46,7 +58,7 @@ def drill_run(
         "out": out,
         "world": world,
         "flow_run_id": state.state_details.flow_run_id,
-        "customers_sha_before": before,
+        "home_before": before,
         "result": state.result(),
     }
     mp.undo()
@@ -104,7 +116,7 @@ def test_obligations_and_letters_match_the_customer_database(drill_run: dict[str
         "us-ca",
         "us-ca-ag",
     }
-    incident = yaml.safe_load(world.incident_file.read_text())
+    incident = yaml.safe_load((out / "incident.yaml").read_text())
     awareness = datetime.fromisoformat(incident["discovered_at"])
     assert datetime.fromisoformat(by_id["gdpr-a33"]["due_at"]) == awareness + timedelta(hours=72)
     assert by_id["gdpr-a34"]["due_at"] == "ASAP"
@@ -191,10 +203,20 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
 
 
 def test_the_drill_changed_nothing_outside_its_folder(drill_run: dict[str, Any]) -> None:
-    world = drill_run["world"]
-    assert _sha(world.customers_db) == drill_run["customers_sha_before"]
-    for folder in (world.folder / "outbox", world.folder / "evidence"):
-        assert not folder.exists() or not any(folder.iterdir())
+    """The demo world (customers, sample incident, outbox and evidence folders) is exactly as
+    it was: no file added, removed, touched or changed."""
+    home = drill_run["world"].folder.parent
+    assert _tree(home) == drill_run["home_before"]
+    assert "demo/customers.sqlite" in drill_run["home_before"]
+
+
+def test_the_drill_keeps_the_incident_it_rehearsed(drill_run: dict[str, Any]) -> None:
+    out = drill_run["out"]
+    incident = yaml.safe_load((out / "incident.yaml").read_text())
+    assert incident["id"] == "demo-2026-antiques-leak"
+    manifest = json.loads((out / "evidence" / "manifest.json").read_text())
+    record = next(i for i in manifest["items"] if i["item_id"] == "incident-record")
+    assert record["sha256"] == _sha(out / "incident.yaml")
 
 
 def _prefect_texts(flow_run_id: UUID) -> tuple[list[str], set[str]]:
