@@ -57,11 +57,17 @@ def _load_flow_module() -> ModuleType:
 
 
 def _run_flow(**parameters: Any) -> Path:
-    """Run the response flow in-process (Prefect's temporary server); returns its folder."""
+    """Run the response flow in-process (Prefect's temporary server); returns its folder.
+
+    Flow heartbeats are off: they let a server notice a worker that died, but this server
+    lives and dies with this process, and joining the heartbeat thread costs about a second."""
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     module = _load_flow_module()
-    result: dict[str, str] = module.response(**parameters)
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        result: dict[str, str] = module.response(**parameters)
     return Path(result["out_dir"])
 
 
