@@ -34,10 +34,11 @@ from breachbook.wiring import Settings, project_root
 TARGET_SECONDS = 60.0
 
 
-def run_drill(out: Path, env: dict[str, str]) -> float:
+def timed(arguments: list[str], env: dict[str, str]) -> float:
+    """Wall time of a Python process run with these arguments."""
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "breachbook.cli", "drill", "--demo", "--out", str(out)],
+        [sys.executable, *arguments],
         check=True,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -46,8 +47,11 @@ def run_drill(out: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+# A one-task Prefect flow, run as the CLI runs the drill (heartbeats off): the floor under any
+# drill, Prefect's own start-up and teardown.
 EMPTY_FLOW = """
 from prefect import flow, task
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 @task
 def step() -> int:
@@ -57,21 +61,9 @@ def step() -> int:
 def empty() -> int:
     return step()
 
-empty()
+with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    empty()
 """
-
-
-def run_empty_flow(env: dict[str, str]) -> float:
-    """Wall time of a one-task Prefect flow in a new process: the floor under any drill."""
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-c", EMPTY_FLOW],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - started
 
 
 def raw_render_rate(world_db: Path, incident_file: Path, scratch: Path) -> tuple[int, float, float]:
@@ -138,8 +130,8 @@ def main() -> None:
             baseline_env["PREFECT_HOME"] = str(Path(scratch) / "prefect-home-baseline")
         world = ensure_demo_world(Settings().home / "demo")
         out = Path(scratch) / "drill"
-        empty_flow = run_empty_flow(baseline_env)
-        wall = run_drill(out, env)
+        empty_flow = timed(["-c", EMPTY_FLOW], baseline_env)
+        wall = timed(["-m", "breachbook.cli", "drill", "--demo", "--out", str(out)], env)
         plan = json.loads((out / "plan.json").read_text())
         raw_letters, raw_rate, raw_write_rate = raw_render_rate(
             world.customers_db, world.incident_file, Path(scratch)

@@ -160,6 +160,26 @@ class LetterWriter:
         self._template_for: dict[tuple[str, str], str] = {}
         self.fallbacks: Counter[tuple[str, str]] = Counter()
         """(rule, customer locale) -> letters written in another language than the customer's."""
+        self._incident_fields = self._same_in_every_letter()
+
+    def _same_in_every_letter(self) -> dict[str, Any]:
+        """Fields from the organisation and the incident, built once rather than per letter.
+        Letters share them safely: templates run in jinja2's immutable sandbox."""
+        incident = self.incident
+        return {
+            "org_legal_name": self.org.legal_name,
+            "org_contact": self.org.contact.model_dump(),
+            "dpo_contact": self.org.dpo_contact,
+            "notice_date": self.notice_date,
+            "breach_date_or_range": f"{incident.started_at.date()} to {incident.discovered_at.date()}",
+            "discovery_date": incident.discovered_at.date().isoformat(),
+            "incident_description": incident.description,
+            "incident_cause": incident.cause,
+            "likely_consequences": incident.likely_consequences,
+            "org_measures_taken": list(incident.measures_taken),
+            "individual_steps": list(incident.individual_steps),
+            "law_enforcement_delay": incident.law_enforcement_delay,
+        }
 
     @staticmethod
     def _load_labels(path: Path) -> dict[str, dict[str, str]]:
@@ -183,8 +203,8 @@ class LetterWriter:
     def context(
         self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]
     ) -> dict[str, Any]:
-        incident = self.incident
         context: dict[str, Any] = {
+            **self._incident_fields,
             "customer_id": customer.id,
             "recipient_name": customer.full_name,
             "recipient_email": customer.email,
@@ -204,21 +224,9 @@ class LetterWriter:
             "recipient_country": customer.country,
             "notice_title": rule.title,
             "citation": rule.citation,
-            "org_legal_name": self.org.legal_name,
-            "org_contact": self.org.contact.model_dump(),
-            "dpo_contact": self.org.dpo_contact,
-            "notice_date": self.notice_date,
-            "breach_date_or_range": f"{incident.started_at.date()} to {incident.discovered_at.date()}",
-            "discovery_date": incident.discovered_at.date().isoformat(),
-            "incident_description": incident.description,
-            "incident_cause": incident.cause,
             "data_categories": [
                 self._label(cat, customer.locale) for cat in DataCategory if cat in exposed
             ],
-            "likely_consequences": incident.likely_consequences,
-            "org_measures_taken": list(incident.measures_taken),
-            "individual_steps": list(incident.individual_steps),
-            "law_enforcement_delay": incident.law_enforcement_delay,
         }
         spec = rule.letter
         assert spec is not None
