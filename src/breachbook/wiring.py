@@ -95,7 +95,8 @@ def open_customers(settings: Settings) -> SqlCustomerDirectory:
     """The customer directory, read-only in every mode; fails early if it cannot be read."""
     if settings.customers_url is None:
         raise CustomerDataError(
-            "no customer database configured (set BREACHBOOK_CUSTOMERS_URL or use --demo)"
+            "no customer database configured: set BREACHBOOK_CUSTOMERS_URL, or drill the demo world "
+            "(--demo on the command line, demo=true in a deployment)"
         )
     customers = SqlCustomerDirectory(settings.customers_url.get_secret_value(), read_only=True)
     customers.require_readable()

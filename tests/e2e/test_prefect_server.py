@@ -1,0 +1,202 @@
+"""The deployments of prefect.yaml on a real Prefect server with a process worker, run the way
+the Prefect UI runs them: a drill completes with its documents, and no customer's personal data
+reaches the server; LIVE without confirmation fails, naming what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from breachbook.demo import DemoWorld
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.prefect_server
+
+PREFECT = [sys.executable, "-m", "prefect"]
+STARTUP_SECONDS = 180
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+class Server:
+    def __init__(self, env: dict[str, str], api: str, logs: Path) -> None:
+        self.env = env
+        self.api = api
+        self.logs = logs
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*PREFECT, *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def run_deployment(self, name: str, parameters: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Create a run as the UI's form does, wait for its end; exit code and the run."""
+        args = ["--no-prompt", "deployment", "run", name, "--watch", "--watch-interval", "1"]
+        for key, value in parameters.items():
+            args += ["--param", f"{key}={json.dumps(value)}"]
+        done = self.cli(*args)
+        found = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout)
+        assert found, done.stdout + done.stderr
+        return done.returncode, httpx.get(f"{self.api}/flow_runs/{found.group(1)}").json()
+
+    def texts_of(self, flow_run_id: str) -> list[str]:
+        """Everything the server keeps about a flow run that could hold text: parameters,
+        state message, every log line, artifacts, task runs."""
+        run = httpx.get(f"{self.api}/flow_runs/{flow_run_id}").json()
+        texts = [json.dumps(run["parameters"]), str(run["state"]["message"])]
+        logs = httpx.post(
+            f"{self.api}/logs/filter",
+            json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200},
+        ).json()
+        texts += [entry["message"] for entry in logs]
+        runs = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
+        artifacts = httpx.post(f"{self.api}/artifacts/filter", json=runs).json()
+        texts += [json.dumps(a["data"]) + str(a["description"]) for a in artifacts]
+        tasks = httpx.post(f"{self.api}/task_runs/filter", json=runs).json()
+        texts += [t["name"] + json.dumps(t["task_inputs"]) + str(t["state"]) for t in tasks]
+        return texts
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, small_world: DemoWorld) -> Iterator[Server]:
+    """`prefect server start` on a fresh database, the deployments of prefect.yaml, and a
+    process worker on the breachbook pool, as the README describes."""
+    scratch = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PREFECT_", "BREACHBOOK_"))
+    }
+    env |= {
+        "PREFECT_HOME": str(scratch / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "BREACHBOOK_ROOT": str(ROOT),
+        "BREACHBOOK_HOME": str(scratch / "breachbook-home"),
+        "BREACHBOOK_CUSTOMERS_URL": f"sqlite:///{small_world.customers_db}",
+    }
+    logs = scratch / "logs"
+    logs.mkdir()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *args: str) -> None:
+        with (logs / f"{name}.log").open("wb") as log:
+            started.append(
+                subprocess.Popen(
+                    [*PREFECT, *args],
+                    env=env,
+                    cwd=scratch,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+
+    try:
+        start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert started[0].poll() is None, (logs / "server.log").read_text()
+            assert time.monotonic() < deadline, "Prefect server did not become healthy"
+            time.sleep(0.5)
+        handle = Server(env, api, logs)
+        for step in (
+            ("work-pool", "create", "breachbook", "--type", "process"),
+            ("--no-prompt", "deploy", "--all"),
+        ):
+            done = handle.cli(*step)
+            assert done.returncode == 0, done.stdout + done.stderr
+        start("worker", "worker", "start", "--pool", "breachbook")
+        yield handle
+    finally:
+        for process in reversed(started):
+            _stop(process)
+
+
+def test_every_deployment_of_prefect_yaml_is_on_the_server(server: Server) -> None:
+    found = httpx.post(f"{server.api}/deployments/filter", json={}).json()
+    by_name = {d["name"]: d for d in found}
+    assert set(by_name) == {"drill", "demo-drill", "live-response"}
+    assert by_name["live-response"]["parameters"] == {"mode": "live"}
+    form = by_name["drill"]["parameter_openapi_schema"]["properties"]
+    assert {"incident_file", "out_dir", "mode", "confirm_incident_id", "demo"} <= set(form)
+
+
+def test_a_drill_started_like_the_ui_completes_and_keeps_pii_off_the_server(
+    server: Server, small_world: DemoWorld, tmp_path: Path
+) -> None:
+    out = tmp_path / "drill"
+    code, run = server.run_deployment(
+        "breachbook-response/drill",
+        {"incident_file": str(small_world.incident_file), "out_dir": str(out)},
+    )
+    assert code == 0 and run["state"]["type"] == "COMPLETED", (
+        server.logs / "worker.log"
+    ).read_text()[-3000:]
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["mode"] == "drill" and plan["verdicts"]["FAILED"] == 0
+    assert (out / "report.md").read_text().startswith("[DRILL]")
+    assert not (out / "RUN-INCOMPLETE.txt").exists()
+
+    joined = "\n".join(server.texts_of(run["id"]))
+    assert "render-letters" in joined and "letters=" in joined  # the step logs were read back
+    connection = sqlite3.connect(small_world.customers_db)
+    people = connection.execute("SELECT id, full_name, email, street, phone FROM customers")
+    leaked = [row[0] for row in people if any(value in joined for value in row[1:])]
+    connection.close()
+    assert leaked == []
+
+
+def test_live_without_confirmation_fails_naming_the_incident_id(
+    server: Server, small_world: DemoWorld
+) -> None:
+    code, run = server.run_deployment(
+        "breachbook-response/live-response", {"incident_file": str(small_world.incident_file)}
+    )
+    assert code == 1 and run["state"]["type"] == "FAILED"
+    assert "confirm by naming the incident id ('demo-2026-antiques-leak')" in str(
+        run["state"]["message"]
+    )
