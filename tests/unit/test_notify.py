@@ -141,10 +141,16 @@ def test_letters_use_the_customer_language_and_count_fallbacks() -> None:
     _, german = letters.render(customer("C1", "DE", locale="de-DE"), rule, exposed)
     assert "Welche Daten betroffen sind" in german and "Ihre Postanschrift" in german
     _, dutch = letters.render(customer("C6", "NL", locale="nl-NL"), rule, exposed)
-    assert "What data was involved" in dutch  # no Dutch template yet: English
+    assert "Om welke gegevens het gaat" in dutch and "uw postadres" in dutch
+    _, italian = letters.render(customer("C4", "IT", locale="it-IT"), rule, exposed)
+    assert "Quali dati sono coinvolti" in italian and "il suo indirizzo postale" in italian
+    _, spanish = letters.render(customer("C5", "ES", locale="es-ES"), rule, exposed)
+    assert "Qué datos se han visto afectados" in spanish and "su dirección postal" in spanish
+    _, polish = letters.render(customer("C7", "PL", locale="pl-PL"), rule, exposed)
+    assert "What data was involved" in polish  # no Polish template yet: English
     _, irish = letters.render(customer("C8", "IE", locale="en-IE"), rule, exposed)
     assert "What data was involved" in irish
-    assert letters.fallbacks == {("gdpr-a34", "nl-NL"): 1}
+    assert letters.fallbacks == {("gdpr-a34", "pl-PL"): 1}
 
 
 def test_hostile_names_are_printed_as_written_never_run() -> None:
