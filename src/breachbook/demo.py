@@ -70,6 +70,7 @@ ANTIQUES = [
 ]
 
 DEMO_INCIDENT_ID = "demo-2026-antiques-leak"
+TRANSLATIONS_FILE = Path(__file__).with_name("demo-translations.yaml")
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,12 @@ def _create_customers(path: Path, size: int) -> None:
     os.replace(tmp, path)
 
 
+def demo_translations() -> dict[str, Any]:
+    """The demo incident's texts in its customers' languages, kept as data beside this file."""
+    loaded: dict[str, Any] = yaml.safe_load(TRANSLATIONS_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
 def demo_incident(now: datetime) -> dict[str, Any]:
     discovered = (now - timedelta(hours=2)).replace(microsecond=0)
     return {
@@ -248,6 +255,8 @@ def demo_incident(now: datetime) -> dict[str, Any]:
             "Watch your card statements and report any payment you do not recognise to your bank.",
             "Be wary of emails or calls that mention your orders; we will never ask for your password.",
         ],
+        "language": "en",
+        "translations": demo_translations(),
     }
 
 

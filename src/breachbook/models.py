@@ -72,6 +72,23 @@ class ExposedTable(Strict):
 
 Network = IPv4Network | IPv6Network
 IncidentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$")]
+LanguageTag = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+
+
+def base_language(tag: str) -> str:
+    """'zh' for 'zh-CN': the part that decides which words a reader understands."""
+    return tag.split("-", maxsplit=1)[0]
+
+
+class LetterTexts(Strict):
+    """The incident's words to customers in one more language. A translation must carry
+    every text the incident has, so no letter mixes two languages."""
+
+    description: str | None = Field(default=None, min_length=1)
+    cause: str | None = Field(default=None, min_length=1)
+    likely_consequences: str | None = Field(default=None, min_length=1)
+    measures_taken: list[str] | None = None
+    individual_steps: list[str] | None = None
 
 
 class Incident(Strict):
@@ -97,6 +114,23 @@ class Incident(Strict):
     measures_taken: list[str] = []
     likely_consequences: str = ""
     individual_steps: list[str] = []
+    language: LanguageTag = "en"
+    """The language of the texts above (description, cause, consequences, measures, steps)."""
+    translations: dict[LanguageTag, LetterTexts] = {}
+    """The same texts in the customers' languages, keyed 'de' or 'zh-CN'."""
+
+    def texts_in(self, language: str) -> LetterTexts | None:
+        """The texts for a letter in `language`: the incident's own when the language is the
+        same, else its translation (exact tag, then base language), else None."""
+        if base_language(language) == base_language(self.language):
+            return LetterTexts(
+                description=self.description,
+                cause=self.cause,
+                likely_consequences=self.likely_consequences or None,
+                measures_taken=self.measures_taken,
+                individual_steps=self.individual_steps,
+            )
+        return self.translations.get(language) or self.translations.get(base_language(language))
 
     @model_validator(mode="after")
     def _times_in_order(self) -> Incident:
@@ -104,6 +138,28 @@ class Incident(Strict):
             raise ValueError("discovered_at is before started_at")
         if self.aware_at is not None and self.aware_at < self.discovered_at:
             raise ValueError("aware_at is before discovered_at")
+        return self
+
+    @model_validator(mode="after")
+    def _translations_complete(self) -> Incident:
+        own = self.texts_in(self.language)
+        assert own is not None
+        for tag, texts in self.translations.items():
+            if base_language(tag) == base_language(self.language):
+                raise ValueError(f"translations.{tag}: same language as the incident's texts")
+            missing = [
+                name
+                for name in LetterTexts.model_fields
+                if getattr(own, name) and not getattr(texts, name)
+            ]
+            if missing:
+                raise ValueError(f"translations.{tag}: missing {', '.join(missing)}")
+            for name in ("measures_taken", "individual_steps"):
+                ours, theirs = getattr(own, name) or [], getattr(texts, name) or []
+                if len(theirs) != len(ours):
+                    raise ValueError(
+                        f"translations.{tag}.{name}: {len(theirs)} items, the incident has {len(ours)}"
+                    )
         return self
 
     @property

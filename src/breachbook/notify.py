@@ -16,7 +16,14 @@ from typing import Any
 import yaml
 
 from breachbook.errors import TemplateFieldError
-from breachbook.models import Customer, DataCategory, Incident, Organisation, RejectedRecord
+from breachbook.models import (
+    Customer,
+    DataCategory,
+    Incident,
+    Organisation,
+    RejectedRecord,
+    base_language,
+)
 from breachbook.ports import CustomerDirectory
 from breachbook.rules import Rule, RuleBook
 from breachbook.templates import Renderer
@@ -160,7 +167,10 @@ class LetterWriter:
         self._template_for: dict[tuple[str, str], str] = {}
         self.fallbacks: Counter[tuple[str, str]] = Counter()
         """(rule, customer locale) -> letters written in another language than the customer's."""
-        self._incident_fields = self._same_in_every_letter()
+        self.untranslated: Counter[tuple[str, str]] = Counter()
+        """(rule, letter language) -> letters whose incident texts are not in that language."""
+        self._shared = self._same_in_every_letter()
+        self._texts: dict[str, tuple[dict[str, Any], bool]] = {}
 
     def _same_in_every_letter(self) -> dict[str, Any]:
         """Fields from the organisation and the incident, built once rather than per letter.
@@ -173,13 +183,29 @@ class LetterWriter:
             "notice_date": self.notice_date,
             "breach_date_or_range": f"{incident.started_at.date()} to {incident.discovered_at.date()}",
             "discovery_date": incident.discovered_at.date().isoformat(),
-            "incident_description": incident.description,
-            "incident_cause": incident.cause,
-            "likely_consequences": incident.likely_consequences,
-            "org_measures_taken": list(incident.measures_taken),
-            "individual_steps": list(incident.individual_steps),
             "law_enforcement_delay": incident.law_enforcement_delay,
         }
+
+    def _texts_in(self, language: str) -> tuple[dict[str, Any], bool]:
+        """The incident's texts for a letter in `language`, and whether they are in it (if
+        not, they are the incident's own and the letter is counted as untranslated)."""
+        if language not in self._texts:
+            texts = self.incident.texts_in(language)
+            translated = texts is not None
+            if texts is None:
+                texts = self.incident.texts_in(self.incident.language)
+                assert texts is not None
+            self._texts[language] = (
+                {
+                    "incident_description": texts.description,
+                    "incident_cause": texts.cause,
+                    "likely_consequences": texts.likely_consequences or "",
+                    "org_measures_taken": list(texts.measures_taken or []),
+                    "individual_steps": list(texts.individual_steps or []),
+                },
+                translated,
+            )
+        return self._texts[language]
 
     @staticmethod
     def _load_labels(path: Path) -> dict[str, dict[str, str]]:
@@ -201,10 +227,17 @@ class LetterWriter:
         )
 
     def context(
-        self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]
+        self,
+        customer: Customer,
+        rule: Rule,
+        exposed: frozenset[DataCategory],
+        language: str | None = None,
     ) -> dict[str, Any]:
+        """The fields of one letter written in `language` (default: the customer's)."""
+        language = language or customer.locale
         context: dict[str, Any] = {
-            **self._incident_fields,
+            **self._shared,
+            **self._texts_in(language)[0],
             "customer_id": customer.id,
             "recipient_name": customer.full_name,
             "recipient_email": customer.email,
@@ -225,7 +258,7 @@ class LetterWriter:
             "notice_title": rule.title,
             "citation": rule.citation,
             "data_categories": [
-                self._label(cat, customer.locale) for cat in DataCategory if cat in exposed
+                self._label(cat, language) for cat in DataCategory if cat in exposed
             ],
         }
         spec = rule.letter
@@ -253,12 +286,12 @@ class LetterWriter:
                 f"letters/{spec.template}", customer.locale, spec.default_locale
             )
             self._template_for[key] = name
-        if Path(name).name.removesuffix(".txt.j2") not in (
-            customer.locale,
-            customer.locale.split("-")[0],
-        ):
+        language = Path(name).name.removesuffix(".txt.j2")
+        if language not in (customer.locale, base_language(customer.locale)):
             self.fallbacks[key] += 1
-        text = self.renderer.render(name, self.context(customer, rule, exposed))
+        if not self._texts_in(language)[1]:
+            self.untranslated[(rule.id, language)] += 1
+        text = self.renderer.render(name, self.context(customer, rule, exposed, language))
         first, _, body = text.partition("\n")
         if not first.startswith("Subject: "):
             raise TemplateFieldError(

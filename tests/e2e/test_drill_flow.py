@@ -154,6 +154,15 @@ def test_a_letter_carries_the_customer_fields_and_the_drill_mark(drill_run: dict
     zh_id = (out / "recipients" / "cn-pipl-57.txt").read_text().split()[0]
     chinese = (out / "letters" / "cn-pipl-57" / f"{zh_id}.txt").read_text()
     assert "个人信息泄露通知" in chinese and "您的姓名" in chinese
+    assert "我们已锁定被滥用的数据库账户" in chinese  # the incident's own words, translated
+    for country, words in (("DE", "Ein Angreifer hat"), ("NL", "Een aanvaller heeft")):
+        person = next(c for c in _customers(world.customers_db) if c["country"] == country)
+        letter = (out / "letters" / "gdpr-a34" / f"{person['id']}.txt").read_text()
+        assert words in letter and "An attacker used" not in letter
+    plan = json.loads((out / "plan.json").read_text())
+    render = next(s for s in plan["steps"] if s["step_id"] == "render-letters")
+    assert render["counts"]["letters_in_fallback_language"] == 0
+    assert render["counts"]["letters_with_untranslated_incident_texts"] == 0
 
 
 def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(

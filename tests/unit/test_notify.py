@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from breachbook.errors import TemplateFieldError
 from breachbook.models import (
@@ -13,6 +15,7 @@ from breachbook.models import (
     Incident,
     Organisation,
     RejectedRecord,
+    describe_validation_error,
     validate_customer,
 )
 from breachbook.notify import LetterWriter, assess
@@ -110,8 +113,8 @@ def test_rule_templates_exist() -> None:
     check_rule_templates(RULES, ROOT / "templates")
 
 
-def writer(templates: Path = ROOT / "templates") -> LetterWriter:
-    return LetterWriter(Renderer(templates), ORG, incident(), T0)
+def writer(templates: Path = ROOT / "templates", about: Incident | None = None) -> LetterWriter:
+    return LetterWriter(Renderer(templates), ORG, about or incident(), T0)
 
 
 def test_california_letter_has_the_required_headings_and_fields() -> None:
@@ -151,6 +154,54 @@ def test_letters_use_the_customer_language_and_count_fallbacks() -> None:
     _, irish = letters.render(customer("C8", "IE", locale="en-IE"), rule, exposed)
     assert "What data was involved" in irish
     assert letters.fallbacks == {("gdpr-a34", "pl-PL"): 1}
+
+
+GERMAN = {
+    "description": "Datensätze wurden kopiert.",
+    "cause": "Ein abgeflossener Schlüssel.",
+    "likely_consequences": "Phishing.",
+    "measures_taken": ["Wir haben das Konto gesperrt."],
+    "individual_steps": ["Prüfen Sie Ihre Abrechnungen."],
+}
+
+
+def test_letters_quote_the_incident_in_the_letters_language() -> None:
+    rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
+    exposed = frozenset(incident().data_categories)
+    letters = writer(about=incident(translations={"de": GERMAN}))
+    _, german = letters.render(customer("C1", "DE", locale="de-DE"), rule, exposed)
+    assert "Datensätze wurden kopiert." in german and "Wir haben das Konto gesperrt." in german
+    assert "Records were copied." not in german
+    _, english = letters.render(customer("C2", "IE", locale="en-IE"), rule, exposed)
+    assert "Records were copied." in english
+    _, french = letters.render(customer("C3", "FR", locale="fr-FR"), rule, exposed)
+    assert "Records were copied." in french  # no French translation: counted, not hidden
+    assert letters.untranslated == {("gdpr-a34", "fr"): 1}
+
+
+@pytest.mark.parametrize(
+    ("translations", "expected"),
+    [
+        ({"de": GERMAN | {"cause": None}}, "translations.de: missing cause"),
+        (
+            {"de": GERMAN | {"measures_taken": []}},
+            "translations.de: missing measures_taken",
+        ),
+        (
+            {"de": GERMAN | {"individual_steps": ["Eins.", "Zwei."]}},
+            "translations.de.individual_steps: 2 items, the incident has 1",
+        ),
+        ({"en-GB": GERMAN}, "translations.en-GB: same language as the incident's texts"),
+        ({"German": GERMAN}, "translations.German.[key]: String should match pattern"),
+        ({"de": GERMAN | {"greeting": "Hallo"}}, "translations.de.greeting: Extra inputs"),
+    ],
+)
+def test_incomplete_translations_are_refused_naming_language_and_field(
+    translations: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        incident(translations=translations)
+    assert expected in describe_validation_error(caught.value)
 
 
 def test_hostile_names_are_printed_as_written_never_run() -> None:

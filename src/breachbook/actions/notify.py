@@ -160,11 +160,13 @@ class RenderLetters(Action[NoArgs]):
             documents.append("rejected.json")
         ctx.state["letters"] = rendered
         ctx.state["letter_fallbacks"] = writer.fallbacks
+        ctx.state["letter_untranslated"] = writer.untranslated
         return Prepared(
             documents,
             {
                 "letters": sum(rendered.values()),
                 "letters_in_fallback_language": sum(writer.fallbacks.values()),
+                "letters_with_untranslated_incident_texts": sum(writer.untranslated.values()),
                 "unusable_records": len(found.rejected),
             },
         )
@@ -188,8 +190,20 @@ class RenderLetters(Action[NoArgs]):
             if fallbacks
             else ""
         )
+        untranslated = {
+            language: n
+            for (rule_id, language), n in ctx.state["letter_untranslated"].items()
+            if rule_id == target
+        }
+        texts = (
+            f"; the incident texts have no {', '.join(sorted(untranslated))} translation, so "
+            f"{sum(untranslated.values())} letters quote them in '{ctx.incident.language}' "
+            "(add them under translations: in the incident file)"
+            if untranslated
+            else ""
+        )
         return Check.verified(
-            f"rendered {ctx.state['letters'][target]} letters, every field present{languages}",
+            f"rendered {ctx.state['letters'][target]} letters, every field present{languages}{texts}",
             "StrictUndefined render",
         )
 
