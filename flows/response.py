@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -17,12 +16,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from breachbook.context import RunContext
-from breachbook.demo import demo_incident_yaml, ensure_demo_world
+from breachbook.demo import demo_inputs
 from breachbook.engine import RunResult, StepResult
 from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
 from breachbook.run import execute
-from breachbook.wiring import RunRequest, Settings, demo_settings
+from breachbook.wiring import RunRequest, Settings
 
 
 def _prefect_step(name: str, work: Callable[[], StepResult]) -> StepResult:
@@ -97,9 +96,7 @@ def response(
     settings = Settings()
     demo_yaml = None
     if demo:
-        world = ensure_demo_world(settings.home / "demo")
-        settings = demo_settings(settings, world.customers_db, world.folder)
-        demo_yaml = None if incident_file else demo_incident_yaml(datetime.now(UTC))
+        settings, demo_yaml = demo_inputs(settings, incident_given=bool(incident_file))
     elif incident_file is None:
         raise ValueError("incident_file is required unless demo is true")
     request = RunRequest(

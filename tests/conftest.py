@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -38,6 +39,15 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 ROOT = project_root()
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SMALL_WORLD = 400
+
+
+def customers_named_in(text: str, customers_db: Path) -> list[str]:
+    """Ids of the customers whose name, email, street or phone appears in `text`."""
+    connection = sqlite3.connect(customers_db)
+    people = connection.execute("SELECT id, full_name, email, street, phone FROM customers")
+    found = [row[0] for row in people if any(value in text for value in row[1:])]
+    connection.close()
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import json
 import os
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -75,11 +74,10 @@ def _check_before_start(
     mode: Mode, incident: Path | None, playbook: Path | None, demo: bool, confirm: str | None = None
 ) -> None:
     """Fail on bad input in a second, before Prefect starts, with one line naming the problem."""
-    from breachbook.demo import demo_incident_yaml, ensure_demo_world
+    from breachbook.demo import demo_inputs
     from breachbook.wiring import (
         RunRequest,
         Settings,
-        demo_settings,
         load_inputs,
         mode_profile,
         open_customers,
@@ -88,9 +86,7 @@ def _check_before_start(
     settings = Settings()
     demo_yaml = None
     if demo:
-        world = ensure_demo_world(settings.home / "demo")
-        settings = demo_settings(settings, world.customers_db, world.folder)
-        demo_yaml = None if incident else demo_incident_yaml(datetime.now(UTC))
+        settings, demo_yaml = demo_inputs(settings, incident_given=incident is not None)
     request = RunRequest(
         mode=mode,
         incident_file=incident,

@@ -27,6 +27,7 @@ from breachbook.connectors.customers_sql import (
     payment_cards,
     sqlite_url,
 )
+from breachbook.wiring import Settings, demo_settings
 
 DEFAULT_SIZE = 10_000
 SEED = 20261128
@@ -258,6 +259,14 @@ def demo_incident(now: datetime) -> dict[str, Any]:
         "language": "en",
         "translations": demo_translations(),
     }
+
+
+def demo_inputs(settings: Settings, incident_given: bool) -> tuple[Settings, str | None]:
+    """For a run with --demo: settings pointing at the demo world (created once) and, unless
+    the caller brings an incident of its own, the demo incident dated now."""
+    world = ensure_demo_world(settings.home / "demo")
+    dated = None if incident_given else demo_incident_yaml(datetime.now(UTC))
+    return demo_settings(settings, world.customers_db, world.folder), dated
 
 
 def demo_incident_yaml(now: datetime) -> str:

@@ -240,7 +240,7 @@ class Customer(Strict):
     postal_code: Annotated[str, Field(max_length=32)]
     region: Annotated[str, Field(max_length=64)] = ""
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
-    locale: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+    locale: LanguageTag
     categories: frozenset[DataCategory]
 
     @field_validator("full_name", "phone", "street", "city", "postal_code", "region")

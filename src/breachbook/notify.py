@@ -218,7 +218,7 @@ class LetterWriter:
         return loaded
 
     def _label(self, category: DataCategory, locale: str) -> str:
-        for key in (locale, locale.split("-", maxsplit=1)[0], "en"):
+        for key in (locale, base_language(locale), "en"):
             table = self.labels.get(key)
             if table and category.value in table:
                 return table[category.value]

@@ -22,6 +22,7 @@ from jinja2 import (
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from breachbook.errors import TemplateFieldError
+from breachbook.models import base_language
 
 
 class Renderer:
@@ -67,8 +68,7 @@ class Renderer:
 
     def pick_locale(self, folder: str, locale: str, default_locale: str) -> str:
         """The template for a locale: exact ('de-DE'), then language ('de'), then the default."""
-        language = locale.split("-", maxsplit=1)[0]
-        for candidate in (locale, language, default_locale):
+        for candidate in (locale, base_language(locale), default_locale):
             name = f"{folder}/{candidate}.txt.j2"
             if self.exists(name):
                 return name

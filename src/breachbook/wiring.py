@@ -73,7 +73,7 @@ class RunRequest:
 
     def __post_init__(self) -> None:
         if (self.incident_file is None) == (self.incident_yaml is None):
-            raise BreachbookError("give an incident file or an incident document, not both")
+            raise BreachbookError("give exactly one of an incident file and an incident document")
 
     def load_incident(self) -> Incident:
         if self.incident_file is not None:

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from breachbook.demo import DemoWorld
-from tests.conftest import ROOT
+from tests.conftest import ROOT, customers_named_in
 
 pytestmark = pytest.mark.prefect_server
 
@@ -183,11 +182,7 @@ def test_a_drill_started_like_the_ui_completes_and_keeps_pii_off_the_server(
 
     joined = "\n".join(server.texts_of(run["id"]))
     assert "render-letters" in joined and "letters=" in joined  # the step logs were read back
-    connection = sqlite3.connect(small_world.customers_db)
-    people = connection.execute("SELECT id, full_name, email, street, phone FROM customers")
-    leaked = [row[0] for row in people if any(value in joined for value in row[1:])]
-    connection.close()
-    assert leaked == []
+    assert customers_named_in(joined, small_world.customers_db) == []
 
 
 def test_live_without_confirmation_fails_naming_the_incident_id(
