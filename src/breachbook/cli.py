@@ -21,7 +21,7 @@ from breachbook.errors import BreachbookError
 from breachbook.modes import Mode
 
 app = typer.Typer(
-    help="breachbook: the data-breach response plan as Prefect flows, run LIVE, as a DRILL, or as a TABLETOP.",
+    help="breachbook: the data-breach response plan as Prefect flows, run LIVE or rehearsed as a DRILL (TABLETOP exercises are not built yet).",
     no_args_is_help=True,
     add_completion=False,
 )
