@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -39,6 +40,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 ROOT = project_root()
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SMALL_WORLD = 400
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def customers_named_in(text: str, customers_db: Path) -> list[str]:

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,19 +19,12 @@ import httpx
 import pytest
 
 from breachbook.demo import DemoWorld
-from tests.conftest import ROOT, customers_named_in
+from tests.conftest import ROOT, customers_named_in, free_port
 
 pytestmark = pytest.mark.prefect_server
 
 PREFECT = [sys.executable, "-m", "prefect"]
 STARTUP_SECONDS = 180
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -95,7 +87,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_world: DemoWorld) -> 
     """`prefect server start` on a fresh database, the deployments of prefect.yaml, and a
     process worker on the breachbook pool, as the README describes."""
     scratch = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         key: value

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -20,6 +19,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+
+from tests.conftest import free_port
 
 DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
@@ -50,13 +51,6 @@ def _run(command: list[str]) -> None:
         pytest.fail(f"{' '.join(command)} failed: {done.stderr.strip() or done.stdout.strip()}")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _as_postgres_user(folder: Path) -> list[str]:
     """initdb refuses to run as root: run the cluster as the 'postgres' account then."""
     if os.geteuid() != 0:
@@ -80,7 +74,7 @@ def pg_admin_url() -> Iterator[str]:
     # Not under pytest's temporary folder: as root, that is closed to the postgres account.
     folder = Path(tempfile.mkdtemp(prefix="breachbook-test-pg-"))
     prefix = _as_postgres_user(folder)
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
     _run([*prefix, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"])
     control = [*prefix, str(binaries / "pg_ctl"), "-D", str(data)]
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -F"
