@@ -196,11 +196,13 @@ class Incident(Strict):
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """Field paths and messages of a validation error, without the offending values."""
+    """Field paths and messages of a validation error, without the offending values. Checks
+    across fields (model validators) have no path of their own: their message names them."""
     parts = []
     for err in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        parts.append(f"{loc}: {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {message}" if loc else message)
     return "; ".join(parts)
 
 
@@ -271,7 +273,7 @@ def validate_customer(raw: dict[str, Any]) -> Customer | RejectedRecord:
     try:
         return Customer.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors(include_input=False, include_url=False)
-        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
-        bad_id = any(e["loc"] and e["loc"][0] == "id" for e in errors)
-        return RejectedRecord("(invalid id)" if bad_id else str(raw.get("id")), reasons)
+        bad_id = any(e["loc"] and e["loc"][0] == "id" for e in exc.errors(include_input=False))
+        return RejectedRecord(
+            "(invalid id)" if bad_id else str(raw.get("id")), describe_validation_error(exc)
+        )

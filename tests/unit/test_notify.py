@@ -204,6 +204,15 @@ def test_incomplete_translations_are_refused_naming_language_and_field(
     assert expected in describe_validation_error(caught.value)
 
 
+def test_a_check_across_fields_reads_as_one_plain_line() -> None:
+    with pytest.raises(ValidationError) as caught:
+        incident(translations={"de": GERMAN | {"cause": None}})
+    assert describe_validation_error(caught.value) == "translations.de: missing cause"
+    with pytest.raises(ValidationError) as caught:
+        incident(started_at=T0 + timedelta(days=1))
+    assert describe_validation_error(caught.value) == "discovered_at is before started_at"
+
+
 def test_hostile_names_are_printed_as_written_never_run() -> None:
     rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
     hostile = "{{ self.__init__.__globals__ }} <script>alert(1)</script> Robert'); DROP TABLE customers;--"
@@ -230,7 +239,7 @@ def test_malformed_emails_are_rejected_without_quoting_the_address(bad_email: st
     outcome = validate_customer(raw)
     assert isinstance(outcome, RejectedRecord)
     assert outcome.customer_id == "C8"
-    assert outcome.problem == "email: Value error, value is not a valid email address"
+    assert outcome.problem == "email: value is not a valid email address"
 
 
 def test_valid_emails_are_normalised_the_same_way_twice() -> None:
