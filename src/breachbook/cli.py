@@ -211,23 +211,27 @@ def validate(
 @app.command()
 def schema(
     check: Annotated[
-        bool, typer.Option("--check", help="Fail if the committed schema is stale.")
+        bool, typer.Option("--check", help="Fail if a committed schema is stale.")
     ] = False,
 ) -> None:
-    """Write playbooks/playbook.schema.json from the model (or check it is current)."""
-    from breachbook.playbook import schema_text
+    """Write the playbook and incident JSON Schemas from the models (or check they are current)."""
+    from breachbook.schemas import schema_texts
     from breachbook.wiring import project_root
 
-    target = project_root() / "playbooks" / "playbook.schema.json"
-    text = schema_text()
-    if check:
-        current = target.read_text(encoding="utf-8") if target.is_file() else ""
-        if current != text:
-            raise _fail(f"{target} is stale: run `breachbook schema`", 1)
-        console.print(f"{target}: current", highlight=False)
-        return
-    target.write_text(text, encoding="utf-8")
-    console.print(f"wrote {target}", highlight=False)
+    stale = []
+    for relative, text in schema_texts().items():
+        target = project_root() / relative
+        if check:
+            current = target.read_text(encoding="utf-8") if target.is_file() else ""
+            if current != text:
+                stale.append(str(target))
+                continue
+            console.print(f"{target}: current", highlight=False)
+        else:
+            target.write_text(text, encoding="utf-8")
+            console.print(f"wrote {target}", highlight=False)
+    if stale:
+        raise _fail(f"{', '.join(stale)} stale: run `breachbook schema`", 1)
 
 
 @audit_app.command("verify")

@@ -7,7 +7,6 @@ template it names exists. Each problem is reported with its path in the YAML and
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -100,10 +99,6 @@ def json_schema() -> dict[str, Any]:
     schema["$defs"]["Step"]["properties"]["action"]["enum"] = sorted(registry())
     schema["title"] = "breachbook playbook"
     return schema
-
-
-def schema_text() -> str:
-    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
 
 class _LineFinder:

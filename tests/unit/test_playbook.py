@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,8 @@ from typer.testing import CliRunner
 
 from breachbook.cli import app
 from breachbook.errors import PlaybookError
-from breachbook.playbook import load_playbook, schema_text
+from breachbook.playbook import load_playbook
+from breachbook.schemas import schema_texts
 from tests.conftest import ROOT
 
 DATA = Path(__file__).parents[1] / "data" / "playbooks"
@@ -60,17 +62,33 @@ def test_validate_command_accepts_a_valid_playbook() -> None:
     assert "valid (1 phases, 2 steps)" in result.output
 
 
-def test_committed_json_schema_is_current() -> None:
-    committed = (ROOT / "playbooks" / "playbook.schema.json").read_text(encoding="utf-8")
-    assert committed == schema_text(), (
-        "run `breachbook schema` and commit playbooks/playbook.schema.json"
-    )
+@pytest.mark.parametrize("relative", sorted(schema_texts()))
+def test_committed_json_schemas_are_current(relative: str) -> None:
+    committed = (ROOT / relative).read_text(encoding="utf-8")
+    assert committed == schema_texts()[relative], f"run `breachbook schema` and commit {relative}"
+
+
+def test_schema_check_names_a_stale_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for relative, text in schema_texts().items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text, encoding="utf-8")
+    stale = tmp_path / "playbooks" / "incident.schema.json"
+    stale.write_text("{}\n", encoding="utf-8")
+    monkeypatch.setenv("BREACHBOOK_ROOT", str(tmp_path))
+    result = CliRunner().invoke(app, ["schema", "--check"])
+    assert result.exit_code == 1
+    assert f"{stale} stale: run `breachbook schema`" in result.output
+
+
+def test_incident_schema_describes_translations() -> None:
+    schema = json.loads(schema_texts()["playbooks/incident.schema.json"])
+    assert schema["title"] == "breachbook incident"
+    assert schema["additionalProperties"] is False
+    assert {"id", "discovered_at", "exposed_tables", "translations"} <= set(schema["properties"])
 
 
 def test_schema_lists_registered_actions() -> None:
-    import json
-
-    schema = json.loads(schema_text())
+    schema = json.loads(schema_texts()["playbooks/playbook.schema.json"])
     actions = schema["$defs"]["Step"]["properties"]["action"]["enum"]
     assert "database.lock_role" in actions and "letters.render" in actions
     assert schema["$defs"]["Step"]["additionalProperties"] is False
