@@ -27,7 +27,7 @@ from breachbook.connectors.customers_sql import (
     payment_cards,
     sqlite_url,
 )
-from breachbook.wiring import Settings, demo_settings
+from breachbook.wiring import Settings, demo_settings, project_root
 
 DEFAULT_SIZE = 10_000
 SEED = 20261128
@@ -101,7 +101,12 @@ def ensure_demo_world(
     if not _complete(world.customers_db, size):
         _create_customers(world.customers_db, size)
     if not world.incident_file.is_file():
-        _write_atomically(world.incident_file, demo_incident_yaml(now or datetime.now(UTC)))
+        schema = project_root() / "playbooks" / "incident.schema.json"
+        _write_atomically(
+            world.incident_file,
+            f"# yaml-language-server: $schema={schema.as_uri()}\n"
+            + demo_incident_yaml(now or datetime.now(UTC)),
+        )
     return world
 
 

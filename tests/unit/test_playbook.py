@@ -3,14 +3,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from breachbook.cli import app
+from breachbook.demo import demo_incident_yaml
 from breachbook.errors import PlaybookError
 from breachbook.playbook import load_playbook
 from breachbook.schemas import schema_texts
-from tests.conftest import ROOT
+from tests.conftest import ROOT, T0
 
 DATA = Path(__file__).parents[1] / "data" / "playbooks"
 INVALID = sorted((DATA / "invalid").glob("*.yaml"))
@@ -80,11 +83,13 @@ def test_schema_check_names_a_stale_schema(tmp_path: Path, monkeypatch: pytest.M
     assert f"{stale} stale: run `breachbook schema`" in result.output
 
 
-def test_incident_schema_describes_translations() -> None:
+def test_the_incident_schema_accepts_the_demo_incident_and_refuses_unknown_keys() -> None:
     schema = json.loads(schema_texts()["playbooks/incident.schema.json"])
     assert schema["title"] == "breachbook incident"
-    assert schema["additionalProperties"] is False
-    assert {"id", "discovered_at", "exposed_tables", "translations"} <= set(schema["properties"])
+    incident = yaml.safe_load(demo_incident_yaml(T0))
+    jsonschema.validate(incident, schema)
+    with pytest.raises(jsonschema.ValidationError, match="'severity' was unexpected"):
+        jsonschema.validate(incident | {"severity": "high"}, schema)
 
 
 def test_schema_lists_registered_actions() -> None:
