@@ -18,11 +18,32 @@ from breachbook.errors import (
     OutputFolderError,
     TemplateFieldError,
 )
+from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.wiring import RunRequest, Settings
 from breachbook.workspace import INCOMPLETE
 from tests.conftest import ROOT
+
+INCIDENTS = Path(__file__).parents[1] / "data" / "incidents"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((INCIDENTS / "invalid").glob("*.yaml")), ids=lambda path: path.stem
+)
+def test_each_kind_of_invalid_incident_gets_one_line_naming_file_and_problem(path: Path) -> None:
+    """tests/data/incidents/invalid/ holds one file per kind of error; its first line says
+    the message it must get."""
+    expected = path.read_text(encoding="utf-8").splitlines()[0].removeprefix("# expect: ")
+    with pytest.raises(IncidentFileError) as caught:
+        Incident.from_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:") and expected in message, message
+    assert "\n" not in message
+
+
+def test_the_minimal_incident_the_invalid_ones_vary_is_valid() -> None:
+    assert Incident.from_file(INCIDENTS / "valid" / "minimal.yaml").id == "inc-2026-001"
 
 
 def drill(world: DemoWorld, settings: Settings, out: Path, incident: Path | None = None) -> None:
