@@ -10,34 +10,61 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
 from breachbook.context import RunContext
 from breachbook.demo import demo_inputs
-from breachbook.engine import RunResult, StepResult
+from breachbook.engine import Position, RunResult, StepResult
 from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
 from breachbook.run import execute
 from breachbook.wiring import RunRequest, Settings
 
 
-def _prefect_step(name: str, work: Callable[[], StepResult]) -> StepResult:
-    def step() -> StepResult:
-        return work()
+class PrefectSteps:
+    """Runs each playbook step as a Prefect task run, logs its verdicts and counts, and keeps
+    a progress artifact on the flow run."""
 
-    result: StepResult = task(name=name, persist_result=False, cache_policy=NO_CACHE)(step)()
-    tally = Counter(e.verdict or e.status for e in result.entries)
-    counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
-    get_run_logger().info(
-        "%s: %s%s",
-        name,
-        ", ".join(f"{k} {v}" for k, v in sorted(tally.items())),
-        f" ({counts})" if counts else "",
-    )
-    return result
+    def __init__(self) -> None:
+        self._progress: UUID | None = None
+
+    def __call__(self, name: str, work: Callable[[], StepResult], position: Position) -> StepResult:
+        def step() -> StepResult:
+            return work()
+
+        if self._progress is None:
+            created = create_progress_artifact(
+                100 * (position.number - 1) / position.total,
+                key="breachbook-progress",
+                description=f"step {position.number} of {position.total}: {name}",
+            )
+            assert isinstance(created, UUID)  # called from synchronous code: not a coroutine
+            self._progress = created
+        progress = self._progress
+        result: StepResult = task(name=name, persist_result=False, cache_policy=NO_CACHE)(step)()
+        tally = Counter(e.verdict or e.status for e in result.entries)
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
+        get_run_logger().info(
+            "%s: %s%s",
+            name,
+            ", ".join(f"{k} {v}" for k, v in sorted(tally.items())),
+            f" ({counts})" if counts else "",
+        )
+        update_progress_artifact(
+            progress,
+            100 * position.number / position.total,
+            description=f"{position.number} of {position.total} steps done; last: {name}",
+        )
+        return result
 
 
 def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
@@ -107,7 +134,7 @@ def response(
         playbook_file=Path(playbook_file) if playbook_file else None,
         confirm_incident_id=confirm_incident_id,
     )
-    ctx, result = execute(request, runner=_prefect_step, settings=settings)
+    ctx, result = execute(request, runner=PrefectSteps(), settings=settings)
     _publish_artifacts(ctx, result)
     get_run_logger().info("report: %s", ctx.workspace.path("report.md"))
     return {"run_id": result.run_id, "out_dir": str(ctx.workspace.root)}

@@ -221,10 +221,19 @@ class ApplyChanges:
         return entries, prepared
 
 
-StepRunner = Callable[[str, Callable[[], StepResult]], StepResult]
+@dataclass(frozen=True)
+class Position:
+    """Where a step stands in the run: the `number`th of `total` (from 1), for progress."""
+
+    number: int
+    total: int
 
 
-def run_directly(name: str, work: Callable[[], StepResult]) -> StepResult:
+StepRunner = Callable[[str, Callable[[], StepResult], Position], StepResult]
+"""Runs one step's work: directly, or wrapped (the flow makes each step a Prefect task)."""
+
+
+def run_directly(name: str, work: Callable[[], StepResult], position: Position) -> StepResult:
     return work()
 
 
@@ -241,9 +250,10 @@ def run_playbook(ctx: RunContext, runner: StepRunner = run_directly) -> RunResul
     clock = ctx.connectors.clock
     started = clock.now()
     results: dict[str, StepResult] = {}
-    for phase, step in ctx.playbook.ordered_steps():
+    ordered = ctx.playbook.ordered_steps()
+    for number, (phase, step) in enumerate(ordered, start=1):
         work = functools.partial(_run_step, ctx, phase, step, results, started)
-        results[step.id] = runner(f"{phase.id}/{step.id}", work)
+        results[step.id] = runner(f"{phase.id}/{step.id}", work, Position(number, len(ordered)))
     return RunResult(
         run_id=ctx.run_id,
         mode_label=ctx.mode_label,

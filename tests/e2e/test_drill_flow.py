@@ -259,9 +259,24 @@ def _prefect_texts(flow_run_id: UUID) -> tuple[list[str], set[str]]:
     return texts, keys
 
 
+def test_the_flow_run_shows_its_progress_to_the_end(drill_run: dict[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["breachbook-progress"])),
+        )
+    mine = [a for a in found if a.flow_run_id == drill_run["flow_run_id"]]
+    assert len(mine) == 1 and mine[0].type == "progress"
+    assert float(str(mine[0].data)) == 100.0
+    assert mine[0].description == "15 of 15 steps done; last: communicate/war-room-update"
+
+
 def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) -> None:
     texts, artifact_keys = _prefect_texts(drill_run["flow_run_id"])
     assert {
+        "breachbook-progress",
         "breachbook-summary",
         "breachbook-plan",
         "breachbook-obligations",
