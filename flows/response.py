@@ -35,21 +35,17 @@ class PrefectSteps:
     a progress artifact on the flow run."""
 
     def __init__(self) -> None:
-        self._progress: UUID | None = None
+        """Made inside the flow run, so the artifact belongs to it."""
+        created = create_progress_artifact(
+            0.0, key="breachbook-progress", description="starting the first step"
+        )
+        assert isinstance(created, UUID)  # called from synchronous code: not a coroutine
+        self._progress = created
 
     def __call__(self, name: str, work: Callable[[], StepResult], position: Position) -> StepResult:
         def step() -> StepResult:
             return work()
 
-        if self._progress is None:
-            created = create_progress_artifact(
-                100 * (position.number - 1) / position.total,
-                key="breachbook-progress",
-                description=f"step {position.number} of {position.total}: {name}",
-            )
-            assert isinstance(created, UUID)  # called from synchronous code: not a coroutine
-            self._progress = created
-        progress = self._progress
         result: StepResult = task(name=name, persist_result=False, cache_policy=NO_CACHE)(step)()
         tally = Counter(e.verdict or e.status for e in result.entries)
         counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()))
@@ -60,7 +56,7 @@ class PrefectSteps:
             f" ({counts})" if counts else "",
         )
         update_progress_artifact(
-            progress,
+            self._progress,
             100 * position.number / position.total,
             description=f"{position.number} of {position.total} steps done; last: {name}",
         )
