@@ -44,7 +44,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _load_flow_module() -> ModuleType:
-    from breachbook.wiring import project_root
+    from breachbook.settings import project_root
 
     path = project_root() / "flows" / "response.py"
     spec = importlib.util.spec_from_file_location("breachbook_flows_response", path)
@@ -194,7 +194,7 @@ def validate(
     """Check a playbook; print every problem with its path and line."""
     from breachbook.errors import PlaybookError
     from breachbook.playbook import load_playbook
-    from breachbook.wiring import project_root
+    from breachbook.settings import project_root
 
     try:
         loaded = load_playbook(playbook, templates or project_root() / "templates")
@@ -216,7 +216,7 @@ def schema(
 ) -> None:
     """Write the playbook and incident JSON Schemas from the models (or check they are current)."""
     from breachbook.schemas import schema_texts
-    from breachbook.wiring import project_root
+    from breachbook.settings import project_root
 
     stale = []
     for relative, text in schema_texts().items():
@@ -278,7 +278,7 @@ def audit_verify(
 def demo_world() -> None:
     """Create (once) the synthetic demo world and print where it is."""
     from breachbook.demo import ensure_demo_world
-    from breachbook.wiring import Settings
+    from breachbook.settings import Settings
 
     world = ensure_demo_world(Settings().home / "demo")
     console.print(

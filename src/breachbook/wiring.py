@@ -6,14 +6,12 @@ asks which mode it is in. Default is DRILL; LIVE needs the incident id named to 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from breachbook.clock import Clock, SystemClock
 from breachbook.connectors.customers_sql import SqlCustomerDirectory
@@ -23,40 +21,15 @@ from breachbook.connectors.outbox import OutboxMail
 from breachbook.context import Connectors, RunContext
 from breachbook.engine import ApplyChanges, PlanOnly, StepExecutor, new_run_id
 from breachbook.errors import BreachbookError, CustomerDataError, LiveNotConfirmed
-from breachbook.ledger import AUTOMATION, Ledger
+from breachbook.ledger import Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.playbook import Playbook, load_playbook
 from breachbook.ports import EvidenceStore, Mail
 from breachbook.rules import RuleBook, check_rule_templates
+from breachbook.settings import Settings, project_root
 from breachbook.templates import Renderer
 from breachbook.workspace import Workspace
-
-
-def project_root() -> Path:
-    """Where playbooks/, templates/, rules/ and flows/ live: BREACHBOOK_ROOT, the source
-    checkout this package was installed from, or the current directory."""
-    configured = os.environ.get("BREACHBOOK_ROOT")
-    if configured:
-        return Path(configured).resolve()
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "playbooks").is_dir() and (checkout / "templates").is_dir():
-        return checkout
-    return Path.cwd()
-
-
-class Settings(BaseSettings):
-    """Connector settings, from BREACHBOOK_* environment variables. Secrets stay SecretStr."""
-
-    model_config = SettingsConfigDict(env_prefix="BREACHBOOK_", extra="ignore")
-
-    home: Path = Path.home() / ".breachbook"
-    ledger_url: SecretStr | None = None
-    customers_url: SecretStr | None = None
-    outbox: Path | None = None
-    evidence_dir: Path | None = None
-    mail_from: str = "privacy-office@example.invalid"
-    actor: str = AUTOMATION
 
 
 @dataclass(frozen=True)
