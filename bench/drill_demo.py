@@ -33,8 +33,9 @@ from breachbook.notify import LetterWriter, Obligations, iter_valid_customers
 from breachbook.playbook import load_playbook
 from breachbook.rules import RuleBook
 from breachbook.run import execute
+from breachbook.settings import Settings, project_root
 from breachbook.templates import Renderer
-from breachbook.wiring import RunRequest, Settings, demo_settings, project_root
+from breachbook.wiring import RunRequest, demo_settings
 
 TARGET_SECONDS = 60.0
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from breachbook.demo import DemoWorld, demo_incident_yaml, ensure_demo_world
 from breachbook.modes import Mode
 from breachbook.run import execute
-from breachbook.wiring import RunRequest, Settings, demo_settings
+from breachbook.settings import Settings
+from breachbook.wiring import RunRequest, demo_settings
 
 BASELINE = 10_000
 

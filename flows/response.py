@@ -27,7 +27,8 @@ from breachbook.engine import Position, RunResult, StepResult
 from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
 from breachbook.run import execute
-from breachbook.wiring import RunRequest, Settings
+from breachbook.settings import Settings
+from breachbook.wiring import RunRequest
 
 
 class PrefectSteps:

@@ -22,8 +22,9 @@ from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.playbook import load_playbook
 from breachbook.rules import RuleBook
+from breachbook.settings import Settings, project_root
 from breachbook.templates import Renderer
-from breachbook.wiring import RunRequest, Settings, demo_settings, open_run, project_root
+from breachbook.wiring import RunRequest, demo_settings, open_run
 from breachbook.workspace import Workspace
 from tests.fakes import (
     RecordingChat,

@@ -75,9 +75,9 @@ def _check_before_start(
 ) -> None:
     """Fail on bad input in a second, before Prefect starts, with one line naming the problem."""
     from breachbook.demo import demo_inputs
+    from breachbook.settings import Settings
     from breachbook.wiring import (
         RunRequest,
-        Settings,
         load_inputs,
         mode_profile,
         open_customers,

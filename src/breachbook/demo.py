@@ -27,7 +27,8 @@ from breachbook.connectors.customers_sql import (
     payment_cards,
     sqlite_url,
 )
-from breachbook.wiring import Settings, demo_settings, project_root
+from breachbook.settings import Settings, project_root
+from breachbook.wiring import demo_settings
 
 DEFAULT_SIZE = 10_000
 SEED = 20261128

@@ -7,7 +7,8 @@ from breachbook.context import RunContext
 from breachbook.engine import RunResult, StepRunner, run_directly, run_playbook
 from breachbook.errors import BreachbookError
 from breachbook.reports import write_outputs
-from breachbook.wiring import RunRequest, Settings, open_run
+from breachbook.settings import Settings
+from breachbook.wiring import RunRequest, open_run
 
 
 def execute(

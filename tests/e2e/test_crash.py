@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from breachbook.modes import Mode
 from breachbook.run import execute
-from breachbook.wiring import RunRequest, Settings, demo_settings
+from breachbook.settings import Settings
+from breachbook.wiring import RunRequest, demo_settings
 home, out = Path(sys.argv[1]), Path(sys.argv[2])
 settings = demo_settings(Settings(home=home), home / "demo" / "customers.sqlite", home / "demo")
 execute(RunRequest(mode=Mode.DRILL, incident_file=home / "demo" / "incident.yaml", out_dir=out), settings=settings)

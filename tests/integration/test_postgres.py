@@ -17,7 +17,8 @@ from breachbook.ledger import AUTOMATION, Entry, Ledger
 from breachbook.models import DataCategory
 from breachbook.modes import Mode
 from breachbook.run import execute
-from breachbook.wiring import RunRequest, Settings
+from breachbook.settings import Settings
+from breachbook.wiring import RunRequest
 
 pytestmark = pytest.mark.postgres
 

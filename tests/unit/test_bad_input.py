@@ -21,7 +21,8 @@ from breachbook.errors import (
 from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.run import execute
-from breachbook.wiring import RunRequest, Settings
+from breachbook.settings import Settings
+from breachbook.wiring import RunRequest
 from breachbook.workspace import INCOMPLETE
 from tests.conftest import ROOT
 

@@ -15,7 +15,8 @@ from breachbook.errors import CustomerDataError, DrillWriteBlocked, LiveNotConfi
 from breachbook.ledger import Ledger
 from breachbook.modes import Mode
 from breachbook.ports import Check, OutgoingLetter
-from breachbook.wiring import RunRequest, Settings, build_connectors, mode_profile, open_run
+from breachbook.settings import Settings
+from breachbook.wiring import RunRequest, build_connectors, mode_profile, open_run
 from tests.conftest import T0, context_with
 from tests.fakes import RecordingCloud, RecordingDatabaseAdmin, RecordingMail, ScriptedApprovals
 
