@@ -18,7 +18,7 @@ from breachbook.models import DataCategory
 from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.settings import Settings
-from breachbook.wiring import RunRequest
+from breachbook.wiring import RunRequest, open_customers
 
 pytestmark = pytest.mark.postgres
 
@@ -98,6 +98,29 @@ def test_read_only_directory_cannot_write(pg_customers: str) -> None:
     ):
         conn.execute(text("DELETE FROM customers"))
     directory.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM favourites",
+        "INSERT INTO favourites (customer_id, antique) SELECT id, 'Ming vase' FROM customers LIMIT 1",
+    ],
+)
+def test_wired_directory_cannot_write_on_postgres(pg_customers: str, statement: str) -> None:
+    directory = open_customers(Settings(customers_url=pg_customers))
+    try:
+        with (
+            pytest.raises(DBAPIError, match="read-only transaction"),
+            directory._engine.begin() as conn,
+        ):
+            conn.execute(text(statement))
+    finally:
+        directory.close()
+    engine = create_engine(pg_customers)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM write_log")).scalar_one() == 0
+    engine.dispose()
 
 
 def test_drill_against_postgres_writes_nothing_there(

@@ -1,7 +1,7 @@
 """The customer directory on SQL (SQLite file or PostgreSQL), read through SQLAlchemy.
 
 The schema below is what breachbook expects of a customer database; an organisation with a
-different one maps it with a view. In a drill the connection itself is read-only.
+different one maps it with a view. Opened read-only, the connection itself refuses writes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     Column,
@@ -25,7 +26,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from breachbook.errors import CustomerDataError
@@ -86,8 +87,24 @@ CATEGORY_TABLES = {
 
 def sqlite_url(path: Path, read_only: bool) -> str:
     if read_only:
-        return f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+        return f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
     return f"sqlite:///{path.resolve()}"
+
+
+def read_only_sqlite(url: URL) -> tuple[URL, Path]:
+    """The SQLite database a URL names, opened with mode=ro whatever the URL asked: nothing
+    writes through the connection, and a misspelt path fails instead of creating a database."""
+    database = url.database or ""
+    if database.startswith("file:"):
+        database = database.removeprefix("file:").removeprefix("//localhost").removeprefix("//")
+    if database in ("", ":memory:"):
+        raise CustomerDataError("an in-memory SQLite database cannot be the customer database")
+    path = Path(database).resolve()
+    if not path.is_file():
+        raise CustomerDataError(f"{path}: no such customer database (it is never created)")
+    query = {k: v for k, v in url.query.items() if k not in ("mode", "uri")}
+    query |= {"mode": "ro", "uri": "true"}
+    return url.set(database=f"file:{quote(str(path))}", query=query), path
 
 
 def _redact(url: str) -> str:
@@ -100,14 +117,24 @@ def _redact(url: str) -> str:
 
 class SqlCustomerDirectory:
     def __init__(self, url: str, read_only: bool) -> None:
+        """Read-only is enforced by the database, not by breachbook's good behaviour: SQLite
+        opens the file with mode=ro, PostgreSQL makes every transaction read-only."""
         self.url = url
         self.read_only = read_only
         self._where = _redact(url)
         parsed = make_url(url)
+        backend = parsed.get_backend_name()
         connect_args: dict[str, Any] = {}
-        if read_only and parsed.get_backend_name() == "postgresql":
+        if read_only and backend == "sqlite":
+            parsed, path = read_only_sqlite(parsed)
+            self._where = str(path)
+        elif read_only and backend == "postgresql":
             connect_args["options"] = "-c default_transaction_read_only=on"
-        self._engine: Engine = create_engine(url, connect_args=connect_args)
+        elif read_only:
+            raise CustomerDataError(
+                f"{self._where}: read-only access is built for SQLite and PostgreSQL only"
+            )
+        self._engine: Engine = create_engine(parsed, connect_args=connect_args)
 
     def describe(self) -> str:
         return f"customer database {self._where}"
