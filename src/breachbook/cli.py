@@ -36,6 +36,7 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
 }
+FLOW_FILE = Path("flows", "response.py")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -44,12 +45,15 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _load_flow_module() -> ModuleType:
-    from breachbook.settings import project_root
+    """The flow in the content folder in use, or the one this install ships if it has none."""
+    from breachbook.settings import builtin_content, project_root
 
-    path = project_root() / "flows" / "response.py"
+    path = project_root() / FLOW_FILE
+    if not path.is_file():
+        path = builtin_content() / FLOW_FILE
     spec = importlib.util.spec_from_file_location("breachbook_flows_response", path)
     if spec is None or spec.loader is None or not path.is_file():
-        raise BreachbookError(f"{path}: flow file not found (set BREACHBOOK_ROOT to the checkout)")
+        raise BreachbookError(f"{path}: flow file not found")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -202,6 +206,8 @@ def validate(
         for problem in exc.problems:
             errors.print(escape(f"{exc.path}: {problem}"), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
     steps = len(loaded.steps())
     console.print(
         f"{playbook}: valid ({len(loaded.phases)} phases, {steps} steps)", highlight=False
@@ -216,11 +222,19 @@ def schema(
 ) -> None:
     """Write the playbook and incident JSON Schemas from the models (or check they are current)."""
     from breachbook.schemas import schema_texts
-    from breachbook.settings import project_root
+    from breachbook.settings import PACKAGED_CONTENT, project_root
 
+    try:
+        root = project_root()
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    if root == PACKAGED_CONTENT:
+        raise _fail(
+            "the schemas live in a checkout: run from one, or set BREACHBOOK_CONTENT_DIR to its folder"
+        )
     stale = []
     for relative, text in schema_texts().items():
-        target = project_root() / relative
+        target = root / relative
         if check:
             current = target.read_text(encoding="utf-8") if target.is_file() else ""
             if current != text:
@@ -280,7 +294,10 @@ def demo_world() -> None:
     from breachbook.demo import ensure_demo_world
     from breachbook.settings import Settings
 
-    world = ensure_demo_world(Settings().home / "demo")
+    try:
+        world = ensure_demo_world(Settings().home / "demo")
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
     console.print(
         f"customers: {world.customers_db}\n"
         f"sample incident (to copy and edit; drills with --demo date it now): {world.incident_file}",

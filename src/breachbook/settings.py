@@ -1,37 +1,56 @@
-"""Settings, from BREACHBOOK_* environment variables, and where the editable content lives."""
+"""Settings, from BREACHBOOK_* environment variables, and where the editable content lives.
+
+The content (playbooks/, templates/, rules/, flows/) is edited at the top of the checkout and
+also ships inside the package, so an installed wheel runs without a checkout.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from breachbook.errors import BreachbookError
 from breachbook.ledger import AUTOMATION
 
-
-def project_root() -> Path:
-    """Where playbooks/, templates/, rules/ and flows/ live: BREACHBOOK_ROOT, the source
-    checkout this package was installed from, or the current directory."""
-    configured = os.environ.get("BREACHBOOK_ROOT")
-    if configured:
-        return Path(configured).resolve()
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "playbooks").is_dir() and (checkout / "templates").is_dir():
-        return checkout
-    return Path.cwd()
+PREFIX = "BREACHBOOK_"
+CONTENT_FOLDERS = ("playbooks", "templates", "rules", "flows")
+PACKAGED_CONTENT = Path(__file__).resolve().parent / "content"
 
 
 class Settings(BaseSettings):
     """Connector settings, from BREACHBOOK_* environment variables. Secrets stay SecretStr."""
 
-    model_config = SettingsConfigDict(env_prefix="BREACHBOOK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
     home: Path = Path.home() / ".breachbook"
+    content_dir: Path | None = None
     ledger_url: SecretStr | None = None
     customers_url: SecretStr | None = None
     outbox: Path | None = None
     evidence_dir: Path | None = None
     mail_from: str = "privacy-office@example.invalid"
     actor: str = AUTOMATION
+
+
+def builtin_content() -> Path:
+    """The content this install ships: the checkout's own folders when running from one (an
+    editable install), else the copy packaged in the wheel."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and all(
+        (checkout / folder).is_dir() for folder in CONTENT_FOLDERS
+    ):
+        return checkout
+    return PACKAGED_CONTENT
+
+
+def project_root(settings: Settings | None = None) -> Path:
+    """Where playbooks/, templates/, rules/ and flows/ are read from: BREACHBOOK_CONTENT_DIR,
+    else the checkout when running from one, else the packaged copy."""
+    configured = (settings or Settings()).content_dir
+    if configured is None:
+        return builtin_content()
+    if not configured.is_dir():
+        raise BreachbookError(f"{configured}: BREACHBOOK_CONTENT_DIR is not a folder")
+    return configured.resolve()

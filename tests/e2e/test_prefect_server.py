@@ -100,7 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_world: DemoWorld) -> 
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        "BREACHBOOK_ROOT": str(ROOT),
+        "BREACHBOOK_CONTENT_DIR": str(ROOT),
         "BREACHBOOK_HOME": str(scratch / "breachbook-home"),
         "BREACHBOOK_CUSTOMERS_URL": f"sqlite:///{small_world.customers_db}",
     }

@@ -121,7 +121,7 @@ def test_missing_template_field_stops_the_run_and_marks_it_incomplete(
         shutil.copytree(ROOT / part, root / part)
     letter = root / "templates" / "letters" / "us-ca" / "en-US.txt.j2"
     letter.write_text(letter.read_text().replace("{{ discovery_date }}", "{{ discovery_dat }}"))
-    monkeypatch.setenv("BREACHBOOK_ROOT", str(root))
+    monkeypatch.setenv("BREACHBOOK_CONTENT_DIR", str(root))
     out = tmp_path / "out"
     with pytest.raises(TemplateFieldError) as caught:
         drill(small_world, demo_run_settings, out)

@@ -77,7 +77,7 @@ def test_schema_check_names_a_stale_schema(tmp_path: Path, monkeypatch: pytest.M
         (tmp_path / relative).write_text(text, encoding="utf-8")
     stale = tmp_path / "playbooks" / "incident.schema.json"
     stale.write_text("{}\n", encoding="utf-8")
-    monkeypatch.setenv("BREACHBOOK_ROOT", str(tmp_path))
+    monkeypatch.setenv("BREACHBOOK_CONTENT_DIR", str(tmp_path))
     result = CliRunner().invoke(app, ["schema", "--check"])
     assert result.exit_code == 1
     assert f"{stale} stale: run `breachbook schema`" in result.output
