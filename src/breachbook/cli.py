@@ -44,6 +44,17 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+@app.callback()
+def _refuse_unknown_settings() -> None:
+    # Before any command: a misspelt BREACHBOOK_* variable must not be silently ignored.
+    from breachbook.settings import Settings
+
+    try:
+        Settings()
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _load_flow_module() -> ModuleType:
     """The flow in the content folder in use, or the one this install ships if it has none."""
     from breachbook.settings import builtin_content, project_root

@@ -42,3 +42,8 @@ class DrillWriteBlocked(BreachbookError):
 
 class OutputFolderError(BreachbookError):
     """The output folder cannot be used for this run."""
+
+
+class UnknownSetting(BreachbookError):
+    """A BREACHBOOK_* environment variable names no setting; ignored, a misspelt one would
+    leave the run on a default without a word."""

@@ -6,12 +6,14 @@ also ships inside the package, so an installed wheel runs without a checkout.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from breachbook.errors import BreachbookError
+from breachbook.errors import BreachbookError, UnknownSetting
 from breachbook.ledger import AUTOMATION
 
 PREFIX = "BREACHBOOK_"
@@ -20,9 +22,12 @@ PACKAGED_CONTENT = Path(__file__).resolve().parent / "content"
 
 
 class Settings(BaseSettings):
-    """Connector settings, from BREACHBOOK_* environment variables. Secrets stay SecretStr."""
+    """Connector settings, from BREACHBOOK_* environment variables. Secrets stay SecretStr.
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+    A BREACHBOOK_* variable that is not a field is refused: ignored, a misspelt
+    BREACHBOOK_CUSTOMERS_URL or BREACHBOOK_OUTBOX would silently fall back to a default."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid")
 
     home: Path = Path.home() / ".breachbook"
     content_dir: Path | None = None
@@ -32,6 +37,22 @@ class Settings(BaseSettings):
     evidence_dir: Path | None = None
     mail_from: str = "privacy-office@example.invalid"
     actor: str = AUTOMATION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_variables(cls, values: Any) -> Any:
+        known = {PREFIX + name.upper() for name in cls.model_fields}
+        unknown = sorted(
+            name
+            for name in os.environ
+            if name.upper().startswith(PREFIX) and name.upper() not in known
+        )
+        if unknown:
+            raise UnknownSetting(
+                f"unknown setting {', '.join(unknown)} in the environment; "
+                f"the settings are {', '.join(sorted(known))}"
+            )
+        return values
 
 
 def builtin_content() -> Path:

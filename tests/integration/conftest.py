@@ -1,6 +1,6 @@
 """A fresh PostgreSQL database per test module.
 
-The server is, in this order: the one `BREACHBOOK_TEST_PG_URL` names; the one on
+The server is, in this order: the one `TEST_POSTGRES_URL` names; the one on
 127.0.0.1:5432 (which `.ci/run` starts); or, when neither answers, a private cluster made for
 this test session with the PostgreSQL binaries installed on the machine (`initdb`, `pg_ctl`).
 """
@@ -61,14 +61,14 @@ def _as_postgres_user(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
-    configured = os.environ.get("BREACHBOOK_TEST_PG_URL")
+    configured = os.environ.get("TEST_POSTGRES_URL")
     if configured or _answers(DEFAULT_URL):
         yield configured or DEFAULT_URL
         return
     binaries = _postgres_binaries()
     if binaries is None:
         pytest.fail(
-            "PostgreSQL is needed: none answers on 127.0.0.1:5432, BREACHBOOK_TEST_PG_URL is "
+            "PostgreSQL is needed: none answers on 127.0.0.1:5432, TEST_POSTGRES_URL is "
             "not set, and no initdb is installed (apt-get install postgresql)"
         )
     # Not under pytest's temporary folder: as root, that is closed to the postgres account.

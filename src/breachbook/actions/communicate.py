@@ -12,8 +12,8 @@ from breachbook.context import RunContext
 from breachbook.ports import Check, not_configured
 
 STATEMENT = "statement.md"
-PUBLISHER_SETTING = "BREACHBOOK_PUBLISHER_URL"
-CHAT_SETTING = "BREACHBOOK_SLACK_TOKEN"
+PUBLISHER_SETTING = "nothing: no publisher adapter is built in this version"
+CHAT_SETTING = "nothing: no chat adapter is built in this version"
 
 
 class TemplateArgs(ActionArgs):

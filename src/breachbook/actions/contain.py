@@ -12,8 +12,8 @@ from breachbook.actions.base import Action, ActionArgs, ArgsT, register, require
 from breachbook.context import RunContext
 from breachbook.ports import Check, not_configured
 
-DB_SETTING = "BREACHBOOK_DATABASE_ADMIN_URL"
-CLOUD_SETTING = "BREACHBOOK_AWS_REGION and AWS credentials"
+DB_SETTING = "nothing: no database admin adapter is built in this version"
+CLOUD_SETTING = "nothing: no cloud adapter is built in this version"
 
 
 class RoleArgs(ActionArgs):

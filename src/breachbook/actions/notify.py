@@ -19,7 +19,7 @@ from breachbook.notify import (
 )
 from breachbook.ports import Check, OutgoingLetter, not_configured
 
-MAIL_SETTING = "BREACHBOOK_OUTBOX or BREACHBOOK_SMTP_URL"
+MAIL_SETTING = "BREACHBOOK_OUTBOX"
 NOTHING = "nothing outside the run's output folder"
 
 
