@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -20,7 +21,12 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput
+from prefect.runtime import deployment, flow_run
 
+from breachbook.clock import SystemClock
+from breachbook.connectors.ledger_approvals import record_decision
 from breachbook.context import RunContext
 from breachbook.demo import demo_inputs
 from breachbook.engine import Position, RunResult, StepResult
@@ -28,7 +34,7 @@ from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
 from breachbook.run import execute
 from breachbook.settings import Settings
-from breachbook.wiring import RunRequest
+from breachbook.wiring import RunRequest, incident_journal, mode_profile
 
 
 class PrefectSteps:
@@ -105,6 +111,43 @@ def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
     )
 
 
+class DecisionInput(RunInput):
+    """What a person gives to resume a suspended run: the decision and who made it."""
+
+    approve: bool
+    by: str
+
+
+APPROVAL_WAIT = timedelta(days=3)
+
+
+def _run_id_of_deployed_flow_run() -> str | None:
+    """A deployed flow run that is suspended starts again from the top after resuming: it
+    keeps its breachbook run (and folder) by deriving the run id from the flow run's id."""
+    if deployment.id is None or flow_run.id is None:
+        return None
+    return str(flow_run.id).replace("-", "")[:12]
+
+
+def _wait_for_decision(incident_id: str, step_id: str, settings: Settings) -> None:
+    """Suspend until someone resumes the flow run with a decision; record it in the ledger.
+
+    The first call ends the process (the run is Suspended). When resumed, the flow runs
+    again, reaches the same wait, and Prefect hands back the input given with the resume."""
+    answer = suspend_flow_run(
+        wait_for_input=DecisionInput,
+        key=f"decision-{step_id}",
+        timeout=int(APPROVAL_WAIT.total_seconds()),
+    )
+    journal = incident_journal(
+        mode_profile(Mode.LIVE), incident_id, settings, SystemClock(), "approval", actor=answer.by
+    )
+    try:
+        record_decision(journal, step_id, answer.approve, answer.by, SystemClock())
+    finally:
+        journal.ledger.close()
+
+
 @flow(name="breachbook-response", persist_result=False)
 def response(
     incident_file: str | None = None,
@@ -113,10 +156,13 @@ def response(
     confirm_incident_id: str | None = None,
     playbook_file: str | None = None,
     demo: bool = False,
+    resume_run_id: str | None = None,
 ) -> dict[str, str]:
     """Run the breach playbook. DRILL by default; LIVE only with the incident id confirmed.
 
-    Returns where the run's documents are (ids and paths only)."""
+    A step that waits for a person's decision stops the run; in a deployment the flow run is
+    suspended (no process, no connection held) and resumed with the decision as its input,
+    then carries on under the same run id. Returns where the run's documents are."""
     settings = Settings()
     demo_yaml = None
     if demo:
@@ -130,8 +176,22 @@ def response(
         out_dir=Path(out_dir) if out_dir else None,
         playbook_file=Path(playbook_file) if playbook_file else None,
         confirm_incident_id=confirm_incident_id,
+        run_id=resume_run_id or _run_id_of_deployed_flow_run(),
     )
     ctx, result = execute(request, runner=PrefectSteps(), settings=settings)
+    while result.waiting_for and deployment.id is not None:
+        for step_id in result.waiting_for:
+            _wait_for_decision(ctx.incident.id, step_id, settings)
+        ctx, result = execute(request, runner=PrefectSteps(), settings=settings)
+    for step_id in result.waiting_for:
+        get_run_logger().info(
+            "%s waits for a decision: breachbook approve --incident %s --step %s --by NAME, "
+            "then breachbook respond ... --resume %s",
+            step_id,
+            ctx.incident.id,
+            step_id,
+            result.run_id,
+        )
     _publish_artifacts(ctx, result)
     get_run_logger().info("report: %s", ctx.workspace.path("report.md"))
     return {"run_id": result.run_id, "out_dir": str(ctx.workspace.root)}

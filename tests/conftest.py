@@ -6,26 +6,23 @@ import os
 import socket
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from breachbook.clock import FixedStepClock
+from breachbook.clock import Clock, FixedStepClock
 from breachbook.connectors.evidence_fs import FilesystemEvidenceStore
-from breachbook.context import Connectors, RunContext
 from breachbook.demo import DemoWorld, ensure_demo_world
-from breachbook.engine import ApplyChanges, PlanOnly, StepExecutor
+from breachbook.engine import RunResult
 from breachbook.ledger import Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
-from breachbook.playbook import load_playbook
-from breachbook.rules import RuleBook
+from breachbook.ports import Approvals, CustomerDirectory
+from breachbook.run import execute
 from breachbook.settings import Settings, project_root
-from breachbook.templates import Renderer
-from breachbook.wiring import RunRequest, demo_settings, open_run
-from breachbook.workspace import Workspace
+from breachbook.wiring import Adapters, RunRequest, demo_settings, live_ledger_url
 from tests.fakes import (
     RecordingChat,
     RecordingCloud,
@@ -41,6 +38,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 ROOT = project_root()
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SMALL_WORLD = 400
+ENGINE_PLAYBOOK = ROOT / "tests" / "data" / "engine" / "contain.yaml"
+ENGINE_INCIDENT = ROOT / "tests" / "data" / "engine" / "incident.yaml"
 
 
 def free_port() -> int:
@@ -72,65 +71,70 @@ def demo_run_settings(small_world: DemoWorld, tmp_path: Path) -> Settings:
     )
 
 
+@dataclass
+class Fakes:
+    """Recording fakes behind every port of a run, handed to the real wiring."""
+
+    folder: Path
+    cloud: RecordingCloud = field(default_factory=RecordingCloud)
+    database: RecordingDatabaseAdmin = field(default_factory=RecordingDatabaseAdmin)
+    mail: RecordingMail = field(default_factory=RecordingMail)
+    chat: RecordingChat = field(default_factory=RecordingChat)
+    publisher: RecordingPublisher = field(default_factory=RecordingPublisher)
+    approvals: Approvals | None = field(
+        default_factory=lambda: ScriptedApprovals(approve={"legal", "comms", "incident-lead"})
+    )
+    customers: CustomerDirectory | None = None
+
+    def adapters(self) -> Adapters:
+        return Adapters(
+            customers=self.customers,
+            cloud=self.cloud,
+            database=self.database,
+            mail=self.mail,
+            chat=self.chat,
+            publisher=self.publisher,
+            approvals=self.approvals,
+            evidence=FilesystemEvidenceStore(self.folder / "vault"),
+        )
+
+
 @pytest.fixture
-def drill_context(
-    small_world: DemoWorld, demo_run_settings: Settings, tmp_path: Path
-) -> Iterator[RunContext]:
-    ctx = open_run(
+def fakes(tmp_path: Path) -> Fakes:
+    return Fakes(tmp_path)
+
+
+def run_with(
+    mode: Mode,
+    settings: Settings,
+    fakes: Fakes,
+    out: Path | None,
+    incident_file: Path,
+    playbook: Path | None = None,
+    resume: str | None = None,
+    clock: Clock | None = None,
+) -> RunResult:
+    """A run through the product's path (`execute`: the real wiring, guards and engine) with
+    recording fakes behind the ports. LIVE runs confirm with the incident's own id."""
+    confirm = Incident.from_file(incident_file).id if mode is Mode.LIVE else None
+    _, result = execute(
         RunRequest(
-            mode=Mode.DRILL, incident_file=small_world.incident_file, out_dir=tmp_path / "out"
+            mode=mode,
+            incident_file=incident_file,
+            out_dir=out,
+            playbook_file=playbook,
+            confirm_incident_id=confirm,
+            run_id=resume,
         ),
-        demo_run_settings,
-        FixedStepClock(T0),
+        settings=settings,
+        clock=clock or FixedStepClock(T0),
+        adapters=fakes.adapters(),
     )
-    yield ctx
-    ctx.ledger.close()
+    return result
 
 
-@pytest.fixture
-def recording(tmp_path: Path) -> dict[str, object]:
-    return {
-        "evidence": FilesystemEvidenceStore(tmp_path / "vault"),
-        "cloud": RecordingCloud(),
-        "database": RecordingDatabaseAdmin(),
-        "mail": RecordingMail(),
-        "chat": RecordingChat(),
-        "publisher": RecordingPublisher(),
-        "approvals": ScriptedApprovals(approve={"legal", "comms"}),
-    }
-
-
-def context_with(
-    base: RunContext, executor: StepExecutor, fakes: dict[str, object], ledger: Ledger | None = None
-) -> RunContext:
-    """The same run, with every port replaced by a recording fake and the given executor."""
-    connectors = Connectors(
-        clock=base.connectors.clock,
-        customers=base.connectors.customers,
-        executor=executor,
-        approvals=fakes["approvals"],  # type: ignore[arg-type]
-        database=fakes["database"],  # type: ignore[arg-type]
-        cloud=fakes["cloud"],  # type: ignore[arg-type]
-        mail=fakes["mail"],  # type: ignore[arg-type]
-        chat=fakes["chat"],  # type: ignore[arg-type]
-        evidence=fakes["evidence"],  # type: ignore[arg-type]
-        publisher=fakes["publisher"],  # type: ignore[arg-type]
-    )
-    return replace(base, connectors=connectors, ledger=ledger or base.ledger, state={})
-
-
-__all__ = [
-    "ROOT",
-    "T0",
-    "ApplyChanges",
-    "Incident",
-    "PlanOnly",
-    "Renderer",
-    "RuleBook",
-    "Workspace",
-    "context_with",
-    "load_playbook",
-]
+def live_ledger(settings: Settings) -> Ledger:
+    return Ledger(live_ledger_url(settings), FixedStepClock(T0), create=False)
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from breachbook.models import Customer, DataCategory, RejectedRecord
-from breachbook.ports import Check, OutgoingLetter
+from breachbook.ports import Changed, Check, Decision, DecisionStatus, OutgoingLetter
 
 
 @dataclass
 class RecordingCloud:
-    """Answers every check with `verdict` and records checks and changes separately."""
+    """Answers every check with `check_answer` and records checks and changes separately."""
 
     check_answer: Check = field(default_factory=lambda: Check.verified("allowed", "fake"))
     checks: list[tuple[str, str]] = field(default_factory=list)
@@ -21,25 +22,37 @@ class RecordingCloud:
         self.checks.append(("deactivate_key", access_key_id))
         return self.check_answer
 
-    def deactivate_key(self, access_key_id: str) -> dict[str, str]:
+    def deactivate_key(self, access_key_id: str) -> Changed:
         self.changes.append(("deactivate_key", access_key_id))
-        return {"status": "Inactive"}
+        return Changed({"status": "Inactive"}, {"status": "Active"})
+
+    def reactivate_key(self, access_key_id: str, prior: Mapping[str, Any]) -> Changed:
+        self.changes.append(("reactivate_key", access_key_id))
+        return Changed({"status": str(prior["status"])})
 
     def check_quarantine_host(self, host: str) -> Check:
         self.checks.append(("quarantine_host", host))
         return self.check_answer
 
-    def quarantine_host(self, host: str) -> dict[str, str]:
+    def quarantine_host(self, host: str) -> Changed:
         self.changes.append(("quarantine_host", host))
-        return {"group": "quarantine"}
+        return Changed({"group": "quarantine"}, {"groups": "sg-web"})
+
+    def release_host(self, host: str, prior: Mapping[str, Any]) -> Changed:
+        self.changes.append(("release_host", host))
+        return Changed({"groups": str(prior["groups"])})
 
     def check_block_address(self, network: str) -> Check:
         self.checks.append(("block_address", network))
         return self.check_answer
 
-    def block_address(self, network: str) -> dict[str, str]:
+    def block_address(self, network: str) -> Changed:
         self.changes.append(("block_address", network))
-        return {"rule": "deny"}
+        return Changed({"rule": "deny"}, {"rule": "none"})
+
+    def unblock_address(self, network: str, prior: Mapping[str, Any]) -> Changed:
+        self.changes.append(("unblock_address", network))
+        return Changed({"rule": "removed"})
 
 
 @dataclass
@@ -52,17 +65,21 @@ class RecordingDatabaseAdmin:
         self.checks.append(("lock_role", role))
         return self.check_answer
 
-    def lock_role(self, role: str) -> dict[str, str]:
+    def lock_role(self, role: str) -> Changed:
         self.changes.append(("lock_role", role))
-        return {"role": role, "login": "disabled"}
+        return Changed({"role": role, "login": "disabled"}, {"login": True})
+
+    def restore_role(self, role: str, prior: Mapping[str, Any]) -> Changed:
+        self.changes.append(("restore_role", role))
+        return Changed({"role": role, "login": "enabled" if prior["login"] else "disabled"})
 
     def check_end_sessions(self, role: str) -> Check:
         self.checks.append(("end_sessions", role))
         return self.check_answer
 
-    def end_sessions(self, role: str) -> dict[str, str]:
+    def end_sessions(self, role: str) -> Changed:
         self.changes.append(("end_sessions", role))
-        return {"terminated": "2"}
+        return Changed({"terminated": "2"})
 
 
 @dataclass
@@ -116,9 +133,15 @@ class ScriptedApprovals:
     def check_can_ask(self, role: str) -> Check:
         return Check.verified(f"can ask {role}", "fake")
 
-    def request(self, step_id: str, role: str, summary: str) -> bool:
+    def decide(self, step_id: str, role: str, summary: str) -> Decision:
         self.asked.append((step_id, role))
-        return role in self.approve
+        granted = role in self.approve
+        return Decision(
+            step_id=step_id,
+            role=role,
+            status=DecisionStatus.GRANTED if granted else DecisionStatus.DENIED,
+            by=f"fake {role} approver",
+        )
 
 
 @dataclass

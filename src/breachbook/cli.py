@@ -182,6 +182,13 @@ def respond(
     ] = "",
     out: Annotated[Path | None, typer.Option("--out", help="Output folder for documents.")] = None,
     playbook: Annotated[Path | None, typer.Option("--playbook")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            help="Run id of a run that waited for a decision: carry on where it stopped.",
+        ),
+    ] = None,
 ) -> None:
     """LIVE response: really contains, preserves and notifies. Needs --confirm INCIDENT_ID."""
     started = time.perf_counter()
@@ -193,10 +200,88 @@ def respond(
             mode=Mode.LIVE,
             confirm_incident_id=confirm or None,
             playbook_file=str(playbook) if playbook else None,
+            resume_run_id=resume,
         )
     except BreachbookError as exc:
         raise _fail(str(exc)) from None
     _summary(folder, time.perf_counter() - started)
+
+
+@app.command()
+def approve(
+    incident: Annotated[str, typer.Option("--incident", help="The incident id.")],
+    step: Annotated[str, typer.Option("--step", help="The step waiting for a decision.")],
+    by: Annotated[str, typer.Option("--by", help="Who decides (recorded in the audit trail).")],
+    deny: Annotated[bool, typer.Option("--deny", help="Refuse instead of granting.")] = False,
+) -> None:
+    """Grant (or --deny) a step that waits for approval; the run then resumes with --resume."""
+    from breachbook.clock import SystemClock
+    from breachbook.connectors.ledger_approvals import record_decision, waiting_steps
+    from breachbook.settings import Settings
+    from breachbook.wiring import incident_journal, mode_profile
+
+    try:
+        journal = incident_journal(
+            mode_profile(Mode.LIVE), incident, Settings(), SystemClock(), "approval", actor=by
+        )
+        try:
+            waits = waiting_steps(journal)
+            if step not in waits:
+                listed = ", ".join(f"{w.step_id} (run {w.run_id})" for w in waits.values())
+                raise BreachbookError(
+                    f"incident {incident}: no step {step!r} waits for a decision; "
+                    f"waiting: {listed or 'none'}"
+                )
+            decision = record_decision(journal, step, not deny, by, SystemClock())
+        finally:
+            journal.ledger.close()
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    wait = waits[step]
+    console.print(
+        escape(
+            f"{step}: {decision.status.value} by {by}; carry on with: breachbook respond "
+            f"--incident FILE --confirm {incident} --resume {wait.run_id}"
+        ),
+        highlight=False,
+    )
+
+
+@app.command()
+def restore(
+    incident: Annotated[str, typer.Option("--incident", help="The incident id.")],
+    confirm: Annotated[
+        str, typer.Option("--confirm", help="The incident id again: restore changes production.")
+    ] = "",
+    step: Annotated[str | None, typer.Option("--step", help="Only this step.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Only this target.")] = None,
+) -> None:
+    """After the incident: undo what the response changed, newest first, each once, audited."""
+    from breachbook.clock import SystemClock
+    from breachbook.restore import restore_incident
+    from breachbook.settings import Settings
+    from breachbook.wiring import incident_journal, mode_profile, restore_connectors
+
+    if confirm != incident:
+        raise _fail(f"restore changes production systems: confirm with --confirm {incident}")
+    settings = Settings()
+    live = mode_profile(Mode.LIVE)
+    try:
+        journal = incident_journal(live, incident, settings, SystemClock(), "restore")
+        try:
+            connectors = restore_connectors(live, settings, SystemClock(), journal)
+            done = restore_incident(journal, connectors, step, target)
+        finally:
+            journal.ledger.close()
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    for item in done:
+        console.print(
+            escape(f"{item.outcome.value:<12} {item.step_id} {item.target}"), highlight=False
+        )
+    console.print(f"{len(done)} change(s) considered", highlight=False)
+    if any(item.outcome.value not in ("done", "already-done") for item in done):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -269,9 +354,9 @@ def audit_verify(
 ) -> None:
     """Recompute the ledger's hash chain; report edited, deleted or reordered entries."""
     from breachbook.clock import SystemClock
-    from breachbook.ledger import Ledger
+    from breachbook.ledger import Anchor, Ledger
 
-    anchor: tuple[int, str] | None = None
+    anchor: Anchor | None = None
     if run is not None:
         db = run / "audit.sqlite"
         if not db.is_file():
@@ -279,8 +364,11 @@ def audit_verify(
         ledger = f"sqlite:///{db.resolve()}"
         plan = run / "plan.json"
         if plan.is_file():
-            head = json.loads(plan.read_text(encoding="utf-8"))["ledger"]
-            anchor = (int(head["head_seq"]), str(head["head_sha256"]))
+            data = json.loads(plan.read_text(encoding="utf-8"))
+            head = data["ledger"]
+            anchor = Anchor(
+                str(data["incident_id"]), int(head["head_seq"]), str(head["head_sha256"])
+            )
     if ledger is None:
         raise _fail("give --run DIR or --ledger URL")
     try:
@@ -289,14 +377,21 @@ def audit_verify(
         raise _fail(str(exc)) from None
     try:
         problems = book.verify(anchor)
-        count, head_hash = book.head()
+        chains = book.heads()
     finally:
         book.close()
     if problems:
         for problem in problems:
-            errors.print(f"entry {problem.seq}: {problem.problem}", highlight=False)
+            errors.print(
+                escape(f"incident {problem.incident_id}, entry {problem.seq}: {problem.problem}"),
+                highlight=False,
+            )
         raise typer.Exit(1)
-    console.print(f"ledger intact: {count} entries, head {head_hash}", highlight=False)
+    for incident_id, (count, head_hash) in sorted(chains.items()):
+        console.print(
+            escape(f"ledger intact: incident {incident_id}, {count} entries, head {head_hash}"),
+            highlight=False,
+        )
 
 
 @app.command("demo")

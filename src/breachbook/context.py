@@ -1,13 +1,16 @@
-"""What a step sees: the incident, the playbook, the connectors and the run's folder."""
+"""What a step sees: the incident, the playbook, the connectors, the run's journal in the
+ledger (its memory: typed records, item claims, audit) and the folder written for people.
+
+There is no mode here and no in-memory state: what a later step needs is a journal record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from breachbook.clock import Clock
-from breachbook.ledger import Entry, Ledger
+from breachbook.journal import RunJournal
 from breachbook.models import Incident
 from breachbook.playbook import Playbook
 from breachbook.ports import (
@@ -32,7 +35,8 @@ if TYPE_CHECKING:
 class Connectors:
     """The adapters for one run. Built only by `breachbook.wiring.build_connectors`.
 
-    A port is None when nothing is configured for it; actions then report UNVERIFIED.
+    A port is None when nothing is configured for it; actions then report UNVERIFIED. In a
+    drill every port here is seen through the read-only guard.
     """
 
     clock: Clock
@@ -50,35 +54,21 @@ class Connectors:
 @dataclass
 class RunContext:
     run_id: str
-    mode_label: str
     incident: Incident
     incident_file: Path
     playbook: Playbook
     connectors: Connectors
     workspace: Workspace
-    ledger: Ledger
+    journal: RunJournal
     rules: RuleBook
     renderer: Renderer
     actor: str
-    state: dict[str, Any] = field(default_factory=dict)
 
     def record(
         self, step_id: str, target: str, phase: str, outcome: str, details: dict[str, Any]
     ) -> None:
         """Append one audit entry for this run (ids and counts in details, never personal data)."""
-        self.ledger.append(
-            Entry(
-                incident_id=self.incident.id,
-                run_id=self.run_id,
-                step_id=step_id,
-                target=target,
-                phase=phase,
-                actor=self.actor,
-                mode=self.mode_label,
-                outcome=outcome,
-                details=details,
-            )
-        )
+        self.journal.record(step_id, target, phase, outcome, details)
 
     def incident_view(self) -> dict[str, Any]:
         """The incident as plain data for playbook expressions."""

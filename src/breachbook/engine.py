@@ -1,6 +1,7 @@
 """The engine walks the playbook in dependency order and hands each step to the run's
 executor. It never asks which mode it is in: the executor chosen by the wiring decides
-whether apply may be called at all."""
+whether apply may be called at all, and both executors share one policy loop, so a drill's
+plan blocks, refuses and waits exactly where LIVE would."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -17,9 +19,33 @@ from breachbook.actions.base import Action, Prepared
 from breachbook.context import RunContext
 from breachbook.errors import BreachbookError
 from breachbook.expressions import evaluate, resolve
+from breachbook.facts import incident_as_of_now
+from breachbook.journal import Once
+from breachbook.ledger import ItemStatus
 from breachbook.models import describe_validation_error
 from breachbook.playbook import Phase, Step
-from breachbook.ports import Check, Verdict
+from breachbook.ports import Changed, Check, DecisionStatus, Verdict
+
+
+class Status(StrEnum):
+    """What became of one action on one target."""
+
+    PLANNED = "planned"
+    COMPLETED = "completed"
+    ALREADY_DONE = "already-done"
+    REFUSED = "refused"
+    NOT_APPROVED = "not-approved"
+    WAITING = "waiting"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    INCOMPLETE = "incomplete"
+    SKIPPED = "skipped"
+
+
+FAILED_STATUSES = frozenset(
+    {Status.REFUSED, Status.NOT_APPROVED, Status.BLOCKED, Status.FAILED, Status.INCOMPLETE}
+)
+"""A step with one of these did not do what the playbook asked; its dependents are blocked."""
 
 
 @dataclass
@@ -31,7 +57,7 @@ class PlanEntry:
     title: str
     action: str
     target: str
-    status: str
+    status: Status
     verdict: str
     reason: str
     method: str
@@ -60,8 +86,9 @@ class StepResult:
     def failed(self) -> bool:
         return any(e.status in FAILED_STATUSES for e in self.entries)
 
-
-FAILED_STATUSES = {"failed", "refused", "not-approved", "blocked"}
+    @property
+    def waiting(self) -> bool:
+        return any(e.status is Status.WAITING for e in self.entries)
 
 
 @dataclass
@@ -84,29 +111,24 @@ class RunResult:
                 counts[entry.verdict] += 1
         return counts
 
-
-class StepExecutor(Protocol):
-    """How a step's action is carried out in this run: plan only, or apply for real."""
-
-    def execute(
-        self,
-        ctx: RunContext,
-        phase: Phase,
-        step: Step,
-        action: Action[Any],
-        args: Any,
-        targets: list[str],
-    ) -> tuple[list[PlanEntry], Prepared]: ...
+    @property
+    def waiting_for(self) -> list[str]:
+        """Steps that wait for a decision: the run resumes once they are made."""
+        return [
+            step.step_id
+            for step in self.steps
+            if any(e.status is Status.WAITING and e.target != "-" for e in step.entries)
+        ]
 
 
 def _entry(
     phase: Phase,
     step: Step,
     target: str,
-    status: str,
+    status: Status,
     check: Check | None,
     would: str,
-    **extra: Any,
+    details: dict[str, Any] | None = None,
 ) -> PlanEntry:
     return PlanEntry(
         phase=phase.id,
@@ -120,7 +142,7 @@ def _entry(
         method=check.method if check else "",
         would=would,
         approval=step.approval,
-        **extra,
+        details=details or {},
     )
 
 
@@ -133,8 +155,17 @@ def _safe_preflight(action: Action[Any], args: Any, target: str, ctx: RunContext
         return Check.failed(f"preflight raised {type(exc).__name__}", "preflight raised")
 
 
-class PlanOnly:
-    """Runs preflight and prepare and records what apply would do. Never calls apply."""
+def _with_approval(check: Check, role: str, note: str) -> Check:
+    return Check(
+        verdict=check.verdict,
+        reason=f"{check.reason}; approval by {role}: {note}",
+        method=check.method,
+    )
+
+
+class StepExecutor:
+    """The one policy loop of both modes (a template method): done items are skipped, a
+    FAILED preflight refuses, an approval gates; only `gate` and `act` differ by mode."""
 
     def execute(
         self,
@@ -144,81 +175,128 @@ class PlanOnly:
         action: Action[Any],
         args: Any,
         targets: list[str],
-    ) -> tuple[list[PlanEntry], Prepared]:
-        prepared = action.prepare(args, ctx)
+    ) -> list[PlanEntry]:
+        known = ctx.journal.statuses(step.id)
         entries = []
         for target in targets:
             would = action.would(args, target, ctx)
-            ctx.record(step.id, target, "preflight", "started", {"would": would})
+            if not action.itemized and known.get(target) is ItemStatus.DONE:
+                entries.append(_entry(phase, step, target, Status.ALREADY_DONE, None, would))
+                continue
             check = _safe_preflight(action, args, target, ctx)
-            if step.approval:
-                asked = ctx.connectors.approvals.check_can_ask(step.approval)
-                check = _with_approval(check, step.approval, asked)
             ctx.record(
                 step.id,
                 target,
-                "plan",
+                "preflight",
                 check.verdict.value,
                 {"reason": check.reason, "method": check.method, "would": would},
             )
-            entries.append(_entry(phase, step, target, "planned", check, would))
-        return entries, prepared
+            if check.verdict is Verdict.FAILED:
+                ctx.record(step.id, target, "outcome", Status.REFUSED, {"reason": check.reason})
+                entries.append(_entry(phase, step, target, Status.REFUSED, check, would))
+                continue
+            if step.approval:
+                stop, check = self.gate(ctx, step, step.approval, check, would)
+                if stop is not None:
+                    ctx.record(step.id, target, "outcome", stop, {"role": step.approval})
+                    entries.append(_entry(phase, step, target, stop, check, would))
+                    continue
+            status, details = self.act(ctx, step, action, args, target, known)
+            entries.append(_entry(phase, step, target, status, check, would, details))
+        return entries
 
+    def gate(
+        self, ctx: RunContext, step: Step, role: str, check: Check, would: str
+    ) -> tuple[Status | None, Check]:
+        """Whether the step may go on after its approval gate (None) or stops here."""
+        raise NotImplementedError
 
-def _with_approval(check: Check, role: str, asked: Check) -> Check:
-    reason = f"{check.reason}; approval by {role}: {asked.reason}"
-    if check.verdict == Verdict.VERIFIED and asked.verdict != Verdict.VERIFIED:
-        return Check(verdict=asked.verdict, reason=reason, method=check.method)
-    return Check(verdict=check.verdict, reason=reason, method=check.method)
-
-
-class ApplyChanges:
-    """Preflight, approval, then apply; the ledger makes a re-run skip what is done."""
-
-    def execute(
+    def act(
         self,
         ctx: RunContext,
-        phase: Phase,
         step: Step,
         action: Action[Any],
         args: Any,
-        targets: list[str],
-    ) -> tuple[list[PlanEntry], Prepared]:
-        prepared = action.prepare(args, ctx)
-        entries = []
-        for target in targets:
-            would = action.would(args, target, ctx)
-            if ctx.ledger.completed(ctx.incident.id, step.id, target):
-                entries.append(_entry(phase, step, target, "already-done", None, would))
-                continue
-            check = _safe_preflight(action, args, target, ctx)
-            if check.verdict == Verdict.FAILED:
-                ctx.record(step.id, target, "outcome", "refused", {"reason": check.reason})
-                entries.append(_entry(phase, step, target, "refused", check, would))
-                continue
-            if step.approval and not ctx.connectors.approvals.request(
-                step.id, step.approval, would
-            ):
-                ctx.record(step.id, target, "outcome", "not-approved", {"role": step.approval})
-                entries.append(_entry(phase, step, target, "not-approved", check, would))
-                continue
-            ctx.record(step.id, target, "attempt", "started", {"would": would})
-            try:
-                details = action.apply(args, target, ctx)
-            except Exception as exc:
-                error = (
-                    str(exc)
-                    if isinstance(exc, BreachbookError)
-                    else f"{type(exc).__name__} in {step.action}"
-                )
-                ctx.record(step.id, target, "outcome", "failed", {"error": error})
-                entries.append(
-                    _entry(phase, step, target, "failed", check, would, details={"error": error})
-                )
-                continue
-            ctx.record(step.id, target, "outcome", "completed", details)
-            entries.append(_entry(phase, step, target, "completed", check, would, details=details))
-        return entries, prepared
+        target: str,
+        known: dict[str, ItemStatus],
+    ) -> tuple[Status, dict[str, Any]]:
+        raise NotImplementedError
+
+
+class PlanOnly(StepExecutor):
+    """DRILL: says what apply would do; never calls it."""
+
+    def gate(
+        self, ctx: RunContext, step: Step, role: str, check: Check, would: str
+    ) -> tuple[Status | None, Check]:
+        asked = ctx.connectors.approvals.check_can_ask(role)
+        check = _with_approval(check, role, asked.reason)
+        if asked.verdict is not Verdict.VERIFIED:
+            return Status.NOT_APPROVED, Check(
+                verdict=asked.verdict, reason=check.reason, method=check.method
+            )
+        return None, check
+
+    def act(
+        self,
+        ctx: RunContext,
+        step: Step,
+        action: Action[Any],
+        args: Any,
+        target: str,
+        known: dict[str, ItemStatus],
+    ) -> tuple[Status, dict[str, Any]]:
+        ctx.record(step.id, target, "plan", Status.PLANNED, {})
+        return Status.PLANNED, {}
+
+
+ONCE_STATUS = {
+    Once.DONE: Status.COMPLETED,
+    Once.ALREADY_DONE: Status.ALREADY_DONE,
+    Once.FAILED: Status.FAILED,
+    Once.UNKNOWN: Status.INCOMPLETE,
+    Once.BUSY: Status.INCOMPLETE,
+}
+
+
+class ApplyChanges(StepExecutor):
+    """LIVE: asks for the decision, claims each item, applies, records the outcome."""
+
+    def gate(
+        self, ctx: RunContext, step: Step, role: str, check: Check, would: str
+    ) -> tuple[Status | None, Check]:
+        decision = ctx.connectors.approvals.decide(step.id, role, would)
+        if decision.status is DecisionStatus.PENDING:
+            return Status.WAITING, _with_approval(check, role, "waiting for the decision")
+        by = decision.by or "nobody"
+        check = _with_approval(check, role, f"{decision.status.value} by {by}")
+        if decision.status is DecisionStatus.DENIED:
+            return Status.NOT_APPROVED, check
+        return None, check
+
+    def act(
+        self,
+        ctx: RunContext,
+        step: Step,
+        action: Action[Any],
+        args: Any,
+        target: str,
+        known: dict[str, ItemStatus],
+    ) -> tuple[Status, dict[str, Any]]:
+        if action.itemized:
+            tally = action.apply_items(args, target, ctx)
+            details: dict[str, Any] = {o.value: n for o, n in sorted(tally.items())}
+            complete = set(tally) <= {Once.DONE, Once.ALREADY_DONE}
+            status = Status.COMPLETED if complete else Status.INCOMPLETE
+            ctx.record(step.id, target, "outcome", status, details)
+            return status, details
+
+        def change() -> Changed:
+            changed = action.apply(args, target, ctx)
+            return Changed({**changed.details, "action": action.name}, changed.prior)
+
+        outcome, done = ctx.journal.once(step.id, target, change, known)
+        return ONCE_STATUS[outcome], done
 
 
 @dataclass(frozen=True)
@@ -245,8 +323,12 @@ class StepError(BreachbookError):
     """A step could not be carried out at all (bad arguments, failed expression)."""
 
 
-def run_playbook(ctx: RunContext, runner: StepRunner = run_directly) -> RunResult:
-    """Run every step of the playbook through the run's executor, in dependency order."""
+def run_playbook(
+    ctx: RunContext, runner: StepRunner = run_directly, mode_label: str = ""
+) -> RunResult:
+    """Run every step of the playbook through the run's executor, in dependency order.
+
+    `mode_label` only names the run in its documents; no step sees it."""
     clock = ctx.connectors.clock
     started = clock.now()
     results: dict[str, StepResult] = {}
@@ -256,12 +338,12 @@ def run_playbook(ctx: RunContext, runner: StepRunner = run_directly) -> RunResul
         results[step.id] = runner(f"{phase.id}/{step.id}", work, Position(number, len(ordered)))
     return RunResult(
         run_id=ctx.run_id,
-        mode_label=ctx.mode_label,
+        mode_label=mode_label,
         incident_id=ctx.incident.id,
         started_at=started,
         finished_at=clock.now(),
         steps=list(results.values()),
-        ledger_head=ctx.ledger.head(),
+        ledger_head=ctx.journal.head(),
     )
 
 
@@ -270,6 +352,7 @@ def _run_step(
 ) -> StepResult:
     clock = ctx.connectors.clock
     started = clock.now()
+    ctx.incident = incident_as_of_now(ctx.journal, ctx.incident)
     action = _action(step)
     due = run_started + step.deadline if isinstance(step.deadline, timedelta) else None
 
@@ -288,21 +371,28 @@ def _run_step(
         )
 
     if step.when is not None and not evaluate(step.when, ctx.incident_view()):
-        ctx.record(step.id, "-", "plan", "skipped", {"condition": step.when})
-        return finish([_entry(phase, step, "-", "skipped", None, f"condition false: {step.when}")])
-    blocked_by = [dep for dep in step.depends_on if dep in done and done[dep].failed]
-    if blocked_by:
-        ctx.record(step.id, "-", "outcome", "blocked", {"blocked_by": blocked_by})
+        ctx.record(step.id, "-", "plan", Status.SKIPPED, {"condition": step.when})
         return finish(
-            [_entry(phase, step, "-", "blocked", None, f"blocked by failed {blocked_by}")]
+            [_entry(phase, step, "-", Status.SKIPPED, None, f"condition false: {step.when}")]
         )
+    failed_deps = [dep for dep in step.depends_on if dep in done and done[dep].failed]
+    if failed_deps:
+        ctx.record(step.id, "-", "outcome", Status.BLOCKED, {"blocked_by": failed_deps})
+        return finish(
+            [_entry(phase, step, "-", Status.BLOCKED, None, f"blocked by failed {failed_deps}")]
+        )
+    waiting_deps = [dep for dep in step.depends_on if dep in done and done[dep].waiting]
+    if waiting_deps:
+        ctx.record(step.id, "-", "outcome", Status.WAITING, {"waits_for": waiting_deps})
+        return finish([_entry(phase, step, "-", Status.WAITING, None, f"waits for {waiting_deps}")])
     try:
         args = action.parse_args(resolve(step.args, ctx.incident_view()))
     except ValidationError as exc:
         raise StepError(
             f"step {step.id!r} ({step.action}): {describe_validation_error(exc)}"
         ) from None
-    entries, prepared = ctx.connectors.executor.execute(
+    prepared = action.prepare(args, ctx)
+    entries = ctx.connectors.executor.execute(
         ctx, phase, step, action, args, action.targets(args, ctx)
     )
     return finish(entries, prepared)

@@ -1,9 +1,18 @@
-"""The ledger: idempotency and the audit trail legal relies on.
+"""The ledger: the run's memory, idempotency per item, and the audit trail legal relies on.
 
-An entry is written before and after every action, keyed by (incident, step, target). Each
-entry carries the SHA-256 of its own content and of the entry before it, so an edited,
-deleted or reordered entry breaks the chain and `breachbook audit verify` says where.
-Details must never hold customer personal data: pass ids and counts.
+Three tables behind one SQLAlchemy engine (SQLite file by default, PostgreSQL by URL):
+
+- `ledger_entries`: the audit trail. One hash chain per incident: each entry carries the
+  SHA-256 of its own content and of the incident's entry before it, so an edited, deleted or
+  reordered entry breaks the chain and `breachbook audit verify` says where. A chain grows under
+  a lock on its own head row, so one incident's writes never wait for another's (on
+  PostgreSQL; a SQLite file has one writer at a time whatever the incident).
+- `ledger_items`: one row per unit of side effect (one letter, one role locked), claimed with an
+  atomic insert before it is acted on, so two runs can never act twice on one key.
+- `ledger_records`: typed, versioned run state (assessment, rendered-letter digests, evidence
+  hashes, statement, waits, decisions, incident facts) that any worker reads back.
+
+Nothing here may hold customer personal data: details and records carry ids, counts, hashes.
 """
 
 from __future__ import annotations
@@ -13,33 +22,50 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
-    Index,
     Integer,
     String,
+    and_,
     create_engine,
     event,
+    func,
     inspect,
     select,
+    update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult, Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from breachbook.clock import Clock
 from breachbook.errors import BreachbookError
 
 GENESIS = "0" * 64
+RECORD_RETRIES = 5
+AUTOMATION = "automation:breachbook"
 
 
 class LedgerError(BreachbookError):
     """The ledger cannot be opened where it was said to be."""
 
 
-AUTOMATION = "automation:breachbook"
+class ItemStatus(StrEnum):
+    """The latest outcome of one unit of side effect."""
+
+    CLAIMED = "claimed"
+    DONE = "done"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    RESTORED = "restored"
+
+
+RECLAIMABLE = (ItemStatus.FAILED, ItemStatus.RESTORED)
 
 
 class Base(DeclarativeBase):
@@ -49,10 +75,8 @@ class Base(DeclarativeBase):
 class LedgerRow(Base):
     __tablename__ = "ledger_entries"
 
-    __table_args__ = (Index("ix_ledger_key", "incident_id", "step_id", "target", "phase"),)
-
+    incident_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    incident_id: Mapped[str] = mapped_column(String(64))
     run_id: Mapped[str] = mapped_column(String(64))
     step_id: Mapped[str] = mapped_column(String(128))
     target: Mapped[str] = mapped_column(String(256))
@@ -64,6 +88,44 @@ class LedgerRow(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class ChainHead(Base):
+    """The last entry of one incident's chain; its row is the lock that chain grows under."""
+
+    __tablename__ = "ledger_heads"
+
+    incident_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class ItemRow(Base):
+    __tablename__ = "ledger_items"
+
+    incident_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    item_key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[str] = mapped_column(String(40))
+    done_order: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prior: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class RecordRow(Base):
+    __tablename__ = "ledger_records"
+
+    incident_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[str] = mapped_column(String(40))
+    data: Mapped[Any] = mapped_column(JSON)
 
 
 @dataclass(frozen=True)
@@ -81,26 +143,47 @@ class Entry:
 
 @dataclass(frozen=True)
 class ChainProblem:
+    incident_id: str
     seq: int
     problem: str
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """A chain head recorded elsewhere (plan.json): catches entries cut from the end."""
+
+    incident_id: str
+    seq: int
+    entry_hash: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to act once on one item, held from the claim until its outcome is recorded."""
+
+    incident_id: str
+    step_id: str
+    key: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class Item:
+    """One item's latest state, as read back."""
+
+    step_id: str
+    key: str
+    status: ItemStatus
+    generation: int
+    run_id: str
+    done_order: int | None
+    details: dict[str, Any]
+    prior: dict[str, Any] | None
+
+
 def _content_hash(seq: int, row: Mapping[str, Any], prev_hash: str) -> str:
     canonical = json.dumps(
-        {
-            "seq": seq,
-            "incident_id": row["incident_id"],
-            "run_id": row["run_id"],
-            "step_id": row["step_id"],
-            "target": row["target"],
-            "phase": row["phase"],
-            "actor": row["actor"],
-            "at": row["at"],
-            "mode": row["mode"],
-            "outcome": row["outcome"],
-            "details": row["details"],
-            "prev_hash": prev_hash,
-        },
+        {**{name: row[name] for name in HASHED_FIELDS}, "seq": seq, "prev_hash": prev_hash},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -108,8 +191,27 @@ def _content_hash(seq: int, row: Mapping[str, Any], prev_hash: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+HASHED_FIELDS = (
+    "incident_id",
+    "run_id",
+    "step_id",
+    "target",
+    "phase",
+    "actor",
+    "at",
+    "mode",
+    "outcome",
+    "details",
+)
+
+
+def _plain(data: Any) -> Any:
+    """JSON-safe copy (dates become strings), as the database will hand it back."""
+    return json.loads(json.dumps(data, default=str))
+
+
 def _engine_for(url: str) -> Engine:
-    engine = create_engine(url, future=True)
+    engine = create_engine(url)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -118,6 +220,7 @@ def _engine_for(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -128,7 +231,7 @@ def _engine_for(url: str) -> Engine:
 
 
 class Ledger:
-    """Append-only, hash-chained record of every action attempt and outcome."""
+    """Append-only audit chains, atomic item claims and versioned run records."""
 
     def __init__(self, url: str, clock: Clock, create: bool = True) -> None:
         """Open (and by default create) the ledger; `create=False` only opens an existing one."""
@@ -140,6 +243,7 @@ class Ledger:
         if not create and parsed.get_backend_name() == "sqlite" and not Path(database).is_file():
             raise LedgerError(f"{where}: no ledger file there")
         self._engine = _engine_for(url)
+        self._dialect = self._engine.dialect.name
         if create:
             Base.metadata.create_all(self._engine)
         elif not inspect(self._engine).has_table(LedgerRow.__tablename__):
@@ -149,116 +253,366 @@ class Ledger:
     def close(self) -> None:
         self._engine.dispose()
 
+    def _now(self) -> str:
+        return self._clock.now().astimezone(UTC).isoformat(timespec="microseconds")
+
+    def _insert(self, table: type[Base]) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING in the engine's dialect."""
+        dialect = postgresql if self._dialect == "postgresql" else sqlite
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    @staticmethod
+    def _write(session: Session, statement: Any) -> CursorResult[Any]:
+        """Execute a write whose row count decides what happens next."""
+        return cast(CursorResult[Any], session.execute(statement))
+
+    # -- the audit chain -------------------------------------------------------------------
+
     def append(self, entry: Entry) -> int:
-        """Write one entry durably and return its sequence number."""
+        """Write one entry durably and return its sequence number in its incident's chain."""
         return self.append_many([entry])[-1]
 
     def append_many(self, entries: list[Entry]) -> list[int]:
-        """Write entries in one transaction; the chain head is locked while it grows."""
+        """Write entries in one transaction; each incident's chain head is locked while it grows."""
         with Session(self._engine) as session, session.begin():
-            head_query = (
-                select(LedgerRow.seq, LedgerRow.entry_hash).order_by(LedgerRow.seq.desc()).limit(1)
+            return self._chain(session, entries)
+
+    def _chain(self, session: Session, entries: list[Entry]) -> list[int]:
+        heads: dict[str, tuple[int, str]] = {}
+        written = []
+        for entry in entries:
+            if entry.incident_id not in heads:
+                heads[entry.incident_id] = self._lock_head(session, entry.incident_id)
+            seq, prev = heads[entry.incident_id]
+            seq += 1
+            row = {
+                "incident_id": entry.incident_id,
+                "run_id": entry.run_id,
+                "step_id": entry.step_id,
+                "target": entry.target,
+                "phase": entry.phase,
+                "actor": entry.actor,
+                "at": self._now(),
+                "mode": entry.mode,
+                "outcome": entry.outcome,
+                "details": _plain(dict(entry.details)),
+            }
+            digest = _content_hash(seq, row, prev)
+            session.add(LedgerRow(seq=seq, prev_hash=prev, entry_hash=digest, **row))
+            heads[entry.incident_id] = (seq, digest)
+            written.append(seq)
+        for incident_id, (seq, digest) in heads.items():
+            session.execute(
+                update(ChainHead)
+                .where(ChainHead.incident_id == incident_id)
+                .values(seq=seq, entry_hash=digest)
             )
-            if self._engine.dialect.name == "postgresql":
-                session.connection().exec_driver_sql("LOCK TABLE ledger_entries IN EXCLUSIVE MODE")
-            head = session.execute(head_query).first()
-            seq, prev = (head[0], head[1]) if head else (0, GENESIS)
-            written = []
-            for entry in entries:
-                seq += 1
-                row = {
-                    "incident_id": entry.incident_id,
-                    "run_id": entry.run_id,
-                    "step_id": entry.step_id,
-                    "target": entry.target,
-                    "phase": entry.phase,
-                    "actor": entry.actor,
-                    "at": self._clock.now().astimezone(UTC).isoformat(timespec="microseconds"),
-                    "mode": entry.mode,
-                    "outcome": entry.outcome,
-                    "details": json.loads(json.dumps(dict(entry.details), default=str)),
-                }
-                digest = _content_hash(seq, row, prev)
-                session.add(LedgerRow(seq=seq, prev_hash=prev, entry_hash=digest, **row))
-                prev = digest
-                written.append(seq)
-            return written
+        return written
 
-    def completed(self, incident_id: str, step_id: str, target: str) -> bool:
-        """Has apply already succeeded for this (incident, step, target)? Drives re-run skips."""
-        return self._exists(incident_id, step_id, target, "outcome", "completed")
-
-    def attempted(self, incident_id: str, step_id: str, target: str) -> bool:
-        """Was apply ever started for this key (whatever came of it)?"""
-        return self._exists(incident_id, step_id, target, "attempt", None)
-
-    def _exists(
-        self, incident_id: str, step_id: str, target: str, phase: str, outcome: str | None
-    ) -> bool:
-        query = select(LedgerRow.seq).where(
-            LedgerRow.incident_id == incident_id,
-            LedgerRow.step_id == step_id,
-            LedgerRow.target == target,
-            LedgerRow.phase == phase,
+    def _lock_head(self, session: Session, incident_id: str) -> tuple[int, str]:
+        session.execute(
+            self._insert(ChainHead).values(incident_id=incident_id, seq=0, entry_hash=GENESIS)
         )
-        if outcome is not None:
-            query = query.where(LedgerRow.outcome == outcome)
-        with Session(self._engine) as session:
-            return session.execute(query.limit(1)).first() is not None
+        query = select(ChainHead.seq, ChainHead.entry_hash).where(
+            ChainHead.incident_id == incident_id
+        )
+        if self._dialect == "postgresql":
+            query = query.with_for_update()
+        seq, digest = session.execute(query).one()
+        return seq, digest
 
     def entries(self, incident_id: str | None = None) -> Iterator[LedgerRow]:
-        query = select(LedgerRow).order_by(LedgerRow.seq)
+        query = select(LedgerRow).order_by(LedgerRow.incident_id, LedgerRow.seq)
         if incident_id is not None:
             query = query.where(LedgerRow.incident_id == incident_id)
         with Session(self._engine) as session:
-            yield from session.scalars(query)
+            yield from session.scalars(query.execution_options(yield_per=2000))
 
-    def head(self) -> tuple[int, str]:
-        """Sequence number and hash of the last entry: an anchor that also catches a cut tail."""
-        query = select(LedgerRow.seq, LedgerRow.entry_hash).order_by(LedgerRow.seq.desc()).limit(1)
+    def head(self, incident_id: str) -> tuple[int, str]:
+        """Sequence number and hash of an incident's last entry."""
+        query = select(ChainHead.seq, ChainHead.entry_hash).where(
+            ChainHead.incident_id == incident_id
+        )
         with Session(self._engine) as session:
             row = session.execute(query).first()
         return (row[0], row[1]) if row else (0, GENESIS)
 
-    def verify(self, anchor: tuple[int, str] | None = None) -> list[ChainProblem]:
-        """Recompute the chain; an empty list means every entry is intact and in order.
+    def heads(self) -> dict[str, tuple[int, str]]:
+        """Every incident's chain head."""
+        with Session(self._engine) as session:
+            return {
+                head.incident_id: (head.seq, head.entry_hash)
+                for head in session.scalars(select(ChainHead))
+            }
 
-        With an anchor (a head recorded elsewhere, e.g. in a run's plan.json) the chain must
-        also still contain that entry unchanged, which catches entries cut from the end.
+    def verify(
+        self, anchor: Anchor | None = None, incident_id: str | None = None
+    ) -> list[ChainProblem]:
+        """Recompute every incident's chain (or one); an empty list means intact and in order.
+
+        With an anchor the named chain must also still hold that entry unchanged, and the
+        head row must agree with the last entry, which catches entries cut from the end.
         """
         problems: list[ChainProblem] = []
-        seen_anchor = anchor is None or anchor[0] == 0
-        expected_seq, prev = 1, GENESIS
-        for row in self.entries():
+        seen_anchor = anchor is None or anchor.seq == 0
+        last: dict[str, tuple[int, str]] = {}
+        for row in self.entries(incident_id):
+            expected_seq, prev = last.get(row.incident_id, (0, GENESIS))
+            expected_seq += 1
+            where = row.incident_id
             if row.seq != expected_seq:
                 problems.append(
-                    ChainProblem(row.seq, f"entries {expected_seq}..{row.seq - 1} are missing")
+                    ChainProblem(
+                        where, row.seq, f"entries {expected_seq}..{row.seq - 1} are missing"
+                    )
                 )
             if row.prev_hash != prev:
                 problems.append(
                     ChainProblem(
-                        row.seq, "does not follow the entry before it (deleted or reordered)"
+                        where, row.seq, "does not follow the entry before it (deleted or reordered)"
                     )
                 )
-            as_written = {
-                "incident_id": row.incident_id,
-                "run_id": row.run_id,
-                "step_id": row.step_id,
-                "target": row.target,
-                "phase": row.phase,
-                "actor": row.actor,
-                "at": row.at,
-                "mode": row.mode,
-                "outcome": row.outcome,
-                "details": row.details,
-            }
+            as_written = {name: getattr(row, name) for name in HASHED_FIELDS}
             if _content_hash(row.seq, as_written, row.prev_hash) != row.entry_hash:
-                problems.append(ChainProblem(row.seq, "content was edited after it was written"))
-            if anchor is not None and row.seq == anchor[0]:
-                seen_anchor = row.entry_hash == anchor[1]
-            expected_seq, prev = row.seq + 1, row.entry_hash
+                problems.append(
+                    ChainProblem(where, row.seq, "content was edited after it was written")
+                )
+            if anchor is not None and (where, row.seq) == (anchor.incident_id, anchor.seq):
+                seen_anchor = row.entry_hash == anchor.entry_hash
+            last[where] = (row.seq, row.entry_hash)
+        with Session(self._engine) as session:
+            heads = select(ChainHead)
+            if incident_id is not None:
+                heads = heads.where(ChainHead.incident_id == incident_id)
+            for head in session.scalars(heads):
+                if last.get(head.incident_id, (0, GENESIS)) != (head.seq, head.entry_hash):
+                    problems.append(
+                        ChainProblem(
+                            head.incident_id,
+                            head.seq,
+                            "the chain's last entries are missing or changed",
+                        )
+                    )
         if not seen_anchor:
+            assert anchor is not None
             problems.append(
-                ChainProblem(anchor[0] if anchor else 0, "the anchored entry is missing or changed")
+                ChainProblem(
+                    anchor.incident_id, anchor.seq, "the anchored entry is missing or changed"
+                )
             )
         return problems
+
+    # -- items: idempotency per unit of side effect ------------------------------------------
+
+    def claim(self, claimant: Entry, key: str) -> Claim | None:
+        """Claim one item atomically and audit the claim; None when it is not free.
+
+        Free means never claimed, or its latest outcome is failed or restored. The claim
+        and its audit entry commit together.
+        """
+        now = self._now()
+        incident_id, step_id = claimant.incident_id, claimant.step_id
+        with Session(self._engine) as session, session.begin():
+            inserted = self._write(
+                session,
+                self._insert(ItemRow).values(
+                    incident_id=incident_id,
+                    step_id=step_id,
+                    item_key=key,
+                    status=ItemStatus.CLAIMED.value,
+                    generation=1,
+                    run_id=claimant.run_id,
+                    updated_at=now,
+                    details={},
+                ),
+            )
+            generation = 1
+            if inserted.rowcount != 1:
+                reclaimed = session.execute(
+                    update(ItemRow)
+                    .where(
+                        ItemRow.incident_id == incident_id,
+                        ItemRow.step_id == step_id,
+                        ItemRow.item_key == key,
+                        ItemRow.status.in_([s.value for s in RECLAIMABLE]),
+                    )
+                    .values(
+                        status=ItemStatus.CLAIMED.value,
+                        generation=ItemRow.generation + 1,
+                        run_id=claimant.run_id,
+                        updated_at=now,
+                    )
+                    .returning(ItemRow.generation)
+                ).first()
+                if reclaimed is None:
+                    return None
+                generation = reclaimed[0]
+            self._chain(session, [claimant])
+        return Claim(incident_id, step_id, key, generation)
+
+    def settle(
+        self,
+        claim: Claim,
+        status: ItemStatus,
+        audit: Entry,
+        prior: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a claimed item's outcome (with the prior state, for undo) and audit it."""
+        with Session(self._engine) as session, session.begin():
+            (seq,) = self._chain(session, [audit])
+            values: dict[str, Any] = {
+                "status": status.value,
+                "updated_at": self._now(),
+                "details": _plain(dict(audit.details)),
+                "done_order": seq if status is ItemStatus.DONE else None,
+            }
+            if prior is not None:
+                values["prior"] = _plain(dict(prior))
+            changed = self._write(
+                session,
+                update(ItemRow)
+                .where(
+                    ItemRow.incident_id == claim.incident_id,
+                    ItemRow.step_id == claim.step_id,
+                    ItemRow.item_key == claim.key,
+                    ItemRow.generation == claim.generation,
+                )
+                .values(**values),
+            )
+            if changed.rowcount != 1:
+                raise LedgerError(
+                    f"item {claim.step_id}/{claim.key} was claimed again before its outcome was recorded"
+                )
+
+    def mark_restored(self, claim: Claim, audit: Entry) -> None:
+        """A done item whose change was undone becomes `restored` (free to claim again)."""
+        with Session(self._engine) as session, session.begin():
+            changed = self._write(
+                session,
+                update(ItemRow)
+                .where(
+                    ItemRow.incident_id == claim.incident_id,
+                    ItemRow.step_id == claim.step_id,
+                    ItemRow.item_key == claim.key,
+                    ItemRow.generation == claim.generation,
+                    ItemRow.status == ItemStatus.DONE.value,
+                )
+                .values(status=ItemStatus.RESTORED.value, updated_at=self._now()),
+            )
+            if changed.rowcount == 1:
+                self._chain(session, [audit])
+
+    def items(self, incident_id: str, step_id: str | None = None) -> list[Item]:
+        query = select(ItemRow).where(ItemRow.incident_id == incident_id)
+        if step_id is not None:
+            query = query.where(ItemRow.step_id == step_id)
+        with Session(self._engine) as session:
+            return [
+                Item(
+                    step_id=row.step_id,
+                    key=row.item_key,
+                    status=ItemStatus(row.status),
+                    generation=row.generation,
+                    run_id=row.run_id,
+                    done_order=row.done_order,
+                    details=dict(row.details),
+                    prior=dict(row.prior) if row.prior is not None else None,
+                )
+                for row in session.scalars(query.order_by(ItemRow.step_id, ItemRow.item_key))
+            ]
+
+    def item_statuses(self, incident_id: str, step_id: str) -> dict[str, ItemStatus]:
+        """Every item of one step and its latest outcome, in one query (a re-run's skip list)."""
+        query = select(ItemRow.item_key, ItemRow.status).where(
+            and_(ItemRow.incident_id == incident_id, ItemRow.step_id == step_id)
+        )
+        with Session(self._engine) as session:
+            return {key: ItemStatus(status) for key, status in session.execute(query)}
+
+    # -- run records ----------------------------------------------------------------------
+
+    def put_record(
+        self, incident_id: str, scope: str, kind: str, key: str, data: Any, actor: str
+    ) -> int:
+        """Store a new version of a record; returns its version (1, 2, ...).
+
+        Two writers of one record race for the next version number; the loser retries."""
+        for _ in range(RECORD_RETRIES - 1):
+            try:
+                return self._put_record(incident_id, scope, kind, key, data, actor)
+            except IntegrityError:
+                continue
+        return self._put_record(incident_id, scope, kind, key, data, actor)
+
+    def _put_record(
+        self, incident_id: str, scope: str, kind: str, key: str, data: Any, actor: str
+    ) -> int:
+        with Session(self._engine) as session, session.begin():
+            latest = session.execute(
+                select(func.coalesce(func.max(RecordRow.version), 0)).where(
+                    RecordRow.incident_id == incident_id,
+                    RecordRow.scope == scope,
+                    RecordRow.kind == kind,
+                    RecordRow.key == key,
+                )
+            ).scalar_one()
+            version = int(latest) + 1
+            session.add(
+                RecordRow(
+                    incident_id=incident_id,
+                    scope=scope,
+                    kind=kind,
+                    key=key,
+                    version=version,
+                    actor=actor,
+                    at=self._now(),
+                    data=_plain(data),
+                )
+            )
+        return version
+
+    def get_record(self, incident_id: str, scope: str, kind: str, key: str) -> Any | None:
+        """The latest version of a record, or None."""
+        query = (
+            select(RecordRow.data)
+            .where(
+                RecordRow.incident_id == incident_id,
+                RecordRow.scope == scope,
+                RecordRow.kind == kind,
+                RecordRow.key == key,
+            )
+            .order_by(RecordRow.version.desc())
+            .limit(1)
+        )
+        with Session(self._engine) as session:
+            row = session.execute(query).first()
+        return row[0] if row else None
+
+    def records_of(self, incident_id: str, scope: str, kind: str) -> dict[str, Any]:
+        """The latest version of every record of one kind, by key."""
+        query = (
+            select(RecordRow.key, RecordRow.data)
+            .where(
+                RecordRow.incident_id == incident_id,
+                RecordRow.scope == scope,
+                RecordRow.kind == kind,
+            )
+            .order_by(RecordRow.key, RecordRow.version)
+        )
+        with Session(self._engine) as session:
+            return {key: data for key, data in session.execute(query)}
+
+    def record_history(self, incident_id: str, scope: str, kind: str, key: str) -> list[RecordRow]:
+        """Every version of a record, oldest first (who changed it, when)."""
+        query = (
+            select(RecordRow)
+            .where(
+                RecordRow.incident_id == incident_id,
+                RecordRow.scope == scope,
+                RecordRow.kind == kind,
+                RecordRow.key == key,
+            )
+            .order_by(RecordRow.version)
+        )
+        with Session(self._engine) as session:
+            return list(session.scalars(query))

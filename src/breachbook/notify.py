@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, Field
 
 from breachbook.errors import TemplateFieldError
 from breachbook.models import (
@@ -32,25 +32,37 @@ BATCH_SIZE = 2000
 LABELS_FILE = "letters/category-labels.yaml"
 
 
-@dataclass
-class Tally:
-    rule: Rule
+class Tally(BaseModel):
+    """How many customers one obligation covers, where, and which (ids only)."""
+
+    rule_id: str
     count: int = 0
-    by_jurisdiction: Counter[str] = field(default_factory=Counter)
-    customer_ids: list[str] = field(default_factory=list)
+    by_jurisdiction: dict[str, int] = Field(default_factory=dict)
+    customer_ids: list[str] = Field(default_factory=list)
+
+    def add(self, place: str, customer_id: str | None = None) -> None:
+        self.count += 1
+        self.by_jurisdiction[place] = self.by_jurisdiction.get(place, 0) + 1
+        if customer_id is not None:
+            self.customer_ids.append(customer_id)
 
 
-@dataclass
-class Assessment:
-    """Per-obligation tallies for one incident. Customer ids only, no personal data."""
+class Rejected(BaseModel):
+    customer_id: str
+    problem: str
+
+
+class Assessment(BaseModel):
+    """Per-obligation tallies for one incident, stored as a run record so that every later
+    step and worker reads the same one. Customer ids and counts only, no personal data."""
 
     affected: int = 0
-    by_jurisdiction: Counter[str] = field(default_factory=Counter)
-    individual: dict[str, Tally] = field(default_factory=dict)
-    regulator: dict[str, Tally] = field(default_factory=dict)
-    not_covered: Counter[str] = field(default_factory=Counter)
-    below_threshold: Counter[str] = field(default_factory=Counter)
-    rejected: list[RejectedRecord] = field(default_factory=list)
+    by_jurisdiction: dict[str, int] = Field(default_factory=dict)
+    individual: dict[str, Tally] = Field(default_factory=dict)
+    regulator: dict[str, Tally] = Field(default_factory=dict)
+    not_covered: dict[str, int] = Field(default_factory=dict)
+    below_threshold: dict[str, int] = Field(default_factory=dict)
+    rejected: list[Rejected] = Field(default_factory=list)
 
 
 class Obligations:
@@ -99,40 +111,44 @@ def iter_valid_customers(
 
 def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> Assessment:
     obligations = Obligations(book, incident)
-    result = Assessment()
+    by_jurisdiction: Counter[str] = Counter()
+    not_covered: Counter[str] = Counter()
+    below_threshold: Counter[str] = Counter()
+    individual: dict[str, Tally] = {}
+    regulator: dict[str, Tally] = {}
+    rejected: list[RejectedRecord] = []
     regulators = [r for r in book.regulator_rules() if r.applies_to_incident(incident)]
     reg_places = {rule.id: book.expand(rule.applies_to) for rule in regulators}
-    for customer in iter_valid_customers(directory, obligations.exposed, result.rejected):
-        result.affected += 1
+    for customer in iter_valid_customers(directory, obligations.exposed, rejected):
         place = customer.jurisdiction
-        result.by_jurisdiction[place] += 1
+        by_jurisdiction[place] += 1
         rules = obligations.for_customer(customer)
         if not obligations.covered(customer):
-            result.not_covered[place] += 1
+            not_covered[place] += 1
         elif not rules:
-            result.below_threshold[place] += 1
+            below_threshold[place] += 1
         for rule in rules:
-            tally = result.individual.setdefault(rule.id, Tally(rule))
-            tally.count += 1
-            tally.by_jurisdiction[place] += 1
-            tally.customer_ids.append(customer.id)
+            individual.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, customer.id)
         exposed = obligations.exposed_for(customer)
         for rule in regulators:
             in_scope = {place, customer.country} & reg_places[rule.id]
             if in_scope and rule.applies_to_data(exposed):
-                tally = result.regulator.setdefault(rule.id, Tally(rule))
-                tally.count += 1
-                tally.by_jurisdiction[place] += 1
-    result.regulator = {
-        rule_id: tally
-        for rule_id, tally in result.regulator.items()
-        if tally.count >= tally.rule.min_affected
-    }
-    return result
+                regulator.setdefault(rule.id, Tally(rule_id=rule.id)).add(place)
+    minimum = {rule.id: rule.min_affected for rule in regulators}
+    return Assessment(
+        affected=sum(by_jurisdiction.values()),
+        by_jurisdiction=dict(sorted(by_jurisdiction.items())),
+        individual=individual,
+        regulator={k: t for k, t in regulator.items() if t.count >= minimum[k]},
+        not_covered=dict(sorted(not_covered.items())),
+        below_threshold=dict(sorted(below_threshold.items())),
+        rejected=[Rejected(customer_id=r.customer_id, problem=r.problem) for r in rejected],
+    )
 
 
-def obligation_record(tally: Tally, incident: Incident, now: datetime) -> dict[str, Any]:
-    rule = tally.rule
+def obligation_record(
+    tally: Tally, rule: Rule, incident: Incident, now: datetime
+) -> dict[str, Any]:
     due = rule.due_at(incident)
     return {
         "id": rule.id,

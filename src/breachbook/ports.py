@@ -1,16 +1,20 @@
 """Narrow typed ports between the core and the world.
 
-Each port has a live adapter, a drill adapter (reads only, writes refused at the transport)
-and a simulated one for tabletops. Every check a port offers is read-only and answers with a
-`Check`, so a drill can say for each action how it was verified.
+Each port has a live adapter and a simulated one; in DRILL every port is wrapped by one
+generic guard (`breachbook.connectors.guard`) that lets through only the methods marked
+`@reads` here, so a method or port added later is refused in a drill until someone marks it.
+Every check a port offers is read-only and answers with a `Check`, so a drill can say for each
+action how it was verified. A method that changes the world returns `Changed`: what it did and
+the prior state that `breachbook restore` puts back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -49,13 +53,39 @@ def not_configured(port: str, setting: str) -> Check:
     return Check.unverified(f"no {port} connector configured (set {setting})")
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reads(method: F) -> F:
+    """Mark a port method as read-only: the drill guard lets only these through."""
+    method.__breachbook_reads__ = True  # type: ignore[attr-defined]
+    return method
+
+
+def is_read(method: object) -> bool:
+    return bool(getattr(method, "__breachbook_reads__", False))
+
+
+@dataclass(frozen=True)
+class Changed:
+    """What a change did (ledger details: ids and counts) and the state before it, for undo.
+
+    `prior` is None when there is nothing to put back."""
+
+    details: Mapping[str, Any] = field(default_factory=dict)
+    prior: Mapping[str, Any] | None = None
+
+
 class CustomerDirectory(Protocol):
     """Read access to the customer database. The only port that returns personal data."""
 
+    @reads
     def describe(self) -> str: ...
 
+    @reads
     def check_readable(self) -> Check: ...
 
+    @reads
     def iter_affected(
         self, categories: frozenset[DataCategory], batch_size: int
     ) -> Iterator[list[Customer | RejectedRecord]]:
@@ -66,6 +96,7 @@ class CustomerDirectory(Protocol):
         """
         ...
 
+    @reads
     def table_snapshot(self, table: str, columns: list[str]) -> Iterator[bytes]:
         """A deterministic serialisation of the exposed rows, for evidence hashing."""
         ...
@@ -74,29 +105,42 @@ class CustomerDirectory(Protocol):
 class DatabaseAdmin(Protocol):
     """Containment on the production database: lock a role, end its sessions."""
 
+    @reads
     def check_lock_role(self, role: str) -> Check: ...
 
-    def lock_role(self, role: str) -> dict[str, str]: ...
+    def lock_role(self, role: str) -> Changed: ...
 
+    def restore_role(self, role: str, prior: Mapping[str, Any]) -> Changed: ...
+
+    @reads
     def check_end_sessions(self, role: str) -> Check: ...
 
-    def end_sessions(self, role: str) -> dict[str, str]: ...
+    def end_sessions(self, role: str) -> Changed: ...
 
 
 class Cloud(Protocol):
     """Containment in the cloud account: keys, hosts, network."""
 
+    @reads
     def check_deactivate_key(self, access_key_id: str) -> Check: ...
 
-    def deactivate_key(self, access_key_id: str) -> dict[str, str]: ...
+    def deactivate_key(self, access_key_id: str) -> Changed: ...
 
+    def reactivate_key(self, access_key_id: str, prior: Mapping[str, Any]) -> Changed: ...
+
+    @reads
     def check_quarantine_host(self, host: str) -> Check: ...
 
-    def quarantine_host(self, host: str) -> dict[str, str]: ...
+    def quarantine_host(self, host: str) -> Changed: ...
 
+    def release_host(self, host: str, prior: Mapping[str, Any]) -> Changed: ...
+
+    @reads
     def check_block_address(self, network: str) -> Check: ...
 
-    def block_address(self, network: str) -> dict[str, str]: ...
+    def block_address(self, network: str) -> Changed: ...
+
+    def unblock_address(self, network: str, prior: Mapping[str, Any]) -> Changed: ...
 
 
 @dataclass(frozen=True)
@@ -110,8 +154,10 @@ class OutgoingLetter:
 
 
 class Mail(Protocol):
+    @reads
     def describe(self) -> str: ...
 
+    @reads
     def check_can_send(self) -> Check: ...
 
     def send(self, letter: OutgoingLetter) -> str:
@@ -120,14 +166,17 @@ class Mail(Protocol):
 
 
 class Chat(Protocol):
+    @reads
     def check_can_post(self, channel: str) -> Check: ...
 
     def post(self, channel: str, text: str) -> str: ...
 
 
 class EvidenceStore(Protocol):
+    @reads
     def describe(self) -> str: ...
 
+    @reads
     def check_writable(self) -> Check: ...
 
     def put(self, item_id: str, chunks: Iterator[bytes]) -> str:
@@ -138,14 +187,36 @@ class EvidenceStore(Protocol):
 class Publisher(Protocol):
     """Where an approved public statement is published (status page, newsroom)."""
 
+    @reads
     def check_can_publish(self) -> Check: ...
 
     def publish(self, title: str, body: str) -> str: ...
 
 
-class Approvals(Protocol):
-    """Asks a role to approve a step before its changes are made."""
+class DecisionStatus(StrEnum):
+    GRANTED = "granted"
+    DENIED = "denied"
+    PENDING = "pending"
 
+
+class Decision(BaseModel):
+    """A role's answer on one step of an incident: who decided and when, or still pending."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step_id: str
+    role: str
+    status: DecisionStatus
+    by: str | None = None
+    at: datetime | None = None
+
+
+class Approvals(Protocol):
+    """Asks a role to approve a step before its changes are made; per step, not per target."""
+
+    @reads
     def check_can_ask(self, role: str) -> Check: ...
 
-    def request(self, step_id: str, role: str, summary: str) -> bool: ...
+    def decide(self, step_id: str, role: str, summary: str) -> Decision:
+        """The recorded decision, or PENDING after recording that the step waits for one."""
+        ...

@@ -27,7 +27,7 @@ def plan_data(ctx: RunContext, result: RunResult) -> dict[str, Any]:
         "finished_at": result.finished_at.isoformat(),
         "verdicts": result.verdict_counts(),
         "ledger": {
-            "url": make_url(ctx.ledger.url).render_as_string(hide_password=True),
+            "url": make_url(ctx.journal.ledger.url).render_as_string(hide_password=True),
             "head_seq": result.ledger_head[0],
             "head_sha256": result.ledger_head[1],
         },

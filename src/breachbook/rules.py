@@ -134,6 +134,12 @@ class RuleBook(Strict):
             if rule.audience == "individual" and places & self.expand(rule.applies_to)
         ]
 
+    def rule(self, rule_id: str) -> Rule:
+        found = next((rule for rule in self.rules if rule.id == rule_id), None)
+        if found is None:
+            raise RulesError(f"no rule {rule_id!r} in the rule book")
+        return found
+
     def regulator_rules(self) -> list[Rule]:
         return [rule for rule in self.rules if rule.audience == "regulator"]
 

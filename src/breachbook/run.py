@@ -8,7 +8,7 @@ from breachbook.engine import RunResult, StepRunner, run_directly, run_playbook
 from breachbook.errors import BreachbookError
 from breachbook.reports import write_outputs
 from breachbook.settings import Settings
-from breachbook.wiring import RunRequest, open_run
+from breachbook.wiring import Adapters, RunRequest, mode_profile, open_run
 
 
 def execute(
@@ -16,11 +16,12 @@ def execute(
     runner: StepRunner = run_directly,
     settings: Settings | None = None,
     clock: Clock | None = None,
+    adapters: Adapters | None = None,
 ) -> tuple[RunContext, RunResult]:
     """Open the run, walk the playbook, write plan and report; on failure mark the folder."""
-    ctx = open_run(request, settings, clock)
+    ctx = open_run(request, settings, clock, adapters)
     try:
-        result = run_playbook(ctx, runner)
+        result = run_playbook(ctx, runner, mode_profile(request.mode).label)
         write_outputs(ctx, result)
     except BaseException as exc:
         message = (
@@ -30,5 +31,5 @@ def execute(
         ctx.record("run", "-", "outcome", "error", {"error": message})
         raise
     finally:
-        ctx.ledger.close()
+        ctx.journal.ledger.close()
     return ctx, result

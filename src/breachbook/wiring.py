@@ -6,26 +6,41 @@ asks which mode it is in. Default is DRILL; LIVE needs the incident id named to 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import SecretStr
 
 from breachbook.clock import Clock, SystemClock
 from breachbook.connectors.customers_sql import SqlCustomerDirectory
-from breachbook.connectors.drill import DrillEvidenceStore, DrillMail, NoApprovals
 from breachbook.connectors.evidence_fs import FilesystemEvidenceStore
+from breachbook.connectors.guard import read_only
+from breachbook.connectors.ledger_approvals import LedgerApprovals
 from breachbook.connectors.outbox import OutboxMail
 from breachbook.context import Connectors, RunContext
 from breachbook.engine import ApplyChanges, PlanOnly, StepExecutor, new_run_id
 from breachbook.errors import BreachbookError, CustomerDataError, LiveNotConfirmed
+from breachbook.facts import record_facts
+from breachbook.journal import RunJournal
 from breachbook.ledger import Ledger
-from breachbook.models import Incident
+from breachbook.models import Customer, DataCategory, Incident, RejectedRecord
 from breachbook.modes import Mode
 from breachbook.playbook import Playbook, load_playbook
-from breachbook.ports import EvidenceStore, Mail
+from breachbook.ports import (
+    Approvals,
+    Chat,
+    Check,
+    Cloud,
+    CustomerDirectory,
+    DatabaseAdmin,
+    EvidenceStore,
+    Mail,
+    Publisher,
+)
 from breachbook.rules import RuleBook, check_rule_templates
 from breachbook.settings import Settings, project_root
 from breachbook.templates import Renderer
@@ -43,6 +58,8 @@ class RunRequest:
     playbook_file: Path | None = None
     confirm_incident_id: str | None = None
     incident_yaml: str | None = None
+    run_id: str | None = None
+    """The run's id: new when None; the id of a run that waited resumes that run."""
 
     def __post_init__(self) -> None:
         if (self.incident_file is None) == (self.incident_yaml is None):
@@ -76,8 +93,12 @@ def open_customers(settings: Settings) -> SqlCustomerDirectory:
     return customers
 
 
-def _unchanged(adapter: T) -> T:
+def _unchanged(adapter: T, port: type) -> T:
     return adapter
+
+
+Guard = Callable[[Any, type], Any]
+"""Wraps one adapter, given the port it implements: unchanged, or read-only for a drill."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +110,7 @@ class ModeProfile:
     banner: str | None
     needs_confirmation: bool
     ledger_in_output_folder: bool
-    guard_mail: Callable[[Mail], Mail]
-    guard_evidence: Callable[[EvidenceStore], EvidenceStore]
+    guard: Guard
 
 
 def mode_profile(mode: Mode) -> ModeProfile:
@@ -102,8 +122,7 @@ def mode_profile(mode: Mode) -> ModeProfile:
             banner=DRILL_BANNER,
             needs_confirmation=False,
             ledger_in_output_folder=True,
-            guard_mail=DrillMail,
-            guard_evidence=DrillEvidenceStore,
+            guard=read_only,
         )
     if mode is Mode.LIVE:
         return ModeProfile(
@@ -112,24 +131,72 @@ def mode_profile(mode: Mode) -> ModeProfile:
             banner=None,
             needs_confirmation=True,
             ledger_in_output_folder=False,
-            guard_mail=_unchanged,
-            guard_evidence=_unchanged,
+            guard=_unchanged,
         )
     raise BreachbookError("TABLETOP mode needs the simulated world, which is not built yet")
 
 
-def build_connectors(profile: ModeProfile, settings: Settings, clock: Clock) -> Connectors:
-    """The adapters for a run, with the profile's guards around every writing port."""
-    mail = OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None
-    evidence = FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None
-    return Connectors(
-        clock=clock,
-        customers=open_customers(settings),
-        executor=profile.executor,
-        approvals=NoApprovals(),
-        mail=profile.guard_mail(mail) if mail else None,
-        evidence=profile.guard_evidence(evidence) if evidence else None,
-    )
+@dataclass(frozen=True)
+class Adapters:
+    """Adapters given instead of the ones settings would build (a test's recording fakes, an
+    embedding application's own). They still pass through the mode's guard."""
+
+    customers: CustomerDirectory | None = None
+    approvals: Approvals | None = None
+    database: DatabaseAdmin | None = None
+    cloud: Cloud | None = None
+    mail: Mail | None = None
+    chat: Chat | None = None
+    evidence: EvidenceStore | None = None
+    publisher: Publisher | None = None
+
+
+NOT_PORTS = frozenset({"clock", "executor"})
+
+
+def port_types() -> dict[str, type]:
+    """Each port field of Connectors and the Protocol it holds, read from the type hints, so
+    a port added to Connectors is guarded without anyone listing it here."""
+    hints = typing.get_type_hints(Connectors, localns={"StepExecutor": StepExecutor})
+    ports = {}
+    for item in dataclasses.fields(Connectors):
+        if item.name in NOT_PORTS:
+            continue
+        protocol = next(
+            a
+            for a in typing.get_args(hints[item.name]) or [hints[item.name]]
+            if a is not type(None)
+        )
+        ports[item.name] = protocol
+    return ports
+
+
+def build_connectors(
+    profile: ModeProfile,
+    settings: Settings,
+    clock: Clock,
+    journal: RunJournal,
+    given: Adapters | None = None,
+) -> Connectors:
+    """The adapters for a run, every port passed through the profile's guard."""
+    given = given or Adapters()
+    built: dict[str, object | None] = {
+        "customers": given.customers or open_customers(settings),
+        "approvals": given.approvals or LedgerApprovals(journal, clock),
+        "mail": given.mail
+        or (OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None),
+        "evidence": given.evidence
+        or (FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None),
+        "database": given.database,
+        "cloud": given.cloud,
+        "chat": given.chat,
+        "publisher": given.publisher,
+    }
+    guarded = {
+        name: None if built.get(name) is None else profile.guard(built[name], port)
+        for name, port in port_types().items()
+    }
+    return Connectors(clock=clock, executor=profile.executor, **cast(dict[str, Any], guarded))
 
 
 @dataclass(frozen=True)
@@ -158,26 +225,26 @@ def load_inputs(request: RunRequest, profile: ModeProfile) -> Inputs:
 
 
 def open_run(
-    request: RunRequest, settings: Settings | None = None, clock: Clock | None = None
+    request: RunRequest,
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    adapters: Adapters | None = None,
 ) -> RunContext:
     """Validate every input, then build the run: nothing is written before all of it is valid."""
     settings = settings or Settings()
     clock = clock or SystemClock()
     profile = mode_profile(request.mode)
     inputs = load_inputs(request, profile)
-    incident, playbook, rules, templates = (
-        inputs.incident,
-        inputs.playbook,
-        inputs.rules,
-        inputs.templates,
-    )
-    connectors = build_connectors(profile, settings, clock)
-    run_id = new_run_id()
+    incident = inputs.incident
     if profile.ledger_in_output_folder and request.out_dir is None:
         raise BreachbookError(f"a {profile.label} run needs an output folder (--out)")
+    given = adapters or Adapters()
+    if given.customers is None:
+        given = dataclasses.replace(given, customers=open_customers(settings))
+    run_id = request.run_id or new_run_id()
     out = request.out_dir or settings.home / "runs" / incident.id / run_id
-    workspace = Workspace.open_fresh(
-        out, profile.banner, f"breachbook {profile.label} run {run_id}"
+    workspace = Workspace.claim(
+        out, profile.banner, run_id, f"breachbook {profile.label} run {run_id}"
     )
     if request.incident_file is not None:
         incident_file = request.incident_file.resolve()
@@ -186,24 +253,86 @@ def open_run(
         incident_file = workspace.write_raw(INCIDENT_COPY, request.incident_yaml)
     if profile.ledger_in_output_folder:
         ledger_url = f"sqlite:///{workspace.path('audit.sqlite')}"
-    elif settings.ledger_url is not None:
-        ledger_url = settings.ledger_url.get_secret_value()
     else:
-        settings.home.mkdir(parents=True, exist_ok=True)
-        ledger_url = f"sqlite:///{(settings.home / 'ledger.sqlite').resolve()}"
+        ledger_url = live_ledger_url(settings)
+    ledger = Ledger(ledger_url, clock)
+    journal = RunJournal(ledger, incident.id, run_id, settings.actor, profile.label)
+    try:
+        connectors = build_connectors(profile, settings, clock, journal, given)
+    except BaseException:
+        ledger.close()
+        raise
+    record_facts(journal, incident)
     return RunContext(
         run_id=run_id,
-        mode_label=profile.label,
         incident=incident,
         incident_file=incident_file,
-        playbook=playbook,
+        playbook=inputs.playbook,
         connectors=connectors,
         workspace=workspace,
-        ledger=Ledger(ledger_url, clock),
-        rules=rules,
-        renderer=Renderer(templates),
+        journal=journal,
+        rules=inputs.rules,
+        renderer=Renderer(inputs.templates),
         actor=settings.actor,
     )
+
+
+def incident_journal(
+    profile: ModeProfile,
+    incident_id: str,
+    settings: Settings,
+    clock: Clock,
+    purpose: str,
+    actor: str | None = None,
+) -> RunJournal:
+    """The LIVE ledger seen by a command that acts on an incident outside a run (approve,
+    restore); `purpose` names it in the audit trail as a run id would."""
+    ledger = Ledger(live_ledger_url(settings), clock, create=False)
+    run_id = f"{purpose}-{new_run_id()}"
+    return RunJournal(ledger, incident_id, run_id, actor or settings.actor, profile.label)
+
+
+def restore_connectors(
+    profile: ModeProfile,
+    settings: Settings,
+    clock: Clock,
+    journal: RunJournal,
+    adapters: Adapters | None = None,
+) -> Connectors:
+    """The adapters for undoing changes; the customer database is never opened for it."""
+    given = adapters or Adapters()
+    if given.customers is None:
+        given = dataclasses.replace(given, customers=CustomersNotRead())
+    return build_connectors(profile, settings, clock, journal, given)
+
+
+class CustomersNotRead:
+    """The customer directory of a command that must not read customers (restore)."""
+
+    def _refuse(self) -> CustomerDataError:
+        return CustomerDataError("restore does not read the customer database")
+
+    def describe(self) -> str:
+        return "no customer database (not needed)"
+
+    def check_readable(self) -> Check:
+        return Check.unverified("restore does not read the customer database")
+
+    def iter_affected(
+        self, categories: frozenset[DataCategory], batch_size: int
+    ) -> Iterator[list[Customer | RejectedRecord]]:
+        raise self._refuse()
+
+    def table_snapshot(self, table: str, columns: list[str]) -> Iterator[bytes]:
+        raise self._refuse()
+
+
+def live_ledger_url(settings: Settings) -> str:
+    """The ledger LIVE runs share: BREACHBOOK_LEDGER_URL, or a SQLite file under the home."""
+    if settings.ledger_url is not None:
+        return settings.ledger_url.get_secret_value()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(settings.home / 'ledger.sqlite').resolve()}"
 
 
 def demo_settings(settings: Settings, customers_db: Path, demo_folder: Path) -> Settings:

@@ -1,14 +1,15 @@
 """The run's output folder: every document a run produces, and nothing outside it.
 
 Files are written atomically. A marker says the run is incomplete until the report is
-written last, so a crashed run never leaves output that looks complete.
+written last, so a crashed run never leaves output that looks complete. A folder belongs to
+one run: it is never deleted or taken over by another run; only the same run, resumed,
+writes into it again.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,19 +27,24 @@ class Workspace:
         self._folders: set[Path] = set()
 
     @classmethod
-    def open_fresh(cls, root: Path, banner: str | None, label: str) -> Workspace:
-        """Claim an empty folder, or replace one that an earlier breachbook run wrote."""
+    def claim(cls, root: Path, banner: str | None, run_id: str, label: str) -> Workspace:
+        """Take an empty or new folder for this run, or reopen the folder of this same run."""
         root = root.resolve()
         if root.exists():
             if not root.is_dir():
                 raise OutputFolderError(f"{root}: exists and is not a folder")
             if any(root.iterdir()):
-                if not (root / OWNER_MARK).is_file():
+                owner = _owner(root)
+                if owner is None:
                     raise OutputFolderError(
                         f"{root}: folder is not empty and was not written by breachbook; "
                         "choose another --out"
                     )
-                shutil.rmtree(root)
+                if owner != run_id:
+                    raise OutputFolderError(
+                        f"{root}: holds the documents of run {owner}, which are kept; "
+                        "choose another --out"
+                    )
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -46,7 +52,7 @@ class Workspace:
                 f"{root}: cannot create output folder ({exc.strerror})"
             ) from None
         space = cls(root, banner)
-        space.write_raw(OWNER_MARK, label + "\n")
+        space.write_raw(OWNER_MARK, f"{run_id}\n{label}\n")
         space.write_raw(INCOMPLETE, "This run has not finished; its outputs are partial.\n")
         return space
 
@@ -89,3 +95,12 @@ class Workspace:
 
     def mark_complete(self) -> None:
         self.path(INCOMPLETE).unlink(missing_ok=True)
+
+
+def _owner(root: Path) -> str | None:
+    """The run id in a folder's owner mark, or None if breachbook did not write the folder."""
+    mark = root / OWNER_MARK
+    if not mark.is_file():
+        return None
+    first = mark.read_text(encoding="utf-8").split("\n", 1)[0].strip()
+    return first or "(unknown)"

@@ -1,5 +1,6 @@
-"""A drill killed mid-run leaves a folder that says so and a ledger that still verifies; the
-next run into the same folder completes."""
+"""Runs killed mid-way: a drill leaves a folder that says so, a ledger that verifies, and a
+folder no later run takes over; a LIVE run killed while sending letters is resumed under the
+same run id and sends every letter that was not sent, none twice."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from breachbook.cli import app
+from breachbook.clock import SystemClock
 from breachbook.demo import ensure_demo_world
+from breachbook.ledger import ItemStatus, Ledger
 from tests.conftest import ROOT
 
 DRILL = """
@@ -49,6 +53,94 @@ def test_killed_drill_is_marked_incomplete_and_can_be_run_again(tmp_path: Path) 
     verified = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
     assert verified.exit_code == 0, verified.output
 
-    subprocess.run(command, cwd=ROOT, check=True)
-    assert not (out / "RUN-INCOMPLETE.txt").exists()
-    assert (out / "report.md").is_file()
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert again.returncode != 0 and "which are kept; choose another --out" in again.stderr
+    assert (out / "RUN-INCOMPLETE.txt").is_file()
+
+    subprocess.run([*command[:-1], str(tmp_path / "out-2")], cwd=ROOT, check=True)
+    assert (tmp_path / "out-2" / "report.md").is_file()
+
+
+LIVE = """
+import sys
+from pathlib import Path
+from breachbook.modes import Mode
+from breachbook.run import execute
+from breachbook.settings import Settings
+from breachbook.wiring import RunRequest, demo_settings
+home, run_id = Path(sys.argv[1]), sys.argv[2]
+settings = demo_settings(Settings(home=home), home / "demo" / "customers.sqlite", home / "demo")
+_, result = execute(
+    RunRequest(
+        mode=Mode.LIVE,
+        incident_file=home / "demo" / "incident.yaml",
+        confirm_incident_id="demo-2026-antiques-leak",
+        run_id=run_id,
+    ),
+    settings=settings,
+)
+print(result.run_id, ",".join(result.waiting_for))
+"""
+
+
+def test_live_killed_while_sending_resumes_and_sends_each_letter_once(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ensure_demo_world(home / "demo", size=600)
+    env = {**os.environ, "BREACHBOOK_HOME": str(home)}
+    first = subprocess.run(
+        [sys.executable, "-c", LIVE, str(home), "run0crash001"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert first.stdout.split() == ["run0crash001", "deliver-letters,publish-statement"]
+    granted = CliRunner().invoke(
+        app,
+        [
+            "approve",
+            "--incident",
+            "demo-2026-antiques-leak",
+            "--step",
+            "deliver-letters",
+            "--by",
+            "legal:ada",
+        ],
+        env={"BREACHBOOK_HOME": str(home)},
+    )
+    assert granted.exit_code == 0, granted.output
+
+    outbox = home / "demo" / "outbox"
+    process = subprocess.Popen(
+        [sys.executable, "-c", LIVE, str(home), "run0crash001"], cwd=ROOT, env=env
+    )
+    deadline = time.monotonic() + 60
+    while not (outbox.is_dir() and len(list(outbox.glob("*.eml"))) >= 20):
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    sent_before = {p.name for p in outbox.glob("*.eml")}
+
+    subprocess.run(
+        [sys.executable, "-c", LIVE, str(home), "run0crash001"], cwd=ROOT, env=env, check=True
+    )
+    ledger = Ledger(f"sqlite:///{home / 'ledger.sqlite'}", SystemClock(), create=False)
+    items = ledger.item_statuses("demo-2026-antiques-leak", "letters.deliver")
+    done_entries = Counter(
+        row.target
+        for row in ledger.entries("demo-2026-antiques-leak")
+        if row.step_id == "letters.deliver" and row.phase == "outcome" and row.outcome == "done"
+    )
+    assert ledger.verify() == []
+    ledger.close()
+    stuck = [key for key, status in items.items() if status is not ItemStatus.DONE]
+    assert len(stuck) <= 1  # the letter in flight at the kill: surfaced, never re-sent
+    assert all(items[key] is ItemStatus.CLAIMED for key in stuck)
+    assert max(done_entries.values()) == 1
+    eml = {p.name for p in outbox.glob("*.eml")}
+    assert sent_before <= eml
+    assert len(eml) - len(stuck) <= len(done_entries) <= len(eml)
+    assert len(done_entries) + len(stuck) == len(items) > len(sent_before)

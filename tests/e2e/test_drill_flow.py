@@ -209,7 +209,8 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     assert not (out / "RUN-INCOMPLETE.txt").exists()
     result = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
     assert result.exit_code == 0, result.output
-    assert "ledger intact: 58 entries" in result.output  # before and after each of 29 actions
+    # the incident's facts, then a preflight and a plan entry for each of the 29 actions
+    assert "ledger intact: incident demo-2026-antiques-leak, 59 entries" in result.output
 
 
 def test_the_drill_changed_nothing_outside_its_folder(drill_run: dict[str, Any]) -> None:

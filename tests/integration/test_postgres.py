@@ -7,18 +7,21 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.exc import DBAPIError
 
 from breachbook.clock import SystemClock
 from breachbook.connectors.customers_sql import SqlCustomerDirectory, metadata
 from breachbook.demo import DemoWorld
-from breachbook.ledger import AUTOMATION, Entry, Ledger
+from breachbook.ledger import AUTOMATION, Entry, ItemStatus, Ledger
 from breachbook.models import DataCategory
 from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.wiring import RunRequest, open_customers
+from tests.conftest import Fakes, run_with
+from tests.fakes import RecordingMail
 
 pytestmark = pytest.mark.postgres
 
@@ -47,14 +50,76 @@ def test_ledger_chain_on_postgres_under_concurrent_writers(pg_url: str) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert ledger.head()[0] == 100
+    assert ledger.head("inc-pg")[0] == 100
     assert ledger.verify() == []
-    assert ledger.completed("inc-pg", "step-3", "t")
     engine = create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE ledger_entries SET actor = 'someone-else' WHERE seq = 42"))
     engine.dispose()
-    assert [p.seq for p in ledger.verify()] == [42]
+    assert [(p.incident_id, p.seq) for p in ledger.verify()] == [("inc-pg", 42)]
+    ledger.close()
+
+
+def test_concurrent_claims_on_postgres_act_once_per_key(pg_url: str) -> None:
+    """Eight writers race for the same 100 items: each item is won exactly once."""
+    ledger = Ledger(pg_url, SystemClock())
+    won: list[str] = []
+    lock = threading.Lock()
+
+    def race(worker: int) -> None:
+        for n in range(100):
+            claimant = Entry(
+                "inc-race",
+                f"run-{worker}",
+                "deliver",
+                f"k{n}",
+                "claim",
+                AUTOMATION,
+                "live",
+                "claimed",
+                {},
+            )
+            claim = ledger.claim(claimant, f"k{n}")
+            if claim is not None:
+                with lock:
+                    won.append(claim.key)
+
+    threads = [threading.Thread(target=race, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(won) == sorted(f"k{n}" for n in range(100))
+    assert ledger.verify(incident_id="inc-race") == []
+    ledger.close()
+
+
+def test_two_live_runs_of_one_incident_in_parallel_send_each_letter_once(
+    pg_url: str, small_world: DemoWorld, demo_run_settings: Settings, tmp_path: Path
+) -> None:
+    """The whole playbook twice at once, the ledger on PostgreSQL: no letter goes twice."""
+    settings = demo_run_settings.model_copy(update={"ledger_url": SecretStr(pg_url)})
+    mail = RecordingMail()
+    errors: list[BaseException] = []
+
+    def respond(n: int) -> None:
+        fakes = Fakes(tmp_path / f"run-{n}", mail=mail)
+        try:
+            run_with(Mode.LIVE, settings, fakes, None, small_world.incident_file)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=respond, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    keys = [letter.key for letter in mail.sent]
+    assert len(keys) == len(set(keys)) > 100
+    ledger = Ledger(pg_url, SystemClock())
+    done = ledger.item_statuses("demo-2026-antiques-leak", "letters.deliver")
+    assert set(done.values()) == {ItemStatus.DONE} and len(done) == len(keys)
     ledger.close()
 
 

@@ -163,13 +163,14 @@ def test_cli_live_response_refuses_without_confirmation(
     assert "LIVE changes production systems: confirm by naming the incident id" in result.output
 
 
-def test_a_second_drill_replaces_the_first_in_the_same_folder(
+def test_a_second_drill_never_replaces_the_first(
     small_world: DemoWorld, demo_run_settings: Settings, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     drill(small_world, demo_run_settings, out)
     first = json.loads((out / "plan.json").read_text())["run_id"]
-    (out / "letters" / "stale.txt").write_text("left over")
-    drill(small_world, demo_run_settings, out)
-    assert json.loads((out / "plan.json").read_text())["run_id"] != first
-    assert not (out / "letters" / "stale.txt").exists()
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    with pytest.raises(OutputFolderError, match=f"holds the documents of run {first}"):
+        drill(small_world, demo_run_settings, out)
+    assert json.loads((out / "plan.json").read_text())["run_id"] == first
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before

@@ -1,265 +1,358 @@
-"""The mode seam: DRILL never calls apply; LIVE applies once and a re-run skips what is done."""
+"""The engine through the product's path (`execute` with the real wiring), on a three-step
+playbook with recording fakes behind the ports: milliseconds per run."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
+from typer.testing import CliRunner
 
-from breachbook.actions.base import Action
-from breachbook.actions.notify import assessment
+from breachbook.cli import app
+from breachbook.clock import FixedStepClock
+from breachbook.connectors.guard import read_only
 from breachbook.context import RunContext
-from breachbook.engine import ApplyChanges, PlanOnly, run_playbook
-from breachbook.errors import CustomerDataError, DrillWriteBlocked, LiveNotConfirmed
-from breachbook.ledger import Ledger
+from breachbook.engine import Position, RunResult, Status, StepResult
+from breachbook.errors import DrillWriteBlocked, OutputFolderError
+from breachbook.facts import FACTS, KEY
+from breachbook.journal import INCIDENT_SCOPE, OutcomeUnknown
+from breachbook.ledger import ItemStatus
+from breachbook.models import Incident
 from breachbook.modes import Mode
-from breachbook.ports import Check, OutgoingLetter
+from breachbook.ports import Changed, Check, is_read
+from breachbook.run import execute
 from breachbook.settings import Settings
-from breachbook.wiring import RunRequest, build_connectors, mode_profile, open_run
-from tests.conftest import T0, context_with
-from tests.fakes import RecordingCloud, RecordingDatabaseAdmin, RecordingMail, ScriptedApprovals
+from breachbook.wiring import RunRequest, mode_profile, port_types
+from tests.conftest import (
+    ENGINE_INCIDENT,
+    ENGINE_PLAYBOOK,
+    T0,
+    Fakes,
+    live_ledger,
+    run_with,
+)
+from tests.fakes import InMemoryCustomers, RecordingCloud, RecordingDatabaseAdmin, ScriptedApprovals
+
+KEYS = ["AKIAZ3MDEMOLEAKED01", "AKIAZ3MDEMOLEAKED02"]
 
 
-class ApplySpy:
-    """Wraps every registered action's apply so a test can see whether any was called."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from breachbook.actions import registry
-
-        self.calls: list[tuple[str, str]] = []
-        for action in registry().values():
-            monkeypatch.setattr(action, "apply", self._spy(action))
-
-    def _spy(self, action: Action[Any]) -> Any:
-        original = type(action).apply
-
-        def apply(args: Any, target: str, ctx: RunContext) -> dict[str, Any]:
-            self.calls.append((action.name, target))
-            return original(action, args, target, ctx)
-
-        return apply
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home")
 
 
-def test_drill_never_calls_apply_even_when_every_check_passes(
-    drill_context: RunContext, recording: dict[str, object], monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+def fakes(tmp_path: Path) -> Fakes:
+    return Fakes(tmp_path)
+
+
+def run(
+    mode: Mode, settings: Settings, fakes: Fakes, out: Path | None = None, **kw: Any
+) -> RunResult:
+    """The engine playbook needs no customers: an empty directory stands in."""
+    fakes.customers = fakes.customers or InMemoryCustomers([])
+    return run_with(mode, settings, fakes, out, ENGINE_INCIDENT, ENGINE_PLAYBOOK, **kw)
+
+
+def statuses(result: RunResult) -> dict[tuple[str, str], Status]:
+    return {(e.step_id, e.target): e.status for e in result.entries()}
+
+
+def test_drill_checks_every_target_and_changes_nothing(
+    settings: Settings, fakes: Fakes, tmp_path: Path
 ) -> None:
-    spy = ApplySpy(monkeypatch)
-    ctx = context_with(drill_context, PlanOnly(), recording)
-    result = run_playbook(ctx)
-    assert spy.calls == []
-    cloud, database, mail = recording["cloud"], recording["database"], recording["mail"]
-    assert isinstance(cloud, RecordingCloud) and isinstance(database, RecordingDatabaseAdmin)
-    assert isinstance(mail, RecordingMail)
-    assert cloud.changes == [] and database.changes == [] and mail.sent == []
-    assert ("deactivate_key", "AKIAZ3MDEMOLEAKED01") in cloud.checks
-    assert ("lock_role", "analytics_etl") in database.checks
-    assert {e.status for e in result.entries()} == {"planned"}
-    assert result.verdict_counts()["FAILED"] == 0
-    assert result.verdict_counts()["UNVERIFIED"] == 0
+    result = run(Mode.DRILL, settings, fakes, tmp_path / "drill")
+    assert fakes.cloud.changes == [] and fakes.database.changes == []
+    assert sorted(fakes.cloud.checks) == [("deactivate_key", key) for key in KEYS]
+    assert set(statuses(result).values()) == {Status.PLANNED}
 
 
-def test_drill_records_failed_checks_with_their_reason(
-    drill_context: RunContext, recording: dict[str, object]
+PLAN_TO_OUTCOME = {Status.PLANNED: Status.COMPLETED}
+
+
+@pytest.mark.parametrize("preflight", ["passes", "fails"])
+def test_a_drill_plan_is_what_live_then_does(
+    settings: Settings, tmp_path: Path, preflight: str
 ) -> None:
-    recording["cloud"] = RecordingCloud(
-        check_answer=Check.failed("AccessDenied: iam:UpdateAccessKey", "IAM policy simulation")
+    """One plan for both modes: a FAILED check refuses and blocks dependents in both."""
+    answer = (
+        Check.verified("has privilege", "fake")
+        if preflight == "passes"
+        else Check.failed("permission denied", "has_table_privilege")
     )
-    result = run_playbook(context_with(drill_context, PlanOnly(), recording))
-    failed = [e for e in result.entries() if e.verdict == "FAILED"]
-    assert {e.step_id for e in failed} == {"deactivate-keys", "quarantine-hosts", "block-addresses"}
-    assert all(e.reason == "AccessDenied: iam:UpdateAccessKey" for e in failed)
+    drill_fakes = Fakes(tmp_path / "d", database=RecordingDatabaseAdmin(check_answer=answer))
+    live_fakes = Fakes(tmp_path / "l", database=RecordingDatabaseAdmin(check_answer=answer))
+    planned = statuses(run(Mode.DRILL, settings, drill_fakes, tmp_path / "drill"))
+    done = statuses(run(Mode.LIVE, settings, live_fakes))
+    assert {key: PLAN_TO_OUTCOME.get(s, s) for key, s in planned.items()} == done
+    if preflight == "fails":
+        assert done[("lock-db-role", "analytics_etl")] is Status.REFUSED
+        assert done[("end-db-sessions", "-")] is Status.BLOCKED
+        assert live_fakes.database.changes == []
 
 
-def test_drill_connectors_refuse_writes_at_the_transport(demo_run_settings: Settings) -> None:
-    connectors = build_connectors(mode_profile(Mode.DRILL), demo_run_settings, clock=_clock())
-    assert isinstance(connectors.executor, PlanOnly)
-    assert connectors.mail is not None and connectors.evidence is not None
-    with pytest.raises(DrillWriteBlocked):
-        connectors.mail.send(OutgoingLetter("k", "a@example.org", "s", "b"))
-    with pytest.raises(DrillWriteBlocked):
-        connectors.evidence.put("item", iter([b"x"]))
-    assert connectors.mail.check_can_send().verdict == "VERIFIED"
-
-
-def test_live_connectors_apply_and_need_a_customer_database(demo_run_settings: Settings) -> None:
-    assert isinstance(
-        build_connectors(mode_profile(Mode.LIVE), demo_run_settings, clock=_clock()).executor,
-        ApplyChanges,
-    )
-    with pytest.raises(CustomerDataError, match="no customer database configured"):
-        build_connectors(mode_profile(Mode.LIVE), Settings(customers_url=None), clock=_clock())
-
-
-def _clock() -> Any:
-    from breachbook.clock import FixedStepClock
-
-    return FixedStepClock(T0)
-
-
-def test_live_refuses_without_the_incident_id(
-    small_world: Any, demo_run_settings: Settings, tmp_path: Path
+def test_live_acts_once_per_item_and_a_rerun_skips_what_is_done(
+    settings: Settings, fakes: Fakes
 ) -> None:
-    for confirm in (None, "", "some-other-incident"):
-        with pytest.raises(LiveNotConfirmed, match="demo-2026-antiques-leak"):
-            open_run(
-                RunRequest(
-                    mode=Mode.LIVE,
-                    incident_file=small_world.incident_file,
-                    out_dir=tmp_path / "live",
-                    confirm_incident_id=confirm,
-                ),
-                demo_run_settings,
-            )
-    assert not (tmp_path / "live").exists()
-
-
-def test_live_applies_once_and_a_rerun_skips_what_is_done(
-    drill_context: RunContext, recording: dict[str, object], tmp_path: Path
-) -> None:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'live-ledger.sqlite'}", _clock())
-    ctx = context_with(drill_context, ApplyChanges(), recording, ledger=ledger)
-    first = run_playbook(ctx)
-    cloud, mail = recording["cloud"], recording["mail"]
-    assert isinstance(cloud, RecordingCloud) and isinstance(mail, RecordingMail)
-    assert ("deactivate_key", "AKIAZ3MDEMOLEAKED01") in cloud.changes
-    assert len(cloud.changes) == 4  # one key, one host, two networks
-    letters = first_letters = len(mail.sent)
-    assert letters == sum(s.counts.get("letters", 0) for s in first.steps)
-    assert len({letter.key for letter in mail.sent}) == letters
-    assert {e.status for e in first.entries()} == {"completed"}
-    vault = {p.name for p in (tmp_path / "vault").iterdir()}
-    assert {
-        e.details["sha256"] for e in first.entries() if e.step_id == "snapshot-evidence"
-    } == vault
-
-    second = run_playbook(context_with(drill_context, ApplyChanges(), recording, ledger=ledger))
-    assert len(cloud.changes) == 4
-    assert len(mail.sent) == first_letters
-    assert {e.status for e in second.entries()} == {"already-done"}
+    first = run(Mode.LIVE, settings, fakes)
+    assert set(statuses(first).values()) == {Status.COMPLETED}
+    assert len(fakes.cloud.changes) == 2 and len(fakes.database.changes) == 2
+    second = run(Mode.LIVE, settings, fakes)
+    assert first.run_id != second.run_id
+    assert set(statuses(second).values()) == {Status.ALREADY_DONE}
+    assert len(fakes.cloud.changes) == 2 and len(fakes.database.changes) == 2
+    ledger = live_ledger(settings)
+    items = {(i.step_id, i.key): i.status for i in ledger.items("inc-engine-1")}
+    assert items[("deactivate-keys", KEYS[0])] is ItemStatus.DONE
     assert ledger.verify() == []
+    ledger.close()
 
 
-def test_live_without_approval_changes_nothing_gated(
-    drill_context: RunContext, recording: dict[str, object], tmp_path: Path
+class FlakyCloud(RecordingCloud):
+    """Fails the first deactivation with `error`, then works."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error: Exception | None = error
+
+    def deactivate_key(self, access_key_id: str) -> Changed:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return super().deactivate_key(access_key_id)
+
+
+def test_a_failed_change_is_recorded_and_retried_by_the_next_run(
+    settings: Settings, tmp_path: Path
 ) -> None:
-    recording["approvals"] = ScriptedApprovals(approve=set())
-    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}", _clock())
-    result = run_playbook(context_with(drill_context, ApplyChanges(), recording, ledger=ledger))
-    mail = recording["mail"]
-    assert isinstance(mail, RecordingMail) and mail.sent == []
-    statuses = {e.step_id: e.status for e in result.entries()}
-    assert statuses["deliver-letters"] == "not-approved"
-    assert statuses["publish-statement"] == "not-approved"
-    outcomes = {(r.step_id, r.outcome) for r in ledger.entries()}
-    assert ("deliver-letters", "not-approved") in outcomes
-
-
-def test_live_failed_preflight_refuses_and_blocks_dependents(
-    drill_context: RunContext, recording: dict[str, object], tmp_path: Path
-) -> None:
-    database = RecordingDatabaseAdmin(
-        check_answer=Check.failed("permission denied", "has_privilege")
-    )
-    recording["database"] = database
-    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}", _clock())
-    result = run_playbook(context_with(drill_context, ApplyChanges(), recording, ledger=ledger))
-    statuses = {e.step_id: e.status for e in result.entries()}
-    assert statuses["lock-db-role"] == "refused"
-    assert statuses["end-db-sessions"] == "blocked"
-    assert database.changes == []
-
-
-def test_every_action_leaves_ledger_entries_before_and_after(
-    drill_context: RunContext, recording: dict[str, object], tmp_path: Path
-) -> None:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}", _clock())
-    result = run_playbook(context_with(drill_context, ApplyChanges(), recording, ledger=ledger))
-    rows = list(ledger.entries())
-    for entry in result.entries():
-        phases = [r.phase for r in rows if r.step_id == entry.step_id and r.target == entry.target]
-        assert phases == ["attempt", "outcome"], (entry.step_id, entry.target, phases)
-    assert all(r.actor == "automation:breachbook" and r.mode == "drill" for r in rows)
-
-
-class BrokenCloud(RecordingCloud):
-    def deactivate_key(self, access_key_id: str) -> dict[str, str]:
-        raise ConnectionError("endpoint unreachable")
-
-
-def test_live_apply_that_raises_is_recorded_as_failed_and_the_run_goes_on(
-    drill_context: RunContext, recording: dict[str, object], tmp_path: Path
-) -> None:
-    recording["cloud"] = BrokenCloud()
-    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}", _clock())
-    result = run_playbook(context_with(drill_context, ApplyChanges(), recording, ledger=ledger))
-    failed = [e for e in result.entries() if e.status == "failed"]
-    assert [(e.step_id, e.details["error"]) for e in failed] == [
-        ("deactivate-keys", "ConnectionError in cloud.deactivate_access_keys")
+    fakes = Fakes(tmp_path, cloud=FlakyCloud(ConnectionRefusedError("refused")))
+    first = statuses(run(Mode.LIVE, settings, fakes))
+    assert first[("deactivate-keys", KEYS[0])] is Status.FAILED
+    assert first[("deactivate-keys", KEYS[1])] is Status.COMPLETED
+    second = statuses(run(Mode.LIVE, settings, fakes))
+    assert second[("deactivate-keys", KEYS[0])] is Status.COMPLETED
+    assert fakes.cloud.changes.count(("deactivate_key", KEYS[0])) == 1
+    ledger = live_ledger(settings)
+    failed = [r for r in ledger.entries() if r.target == KEYS[0] and r.outcome == "failed"]
+    assert [r.details["error"] for r in failed] == [
+        "ConnectionRefusedError (message withheld: it may quote customer data)"
     ]
-    assert not ledger.completed(drill_context.incident.id, "deactivate-keys", "AKIAZ3MDEMOLEAKED01")
-    assert {e.status for e in result.entries() if e.step_id == "block-addresses"} == {"completed"}
+    ledger.close()
 
 
-def test_live_hosts_are_not_quarantined_before_evidence_is_preserved(
-    drill_context: RunContext, recording: dict[str, object], tmp_path: Path
+def test_an_unknown_outcome_is_surfaced_and_never_retried(
+    settings: Settings, tmp_path: Path
 ) -> None:
-    recording["evidence"] = drill_context.connectors.evidence  # the drill store refuses to store
-    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}", _clock())
-    result = run_playbook(context_with(drill_context, ApplyChanges(), recording, ledger=ledger))
-    statuses = {e.step_id: e.status for e in result.entries()}
-    assert statuses["snapshot-evidence"] == "failed"
-    assert statuses["quarantine-hosts"] == "blocked"
-    cloud = recording["cloud"]
-    assert isinstance(cloud, RecordingCloud)
-    assert ("quarantine_host", "i-0a1b2c3d4e5f60718") not in cloud.changes
+    fakes = Fakes(tmp_path, cloud=FlakyCloud(OutcomeUnknown("connection dropped mid-call")))
+    for _ in range(2):
+        result = statuses(run(Mode.LIVE, settings, fakes))
+        assert result[("deactivate-keys", KEYS[0])] is Status.INCOMPLETE
+    assert ("deactivate_key", KEYS[0]) not in fakes.cloud.changes
+    ledger = live_ledger(settings)
+    item = next(i for i in ledger.items("inc-engine-1") if i.key == KEYS[0])
+    assert item.status is ItemStatus.UNKNOWN
+    ledger.close()
 
 
-def test_drill_writes_a_ledger_entry_before_and_after_each_check(drill_context: RunContext) -> None:
-    result = run_playbook(drill_context)
-    rows = list(drill_context.ledger.entries())
-    for entry in result.entries():
-        phases = [
-            (r.phase, r.outcome)
-            for r in rows
-            if r.step_id == entry.step_id and r.target == entry.target
-        ]
-        assert phases == [("preflight", "started"), ("plan", entry.verdict)], entry.step_id
-    assert drill_context.ledger.verify() == []
-
-
-def test_a_letter_whose_send_was_interrupted_is_never_sent_twice(
-    drill_context: RunContext, recording: dict[str, object], tmp_path: Path
+def test_an_approval_waits_in_the_ledger_and_the_same_run_resumes(
+    settings: Settings, tmp_path: Path
 ) -> None:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}", _clock())
-    ctx = context_with(drill_context, ApplyChanges(), recording, ledger=ledger)
-    interrupted = f"gdpr-a34/{assessment(ctx).individual['gdpr-a34'].customer_ids[0]}"
-    ctx.record("letters.deliver:gdpr-a34", interrupted, "attempt", "started", {})
-    result = run_playbook(ctx)
-    mail = recording["mail"]
-    assert isinstance(mail, RecordingMail)
-    assert interrupted not in {letter.key for letter in mail.sent}
-    deliver = next(
-        e for e in result.entries() if e.step_id == "deliver-letters" and e.target == "gdpr-a34"
+    fakes = Fakes(tmp_path, approvals=None)  # the wired approvals: decisions in the ledger
+    first = run(Mode.LIVE, settings, fakes)
+    assert first.waiting_for == ["deactivate-keys"]
+    assert statuses(first)[("deactivate-keys", KEYS[0])] is Status.WAITING
+    assert fakes.cloud.changes == []
+
+    cli = CliRunner()
+    wrong = cli.invoke(
+        app,
+        ["approve", "--incident", "inc-engine-1", "--step", "lock-db-role", "--by", "x"],
+        env={"BREACHBOOK_HOME": str(settings.home)},
     )
-    assert deliver.details["uncertain"] == 1
-    assert deliver.details["sent"] == len([k for k in mail.sent if k.key.startswith("gdpr-a34/")])
-    flagged = [r for r in ledger.entries() if r.outcome == "needs-review"]
-    assert [r.details for r in flagged] == [{"uncertain_letters": 1}]
+    assert wrong.exit_code == 2 and "waiting: deactivate-keys" in wrong.output
+    granted = cli.invoke(
+        app,
+        ["approve", "--incident", "inc-engine-1", "--step", "deactivate-keys", "--by", "ada"],
+        env={"BREACHBOOK_HOME": str(settings.home)},
+    )
+    assert granted.exit_code == 0, granted.output
+    assert f"--resume {first.run_id}" in granted.output
+
+    resumed = run(Mode.LIVE, settings, fakes, resume=first.run_id)
+    assert resumed.run_id == first.run_id
+    assert statuses(resumed)[("deactivate-keys", KEYS[0])] is Status.COMPLETED
+    assert sorted(fakes.cloud.changes) == [("deactivate_key", key) for key in KEYS]
+    ledger = live_ledger(settings)
+    approvals = [r for r in ledger.entries() if r.phase == "approval"]
+    assert [(r.step_id, r.outcome, r.actor, r.details["by"]) for r in approvals] == [
+        ("deactivate-keys", "granted", "ada", "ada")
+    ]
+    ledger.close()
 
 
-def test_steps_whose_condition_is_false_are_skipped_and_recorded(
-    drill_context: RunContext, recording: dict[str, object]
+def test_a_denied_approval_changes_nothing_and_blocks(settings: Settings, fakes: Fakes) -> None:
+    fakes.approvals = ScriptedApprovals(approve=set())
+    result = statuses(run(Mode.LIVE, settings, fakes))
+    assert result[("deactivate-keys", KEYS[0])] is Status.NOT_APPROVED
+    assert fakes.cloud.changes == []
+
+
+def test_restore_undoes_newest_first_once_and_a_rerun_acts_again(
+    settings: Settings, fakes: Fakes
 ) -> None:
-    without_keys = drill_context.incident.model_copy(update={"access_key_ids": [], "hosts": []})
-    ctx = context_with(drill_context, PlanOnly(), recording)
-    ctx.incident = without_keys
-    result = run_playbook(ctx)
-    statuses = {e.step_id: (e.status, e.target) for e in result.entries()}
-    assert statuses["deactivate-keys"] == ("skipped", "-")
-    assert statuses["quarantine-hosts"] == ("skipped", "-")
-    skipped = [(r.step_id, r.outcome) for r in ctx.ledger.entries() if r.outcome == "skipped"]
-    assert ("deactivate-keys", "skipped") in skipped
-    cloud = recording["cloud"]
-    assert isinstance(cloud, RecordingCloud)
-    assert not any(op == "deactivate_key" for op, _ in cloud.checks)
+    run(Mode.LIVE, settings, fakes)
+    env = {"BREACHBOOK_HOME": str(settings.home)}
+    from breachbook.restore import restore_incident
+    from breachbook.wiring import Adapters, incident_journal, restore_connectors
+
+    def restore_once() -> list[Any]:
+        live = mode_profile(Mode.LIVE)
+        journal = incident_journal(live, "inc-engine-1", settings, FixedStepClock(T0), "restore")
+        adapters = Adapters(cloud=fakes.cloud, database=fakes.database)
+        connectors = restore_connectors(live, settings, FixedStepClock(T0), journal, adapters)
+        try:
+            return restore_incident(journal, connectors)
+        finally:
+            journal.ledger.close()
+
+    done = restore_once()
+    assert [(r.step_id, r.target, r.outcome.value) for r in done] == [
+        ("deactivate-keys", KEYS[1], "done"),
+        ("deactivate-keys", KEYS[0], "done"),
+        ("lock-db-role", "analytics_etl", "done"),
+    ]
+    assert fakes.cloud.changes[-2:] == [("reactivate_key", KEYS[1]), ("reactivate_key", KEYS[0])]
+    assert fakes.database.changes[-1] == ("restore_role", "analytics_etl")
+    changes = len(fakes.cloud.changes) + len(fakes.database.changes)
+    assert restore_once() == []
+    assert len(fakes.cloud.changes) + len(fakes.database.changes) == changes
+
+    refused = CliRunner().invoke(
+        app,
+        [
+            "restore",
+            "--incident",
+            "inc-engine-1",
+            "--confirm",
+            "inc-engine-1",
+            "--step",
+            "end-db-sessions",
+        ],
+        env=env,
+    )
+    assert refused.exit_code == 2
+    assert "changed nothing reversible matching step end-db-sessions" in refused.output
+
+    again = statuses(run(Mode.LIVE, settings, fakes))
+    assert again[("deactivate-keys", KEYS[0])] is Status.COMPLETED
+    assert again[("end-db-sessions", "analytics_etl")] is Status.ALREADY_DONE
+    ledger = live_ledger(settings)
+    assert ledger.verify() == []
+    ledger.close()
+
+
+def test_steps_read_the_incident_facts_as_of_their_own_start(
+    settings: Settings, fakes: Fakes
+) -> None:
+    """A fact learnt during the run (a second key) reaches the steps that start after it."""
+    from breachbook.wiring import Adapters
+
+    def learn_between_steps(name: str, work: Any, position: Position) -> StepResult:
+        result: StepResult = work()
+        if name.endswith("lock-db-role"):
+            ledger = live_ledger(settings)
+            from breachbook.journal import RunJournal
+
+            journal = RunJournal(ledger, "inc-engine-1", "analyst", "analyst:sam", "live")
+            grown = Incident.from_file(ENGINE_INCIDENT).model_copy(
+                update={"access_key_ids": [*KEYS, "AKIAZ3MDEMOLEAKED03"]}
+            )
+            journal.put(FACTS, KEY, grown, scope=INCIDENT_SCOPE)
+            ledger.close()
+        return result
+
+    incident = Incident.from_file(ENGINE_INCIDENT)
+    execute(
+        RunRequest(
+            mode=Mode.LIVE,
+            incident_file=ENGINE_INCIDENT,
+            playbook_file=ENGINE_PLAYBOOK,
+            confirm_incident_id=incident.id,
+        ),
+        runner=learn_between_steps,
+        settings=settings,
+        clock=FixedStepClock(T0),
+        adapters=Adapters(
+            customers=InMemoryCustomers([]),
+            cloud=fakes.cloud,
+            database=fakes.database,
+            approvals=fakes.approvals,
+        ),
+    )
+    assert ("deactivate_key", "AKIAZ3MDEMOLEAKED03") in fakes.cloud.changes
+    ledger = live_ledger(settings)
+    history = ledger.record_history("inc-engine-1", INCIDENT_SCOPE, FACTS, KEY)
+    assert [(h.version, h.actor) for h in history] == [
+        (1, "automation:breachbook"),
+        (2, "analyst:sam"),
+    ]
+    ledger.close()
+
+
+def test_a_run_folder_is_never_taken_over(settings: Settings, fakes: Fakes, tmp_path: Path) -> None:
+    out = tmp_path / "drill"
+    first = run(Mode.DRILL, settings, fakes, out)
+    report = (out / "report.md").read_text(encoding="utf-8")
+    with pytest.raises(OutputFolderError, match=f"holds the documents of run {first.run_id}"):
+        run(Mode.DRILL, settings, fakes, out)
+    assert (out / "report.md").read_text(encoding="utf-8") == report
+
+
+def test_every_port_is_guarded_in_a_drill_and_writes_are_refused(
+    settings: Settings, fakes: Fakes, tmp_path: Path
+) -> None:
+    """Every method of every port not marked @reads raises through the drill guard."""
+    guard = mode_profile(Mode.DRILL).guard
+    for name, port in port_types().items():
+        guarded = guard(object(), port)
+        writes = [
+            method
+            for method in dir(port)
+            if not method.startswith("_")
+            and callable(getattr(port, method))
+            and not is_read(getattr(port, method))
+        ]
+        for method in writes:
+            with pytest.raises(DrillWriteBlocked, match=f"{port.__name__}.{method}"):
+                getattr(guarded, method)()
+        assert name
+
+
+class NewPort(Protocol):
+    def check_something(self) -> Check: ...
+
+    def change_something(self) -> None: ...
+
+
+def test_a_port_added_later_is_refused_in_a_drill_by_default() -> None:
+    class Adapter:
+        changed = False
+
+        def check_something(self) -> Check:
+            return Check.verified("ok", "fake")
+
+        def change_something(self) -> None:
+            Adapter.changed = True
+
+    guarded = read_only(Adapter(), NewPort)
+    with pytest.raises(DrillWriteBlocked):
+        guarded.check_something()  # not marked @reads: refused too
+    with pytest.raises(DrillWriteBlocked):
+        guarded.change_something()
+    assert not Adapter.changed
+
+
+def test_actions_see_no_mode() -> None:
+    fields = set(RunContext.__dataclass_fields__)
+    assert not {f for f in fields if "mode" in f}

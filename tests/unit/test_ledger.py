@@ -8,14 +8,18 @@ from typer.testing import CliRunner
 
 from breachbook.cli import app
 from breachbook.clock import FixedStepClock
-from breachbook.ledger import AUTOMATION, Entry, Ledger
+from breachbook.ledger import AUTOMATION, Anchor, Entry, ItemStatus, Ledger
 from tests.conftest import T0
 
 
 def entry(
-    step: str, target: str = "t", outcome: str = "completed", phase: str = "outcome"
+    step: str,
+    target: str = "t",
+    outcome: str = "completed",
+    phase: str = "outcome",
+    incident: str = "inc-1",
 ) -> Entry:
-    return Entry("inc-1", "run-1", step, target, phase, AUTOMATION, "live", outcome, {"count": 3})
+    return Entry(incident, "run-1", step, target, phase, AUTOMATION, "live", outcome, {"count": 3})
 
 
 @pytest.fixture
@@ -34,16 +38,16 @@ def raw(book: Ledger, sql: str) -> None:
 
 def test_intact_ledger_verifies(ledger: Ledger) -> None:
     assert ledger.verify() == []
-    seq, head = ledger.head()
+    seq, head = ledger.head("inc-1")
     assert seq == 4 and len(head) == 64
-    assert ledger.verify((seq, head)) == []
+    assert ledger.verify(Anchor("inc-1", seq, head)) == []
 
 
 def test_edited_entry_is_reported(ledger: Ledger) -> None:
     raw(ledger, "UPDATE ledger_entries SET outcome = 'failed' WHERE seq = 2")
     problems = ledger.verify()
-    assert [(p.seq, p.problem) for p in problems] == [
-        (2, "content was edited after it was written")
+    assert [(p.incident_id, p.seq, p.problem) for p in problems] == [
+        ("inc-1", 2, "content was edited after it was written")
     ]
 
 
@@ -67,21 +71,49 @@ def test_reordered_entries_are_reported(ledger: Ledger) -> None:
     assert ledger.verify() != []
 
 
-def test_cut_tail_is_caught_by_the_anchor(ledger: Ledger) -> None:
-    anchor = ledger.head()
+def test_cut_tail_is_caught_by_the_head_row_and_the_anchor(ledger: Ledger) -> None:
+    seq, head = ledger.head("inc-1")
     raw(ledger, "DELETE FROM ledger_entries WHERE seq = 4")
-    assert ledger.verify() == []  # the chain alone cannot see a cut tail
-    problems = ledger.verify(anchor)
-    assert [p.problem for p in problems] == ["the anchored entry is missing or changed"]
+    problems = ledger.verify(Anchor("inc-1", seq, head))
+    assert [p.problem for p in problems] == [
+        "the chain's last entries are missing or changed",
+        "the anchored entry is missing or changed",
+    ]
 
 
-def test_completed_is_keyed_by_incident_step_and_target(ledger: Ledger) -> None:
-    ledger.append(entry("lock", "role-x", outcome="started", phase="attempt"))
-    assert not ledger.completed("inc-1", "lock", "role-x")
-    ledger.append(entry("lock", "role-x"))
-    assert ledger.completed("inc-1", "lock", "role-x")
-    assert not ledger.completed("inc-1", "lock", "role-y")
-    assert not ledger.completed("inc-2", "lock", "role-x")
+def test_each_incident_has_its_own_chain(ledger: Ledger) -> None:
+    ledger.append_many([entry("x", incident="inc-2"), entry("y", incident="inc-2")])
+    assert ledger.head("inc-2")[0] == 2 and ledger.head("inc-1")[0] == 4
+    raw(
+        ledger,
+        "UPDATE ledger_entries SET outcome = 'failed' WHERE incident_id = 'inc-2' AND seq = 1",
+    )
+    assert [(p.incident_id, p.seq) for p in ledger.verify()] == [("inc-2", 1)]
+
+
+def test_an_item_is_claimed_once_and_reclaimed_only_after_failure(ledger: Ledger) -> None:
+    claimant = entry("lock", "role-x", outcome="claimed", phase="claim")
+    claim = ledger.claim(claimant, "role-x")
+    assert claim is not None and claim.generation == 1
+    assert ledger.claim(claimant, "role-x") is None  # held
+    ledger.settle(claim, ItemStatus.FAILED, entry("lock", "role-x", outcome="failed"))
+    again = ledger.claim(claimant, "role-x")
+    assert again is not None and again.generation == 2
+    ledger.settle(again, ItemStatus.DONE, entry("lock", "role-x"), prior={"login": True})
+    assert ledger.claim(claimant, "role-x") is None  # done: never again
+    assert ledger.item_statuses("inc-1", "lock") == {"role-x": ItemStatus.DONE}
+    (item,) = ledger.items("inc-1", "lock")
+    assert item.prior == {"login": True} and item.done_order == ledger.head("inc-1")[0]
+    assert ledger.verify() == []
+
+
+def test_records_are_versioned(ledger: Ledger) -> None:
+    assert ledger.put_record("inc-1", "run-1", "statement", "-", {"v": 1}, "a") == 1
+    assert ledger.put_record("inc-1", "run-1", "statement", "-", {"v": 2}, "b") == 2
+    assert ledger.get_record("inc-1", "run-1", "statement", "-") == {"v": 2}
+    assert ledger.get_record("inc-1", "run-2", "statement", "-") is None
+    history = ledger.record_history("inc-1", "run-1", "statement", "-")
+    assert [(h.version, h.actor) for h in history] == [(1, "a"), (2, "b")]
 
 
 def test_entries_survive_reopening(ledger: Ledger) -> None:
@@ -105,4 +137,4 @@ def test_audit_verify_reports_an_edited_entry(ledger: Ledger) -> None:
     raw(ledger, "UPDATE ledger_entries SET target = 'other' WHERE seq = 3")
     result = CliRunner().invoke(app, ["audit", "verify", "--ledger", ledger.url])
     assert result.exit_code == 1
-    assert "entry 3: content was edited after it was written" in result.output
+    assert "incident inc-1, entry 3: content was edited after it was written" in result.output

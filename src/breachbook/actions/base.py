@@ -1,19 +1,23 @@
 """What an action is: metadata beside a read-only preflight, a document-producing prepare,
-and the apply that changes the world. The engine decides which of these a run may call."""
+the apply that changes the world and, where it can be reversed, the undo that puts it back.
+The engine decides which of these a run may call, and claims each item before apply."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from breachbook.errors import BreachbookError
-from breachbook.ports import Check
+from breachbook.journal import Once
+from breachbook.ports import Changed, Check
 
 if TYPE_CHECKING:
-    from breachbook.context import RunContext
+    from breachbook.context import Connectors, RunContext
 
 
 class ActionArgs(BaseModel):
@@ -31,13 +35,25 @@ class Prepared:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+class NotReversible(BreachbookError):
+    """restore was asked to undo an action that declares no undo."""
+
+
 class Action(ABC, Generic[ArgsT]):
-    """One kind of step. Subclasses set the class attributes and register themselves."""
+    """One kind of step. Subclasses set the class attributes and register themselves.
+
+    An ordinary action changes one thing per target: the engine claims the target as one
+    item, calls `apply`, and records the outcome and the prior state. An `itemized` action
+    (letters) has many items per target and claims each one itself in `apply_items`, so a
+    re-run does exactly the items that are missing, including ones found since.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     changes: ClassVar[str]
     args_model: ClassVar[type[ActionArgs]]
+    itemized: ClassVar[bool] = False
+    reversible: ClassVar[bool] = False
 
     def parse_args(self, raw: dict[str, Any]) -> ArgsT:
         return self.args_model.model_validate(raw)  # type: ignore[return-value]
@@ -47,7 +63,7 @@ class Action(ABC, Generic[ArgsT]):
         return []
 
     def targets(self, args: ArgsT, ctx: RunContext) -> list[str]:
-        """What the action acts on; each target gets its own ledger key and plan entry."""
+        """What the action acts on; each target gets its own plan entry."""
         return ["incident"]
 
     @abstractmethod
@@ -55,16 +71,24 @@ class Action(ABC, Generic[ArgsT]):
         """Read-only: would apply succeed on this target? Must change nothing anywhere."""
 
     def prepare(self, args: ArgsT, ctx: RunContext) -> Prepared:
-        """Produce documents in the run's output folder from reads only. Runs in every mode."""
+        """Produce documents and run records from reads only. Runs in every mode."""
         return Prepared()
 
     @abstractmethod
     def would(self, args: ArgsT, target: str, ctx: RunContext) -> str:
         """One line saying what apply would change on the target."""
 
-    @abstractmethod
-    def apply(self, args: ArgsT, target: str, ctx: RunContext) -> dict[str, Any]:
-        """Make the change. Returns ledger details: ids and counts, never personal data."""
+    def apply(self, args: ArgsT, target: str, ctx: RunContext) -> Changed:
+        """Make the change on one target; details are ids and counts, never personal data."""
+        raise NotImplementedError(f"{self.name} has no apply")
+
+    def apply_items(self, args: ArgsT, target: str, ctx: RunContext) -> Counter[Once]:
+        """An itemized action's change: claim, act on and settle each item of the target."""
+        raise NotImplementedError(f"{self.name} is not itemized")
+
+    def undo(self, target: str, prior: Mapping[str, Any], connectors: Connectors) -> Changed:
+        """Put back what apply changed on the target, from the prior state it recorded."""
+        raise NotReversible(f"{self.name} cannot be undone")
 
 
 _REGISTRY: dict[str, Action[Any]] = {}

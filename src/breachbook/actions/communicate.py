@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from breachbook.actions.base import Action, ActionArgs, Prepared, register, require
 from breachbook.actions.notify import NOTHING, incident_context, statement_context
 from breachbook.context import RunContext
-from breachbook.ports import Check, not_configured
+from breachbook.errors import BreachbookError
+from breachbook.ports import Changed, Check, not_configured
 
 STATEMENT = "statement.md"
 PUBLISHER_SETTING = "nothing: no publisher adapter is built in this version"
@@ -31,6 +33,35 @@ class NoArgs(ActionArgs):
     pass
 
 
+TEXT = "text"
+
+
+class Text(BaseModel):
+    """A drafted text kept as a run record (no customer data): what later steps publish or
+    post is what was drafted, read from the ledger, never from the output folder."""
+
+    path: str
+    body: str
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str, body: str) -> Text:
+        return cls(path=path, body=body, sha256=hashlib.sha256(body.encode()).hexdigest())
+
+
+def drafted(ctx: RunContext, path: str) -> Text:
+    found = ctx.journal.get(TEXT, path, Text)
+    if found is None:
+        raise BreachbookError(f"{path} has not been drafted in this run")
+    return found
+
+
+def draft(ctx: RunContext, path: str, body: str) -> int:
+    """Keep the text as a run record (a new version) and write it for people."""
+    ctx.workspace.write_document(path, body)
+    return ctx.journal.put(TEXT, path, Text.of(path, body))
+
+
 @register
 class DraftStatement(Action[TemplateArgs]):
     name = "statement.draft"
@@ -45,9 +76,7 @@ class DraftStatement(Action[TemplateArgs]):
         return [template] if isinstance(template, str) else []
 
     def prepare(self, args: TemplateArgs, ctx: RunContext) -> Prepared:
-        ctx.workspace.write_document(
-            STATEMENT, ctx.renderer.render(args.template, statement_context(ctx))
-        )
+        draft(ctx, STATEMENT, ctx.renderer.render(args.template, statement_context(ctx)))
         return Prepared([STATEMENT], {})
 
     def preflight(self, args: TemplateArgs, target: str, ctx: RunContext) -> Check:
@@ -56,8 +85,8 @@ class DraftStatement(Action[TemplateArgs]):
     def would(self, args: TemplateArgs, target: str, ctx: RunContext) -> str:
         return f"keep the draft {STATEMENT} for review"
 
-    def apply(self, args: TemplateArgs, target: str, ctx: RunContext) -> dict[str, Any]:
-        return {"draft": STATEMENT}
+    def apply(self, args: TemplateArgs, target: str, ctx: RunContext) -> Changed:
+        return Changed({"draft": STATEMENT, "sha256": drafted(ctx, STATEMENT).sha256})
 
 
 @register
@@ -78,10 +107,12 @@ class PublishStatement(Action[NoArgs]):
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
         return f"publish {STATEMENT}"
 
-    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> dict[str, Any]:
+    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> Changed:
         publisher = require(ctx.connectors.publisher, "publisher", PUBLISHER_SETTING)
-        body = ctx.workspace.path(STATEMENT).read_text(encoding="utf-8")
-        return {"published": publisher.publish(ctx.incident.title, body)}
+        text = drafted(ctx, STATEMENT)
+        return Changed(
+            {"published": publisher.publish(ctx.incident.title, text.body), "sha256": text.sha256}
+        )
 
 
 @register
@@ -104,7 +135,7 @@ class PostToWarRoom(Action[ChatArgs]):
     def prepare(self, args: ChatArgs, ctx: RunContext) -> Prepared:
         path = self._path(args)
         context = statement_context(ctx) if args.include_counts else incident_context(ctx)
-        ctx.workspace.write_document(path, ctx.renderer.render(args.template, context))
+        draft(ctx, path, ctx.renderer.render(args.template, context))
         return Prepared([path], {})
 
     def preflight(self, args: ChatArgs, target: str, ctx: RunContext) -> Check:
@@ -114,7 +145,7 @@ class PostToWarRoom(Action[ChatArgs]):
     def would(self, args: ChatArgs, target: str, ctx: RunContext) -> str:
         return f"post {self._path(args)} to {target}"
 
-    def apply(self, args: ChatArgs, target: str, ctx: RunContext) -> dict[str, Any]:
+    def apply(self, args: ChatArgs, target: str, ctx: RunContext) -> Changed:
         chat = require(ctx.connectors.chat, "chat", CHAT_SETTING)
-        text = ctx.workspace.path(self._path(args)).read_text(encoding="utf-8")
-        return {"message": chat.post(target, text)}
+        text = drafted(ctx, self._path(args))
+        return Changed({"message": chat.post(target, text.body), "sha256": text.sha256})

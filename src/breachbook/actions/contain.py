@@ -1,16 +1,26 @@
 """Contain: isolate the source. Each target is one role, key, host or network, and each
-action is one checked call on the database-admin or cloud port."""
+action is one typed call on the database-admin or cloud port: a read-only check, the change
+(which reports the prior state) and, where it can be reversed, the undo."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
+from collections.abc import Mapping
 from ipaddress import ip_network
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import Field, field_validator
 
-from breachbook.actions.base import Action, ActionArgs, ArgsT, register, require
-from breachbook.context import RunContext
-from breachbook.ports import Check, not_configured
+from breachbook.actions.base import (
+    Action,
+    ActionArgs,
+    ArgsT,
+    NotReversible,
+    register,
+    require,
+)
+from breachbook.context import Connectors, RunContext
+from breachbook.ports import Changed, Check, Cloud, DatabaseAdmin, not_configured
 
 DB_SETTING = "nothing: no database admin adapter is built in this version"
 CLOUD_SETTING = "nothing: no cloud adapter is built in this version"
@@ -37,85 +47,164 @@ class AddressesArgs(ActionArgs):
         return [str(ip_network(item, strict=False)) for item in value]
 
 
-class PortCall(Action[ArgsT]):
-    """An action that is, per target, `check_<operation>` then `<operation>` on one port."""
+PortT = TypeVar("PortT")
 
-    port: ClassVar[str]
+
+class PortCall(Action[ArgsT], Generic[ArgsT, PortT]):
+    """Per target: a check, a change and an undo on one port, each a typed method call."""
+
     port_label: ClassVar[str]
     setting: ClassVar[str]
-    operation: ClassVar[str]
-    targets_from: ClassVar[str]
     would_text: ClassVar[str]
 
-    def targets(self, args: ArgsT, ctx: RunContext) -> list[str]:
-        value = getattr(args, self.targets_from)
-        return list(value) if isinstance(value, list) else [value]
+    @abstractmethod
+    def port(self, connectors: Connectors) -> PortT | None: ...
+
+    @abstractmethod
+    def check(self, port: PortT, target: str) -> Check: ...
+
+    @abstractmethod
+    def change(self, port: PortT, target: str) -> Changed: ...
+
+    def revert(self, port: PortT, target: str, prior: Mapping[str, Any]) -> Changed:
+        raise NotReversible(f"{self.name} cannot be undone")
 
     def preflight(self, args: ArgsT, target: str, ctx: RunContext) -> Check:
-        port = getattr(ctx.connectors, self.port)
-        if port is None:
-            return not_configured(self.port_label, self.setting)
-        check: Check = getattr(port, f"check_{self.operation}")(target)
-        return check
+        port = self.port(ctx.connectors)
+        return (
+            not_configured(self.port_label, self.setting)
+            if port is None
+            else self.check(port, target)
+        )
 
     def would(self, args: ArgsT, target: str, ctx: RunContext) -> str:
         return self.would_text.format(target=target)
 
-    def apply(self, args: ArgsT, target: str, ctx: RunContext) -> dict[str, Any]:
-        port = require(getattr(ctx.connectors, self.port), self.port_label, self.setting)
-        return dict(getattr(port, self.operation)(target))
+    def apply(self, args: ArgsT, target: str, ctx: RunContext) -> Changed:
+        return self.change(
+            require(self.port(ctx.connectors), self.port_label, self.setting), target
+        )
+
+    def undo(self, target: str, prior: Mapping[str, Any], connectors: Connectors) -> Changed:
+        port = require(self.port(connectors), self.port_label, self.setting)
+        return self.revert(port, target, prior)
+
+
+class DatabaseCall(PortCall[ArgsT, DatabaseAdmin]):
+    port_label, setting = "database admin", DB_SETTING
+
+    def port(self, connectors: Connectors) -> DatabaseAdmin | None:
+        return connectors.database
+
+
+class CloudCall(PortCall[ArgsT, Cloud]):
+    port_label, setting = "cloud", CLOUD_SETTING
+
+    def port(self, connectors: Connectors) -> Cloud | None:
+        return connectors.cloud
 
 
 @register
-class LockDatabaseRole(PortCall[RoleArgs]):
+class LockDatabaseRole(DatabaseCall[RoleArgs]):
     name = "database.lock_role"
     summary = "Lock the database role used in the breach so it can no longer log in."
     changes = "ALTER ROLE ... NOLOGIN on the production database"
     args_model = RoleArgs
-    port, port_label, setting = "database", "database admin", DB_SETTING
-    operation, targets_from = "lock_role", "role"
+    reversible = True
     would_text = "lock database role {target} (NOLOGIN)"
+
+    def targets(self, args: RoleArgs, ctx: RunContext) -> list[str]:
+        return [args.role]
+
+    def check(self, port: DatabaseAdmin, target: str) -> Check:
+        return port.check_lock_role(target)
+
+    def change(self, port: DatabaseAdmin, target: str) -> Changed:
+        return port.lock_role(target)
+
+    def revert(self, port: DatabaseAdmin, target: str, prior: Mapping[str, Any]) -> Changed:
+        return port.restore_role(target, prior)
 
 
 @register
-class EndDatabaseSessions(PortCall[RoleArgs]):
+class EndDatabaseSessions(DatabaseCall[RoleArgs]):
     name = "database.end_sessions"
     summary = "End every open session of the database role."
     changes = "pg_terminate_backend for each session of the role"
     args_model = RoleArgs
-    port, port_label, setting = "database", "database admin", DB_SETTING
-    operation, targets_from = "end_sessions", "role"
     would_text = "end all sessions of database role {target}"
+
+    def targets(self, args: RoleArgs, ctx: RunContext) -> list[str]:
+        return [args.role]
+
+    def check(self, port: DatabaseAdmin, target: str) -> Check:
+        return port.check_end_sessions(target)
+
+    def change(self, port: DatabaseAdmin, target: str) -> Changed:
+        return port.end_sessions(target)
 
 
 @register
-class DeactivateAccessKeys(PortCall[KeysArgs]):
+class DeactivateAccessKeys(CloudCall[KeysArgs]):
     name = "cloud.deactivate_access_keys"
     summary = "Deactivate leaked cloud access keys."
     changes = "IAM UpdateAccessKey Status=Inactive"
     args_model = KeysArgs
-    port, port_label, setting = "cloud", "cloud", CLOUD_SETTING
-    operation, targets_from = "deactivate_key", "access_key_ids"
+    reversible = True
     would_text = "deactivate access key {target}"
+
+    def targets(self, args: KeysArgs, ctx: RunContext) -> list[str]:
+        return list(args.access_key_ids)
+
+    def check(self, port: Cloud, target: str) -> Check:
+        return port.check_deactivate_key(target)
+
+    def change(self, port: Cloud, target: str) -> Changed:
+        return port.deactivate_key(target)
+
+    def revert(self, port: Cloud, target: str, prior: Mapping[str, Any]) -> Changed:
+        return port.reactivate_key(target, prior)
 
 
 @register
-class QuarantineHosts(PortCall[HostsArgs]):
+class QuarantineHosts(CloudCall[HostsArgs]):
     name = "cloud.quarantine_hosts"
     summary = "Move compromised hosts into a quarantine security group, keeping them for forensics."
     changes = "EC2 ModifyInstanceAttribute Groups=[quarantine]"
     args_model = HostsArgs
-    port, port_label, setting = "cloud", "cloud", CLOUD_SETTING
-    operation, targets_from = "quarantine_host", "hosts"
+    reversible = True
     would_text = "quarantine host {target}"
+
+    def targets(self, args: HostsArgs, ctx: RunContext) -> list[str]:
+        return list(args.hosts)
+
+    def check(self, port: Cloud, target: str) -> Check:
+        return port.check_quarantine_host(target)
+
+    def change(self, port: Cloud, target: str) -> Changed:
+        return port.quarantine_host(target)
+
+    def revert(self, port: Cloud, target: str, prior: Mapping[str, Any]) -> Changed:
+        return port.release_host(target, prior)
 
 
 @register
-class BlockAddresses(PortCall[AddressesArgs]):
+class BlockAddresses(CloudCall[AddressesArgs]):
     name = "network.block_addresses"
     summary = "Deny traffic from the attacker's addresses at the network edge."
     changes = "EC2 CreateNetworkAclEntry RuleAction=deny"
     args_model = AddressesArgs
-    port, port_label, setting = "cloud", "cloud", CLOUD_SETTING
-    operation, targets_from = "block_address", "addresses"
+    reversible = True
     would_text = "deny inbound and outbound traffic for {target}"
+
+    def targets(self, args: AddressesArgs, ctx: RunContext) -> list[str]:
+        return list(args.addresses)
+
+    def check(self, port: Cloud, target: str) -> Check:
+        return port.check_block_address(target)
+
+    def change(self, port: Cloud, target: str) -> Changed:
+        return port.block_address(target)
+
+    def revert(self, port: Cloud, target: str, prior: Mapping[str, Any]) -> Changed:
+        return port.unblock_address(target, prior)

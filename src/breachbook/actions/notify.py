@@ -3,11 +3,16 @@ draft the regulator notices. Only ids and counts leave this module."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections import Counter
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from breachbook.actions.base import Action, ActionArgs, Prepared, register, require
 from breachbook.context import RunContext
+from breachbook.journal import Once
 from breachbook.models import Customer
 from breachbook.notify import (
     Assessment,
@@ -17,7 +22,8 @@ from breachbook.notify import (
     iter_valid_customers,
     obligation_record,
 )
-from breachbook.ports import Check, OutgoingLetter, not_configured
+from breachbook.ports import Changed, Check, Mail, OutgoingLetter, not_configured
+from breachbook.rules import Rule
 
 MAIL_SETTING = "BREACHBOOK_OUTBOX"
 NOTHING = "nothing outside the run's output folder"
@@ -27,13 +33,33 @@ class NoArgs(ActionArgs):
     pass
 
 
+ASSESSMENT = "assessment"
+LETTERS = "letters"
+
+
 def assessment(ctx: RunContext) -> Assessment:
-    """Computed once per run from the customer directory, then shared by the notify steps."""
-    found = ctx.state.get("assessment")
+    """Computed once per run from the customer directory and kept as a run record, so every
+    later step, on any worker or after a restart, reads the same one."""
+    found = ctx.journal.get(ASSESSMENT, "-", Assessment)
     if found is None:
         found = assess(ctx.connectors.customers, ctx.rules, ctx.incident)
-        ctx.state["assessment"] = found
+        ctx.journal.put(ASSESSMENT, "-", found)
     return found
+
+
+class RenderedLetters(BaseModel):
+    """What rendering found for one obligation: counts and a digest of every letter, in
+    customer-id order, so a reviewer can tell the letters sent are the letters checked."""
+
+    rule_id: str
+    letters: int = 0
+    digest: str = ""
+    fallbacks: dict[str, int] = Field(default_factory=dict)
+    untranslated: dict[str, int] = Field(default_factory=dict)
+
+
+def _letter_hash(subject: str, body: str) -> str:
+    return hashlib.sha256(f"Subject: {subject}\n\n{body}".encode()).hexdigest()
 
 
 def _readable(ctx: RunContext) -> Check:
@@ -55,7 +81,7 @@ class FindAffectedCustomers(Action[NoArgs]):
                 "incident_id": ctx.incident.id,
                 "exposed_categories": sorted(c.value for c in ctx.incident.data_categories),
                 "affected_customers": found.affected,
-                "by_jurisdiction": dict(sorted(found.by_jurisdiction.items())),
+                "by_jurisdiction": found.by_jurisdiction,
                 "unusable_records": len(found.rejected),
             },
         )
@@ -67,8 +93,8 @@ class FindAffectedCustomers(Action[NoArgs]):
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
         return "record the audience (counts only)"
 
-    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> dict[str, Any]:
-        return {"affected_customers": assessment(ctx).affected}
+    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> Changed:
+        return Changed({"affected_customers": assessment(ctx).affected})
 
 
 @register
@@ -93,11 +119,11 @@ class AssessObligations(Action[NoArgs]):
                 "assessed_at": now.isoformat(),
                 "affected_customers": found.affected,
                 "obligations": [
-                    obligation_record(t, ctx.incident, now)
+                    obligation_record(t, ctx.rules.rule(t.rule_id), ctx.incident, now)
                     for t in [*found.regulator.values(), *found.individual.values()]
                 ],
-                "no_rule_for_jurisdiction": dict(sorted(found.not_covered.items())),
-                "covered_but_not_triggered": dict(sorted(found.below_threshold.items())),
+                "no_rule_for_jurisdiction": found.not_covered,
+                "covered_but_not_triggered": found.below_threshold,
                 "unusable_records": [r.customer_id for r in found.rejected],
             },
         )
@@ -117,9 +143,11 @@ class AssessObligations(Action[NoArgs]):
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
         return "record the obligations and their deadlines"
 
-    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> dict[str, Any]:
+    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> Changed:
         found = assessment(ctx)
-        return {rule_id: t.count for rule_id, t in {**found.individual, **found.regulator}.items()}
+        return Changed(
+            {rule_id: t.count for rule_id, t in {**found.individual, **found.regulator}.items()}
+        )
 
 
 def letter_path(rule_id: str, customer_id: str) -> str:
@@ -143,6 +171,7 @@ class RenderLetters(Action[NoArgs]):
             ctx.renderer, ctx.playbook.organisation, ctx.incident, ctx.connectors.clock.now()
         )
         obligations = Obligations(ctx.rules, ctx.incident)
+        digests = {rule_id: hashlib.sha256() for rule_id in found.individual}
         rendered: Counter[str] = Counter()
         for customer in iter_valid_customers(ctx.connectors.customers, obligations.exposed, []):
             for rule in obligations.for_customer(customer):
@@ -150,7 +179,22 @@ class RenderLetters(Action[NoArgs]):
                 ctx.workspace.write_document(
                     letter_path(rule.id, customer.id), f"Subject: {subject}\n\n{body}", atomic=False
                 )
+                digests[rule.id].update(f"{customer.id} {_letter_hash(subject, body)}\n".encode())
                 rendered[rule.id] += 1
+        for rule_id in found.individual:
+            ctx.journal.put(
+                LETTERS,
+                rule_id,
+                RenderedLetters(
+                    rule_id=rule_id,
+                    letters=rendered[rule_id],
+                    digest=digests[rule_id].hexdigest(),
+                    fallbacks={loc: n for (r, loc), n in writer.fallbacks.items() if r == rule_id},
+                    untranslated={
+                        lang: n for (r, lang), n in writer.untranslated.items() if r == rule_id
+                    },
+                ),
+            )
         documents = [f"letters/{rule_id}/" for rule_id in sorted(rendered)]
         if found.rejected:
             ctx.workspace.write_json(
@@ -158,9 +202,6 @@ class RenderLetters(Action[NoArgs]):
                 [{"customer_id": r.customer_id, "problem": r.problem} for r in found.rejected],
             )
             documents.append("rejected.json")
-        ctx.state["letters"] = rendered
-        ctx.state["letter_fallbacks"] = writer.fallbacks
-        ctx.state["letter_untranslated"] = writer.untranslated
         return Prepared(
             documents,
             {
@@ -171,6 +212,11 @@ class RenderLetters(Action[NoArgs]):
             },
         )
 
+    @staticmethod
+    def _rendered(ctx: RunContext, rule_id: str) -> RenderedLetters:
+        found = ctx.journal.get(LETTERS, rule_id, RenderedLetters)
+        return found or RenderedLetters(rule_id=rule_id)
+
     def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
         if target == "unusable-records":
             count = len(assessment(ctx).rejected)
@@ -178,23 +224,15 @@ class RenderLetters(Action[NoArgs]):
                 f"{count} customer record(s) could not be used; see rejected.json and notify them by hand",
                 "record validation",
             )
-        fallbacks = {
-            loc: n
-            for (rule_id, loc), n in ctx.state["letter_fallbacks"].items()
-            if rule_id == target
-        }
+        rendered = self._rendered(ctx, target)
         languages = (
             "; no template in the customer's language for "
-            + ", ".join(f"{loc} ({n})" for loc, n in sorted(fallbacks.items()))
+            + ", ".join(f"{loc} ({n})" for loc, n in sorted(rendered.fallbacks.items()))
             + ", written in the rule's default language"
-            if fallbacks
+            if rendered.fallbacks
             else ""
         )
-        untranslated = {
-            language: n
-            for (rule_id, language), n in ctx.state["letter_untranslated"].items()
-            if rule_id == target
-        }
+        untranslated = rendered.untranslated
         texts = (
             f"; the incident texts have no {', '.join(sorted(untranslated))} translation, so "
             f"{sum(untranslated.values())} letters quote them in '{ctx.incident.language}' "
@@ -203,17 +241,18 @@ class RenderLetters(Action[NoArgs]):
             else ""
         )
         return Check.verified(
-            f"rendered {ctx.state['letters'][target]} letters, every field present{languages}{texts}",
+            f"rendered {rendered.letters} letters, every field present{languages}{texts}",
             "StrictUndefined render",
         )
 
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
         if target == "unusable-records":
             return "nothing: these customers need a manual notice"
-        return f"keep {ctx.state['letters'][target]} rendered letters for {target}"
+        return f"keep {self._rendered(ctx, target).letters} rendered letters for {target}"
 
-    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> dict[str, Any]:
-        return {"letters": ctx.state["letters"].get(target, 0)}
+    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> Changed:
+        rendered = self._rendered(ctx, target)
+        return Changed({"letters": rendered.letters, "digest": rendered.digest})
 
 
 @register
@@ -222,6 +261,7 @@ class DeliverLetters(Action[NoArgs]):
     summary = "Deliver the rendered letters, exactly once per customer and obligation."
     changes = "sends each letter through the mail connector"
     args_model = NoArgs
+    itemized = True
 
     def targets(self, args: NoArgs, ctx: RunContext) -> list[str]:
         return sorted(assessment(ctx).individual)
@@ -235,34 +275,39 @@ class DeliverLetters(Action[NoArgs]):
         via = mail.describe() if mail else "(no mail connector)"
         return f"send {assessment(ctx).individual[target].count} letters for {target} via {via}"
 
-    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> dict[str, Any]:
+    def apply_items(self, args: NoArgs, target: str, ctx: RunContext) -> Counter[Once]:
+        """Each letter is one item: claimed, rendered from the customer database as it is now
+        (so a customer found since the first delivery gets one), sent, and settled."""
         mail = require(ctx.connectors.mail, "mail", MAIL_SETTING)
         obligations = Obligations(ctx.rules, ctx.incident)
-        sent = skipped = uncertain = 0
-        step_id = f"{self.name}:{target}"
+        rule = ctx.rules.rule(target)
+        writer = LetterWriter(
+            ctx.renderer, ctx.playbook.organisation, ctx.incident, ctx.connectors.clock.now()
+        )
+        known = ctx.journal.statuses(self.name)
+        tally: Counter[Once] = Counter()
         for customer in iter_valid_customers(ctx.connectors.customers, obligations.exposed, []):
-            if target not in {rule.id for rule in obligations.for_customer(customer)}:
+            if all(owed.id != target for owed in obligations.for_customer(customer)):
                 continue
             key = f"{target}/{customer.id}"
-            if ctx.ledger.completed(ctx.incident.id, step_id, key):
-                skipped += 1
-                continue
-            if ctx.ledger.attempted(ctx.incident.id, step_id, key):
-                uncertain += 1  # sent or not before a crash: never risk a second letter
-                continue
-            ctx.record(step_id, key, "attempt", "started", {})
-            reference = mail.send(self._letter(ctx, key, target, customer))
-            ctx.record(step_id, key, "outcome", "completed", {"reference": reference})
-            sent += 1
-        if uncertain:
-            ctx.record(step_id, "-", "outcome", "needs-review", {"uncertain_letters": uncertain})
-        return {"sent": sent, "already_sent": skipped, "uncertain": uncertain}
+            send = functools.partial(_send, mail, writer, obligations, rule, customer, key)
+            outcome, _ = ctx.journal.once(self.name, key, send, known)
+            tally[outcome] += 1
+        return tally
 
-    @staticmethod
-    def _letter(ctx: RunContext, key: str, rule_id: str, customer: Customer) -> OutgoingLetter:
-        text = ctx.workspace.path(letter_path(rule_id, customer.id)).read_text(encoding="utf-8")
-        head, _, body = text.partition("\n\n")
-        return OutgoingLetter(key, customer.email, head.removeprefix("Subject: "), body)
+
+def _send(
+    mail: Mail,
+    writer: LetterWriter,
+    obligations: Obligations,
+    rule: Rule,
+    customer: Customer,
+    key: str,
+) -> Changed:
+    """Render one letter from the customer's record as it is now, and send it."""
+    subject, body = writer.render(customer, rule, obligations.exposed_for(customer))
+    reference = mail.send(OutgoingLetter(key, customer.email, subject, body))
+    return Changed({"reference": reference, "sha256": _letter_hash(subject, body)})
 
 
 @register
@@ -280,12 +325,13 @@ class DraftRegulatorNotices(Action[NoArgs]):
         now = ctx.connectors.clock.now()
         documents = []
         for rule_id, tally in sorted(found.regulator.items()):
-            assert tally.rule.notice_template is not None
+            rule = ctx.rules.rule(rule_id)
+            assert rule.notice_template is not None
             text = ctx.renderer.render(
-                tally.rule.notice_template,
+                rule.notice_template,
                 {
                     **statement_context(ctx),
-                    "obligation": obligation_record(tally, ctx.incident, now),
+                    "obligation": obligation_record(tally, rule, ctx.incident, now),
                 },
             )
             path = f"regulators/{rule_id}.md"
@@ -299,8 +345,8 @@ class DraftRegulatorNotices(Action[NoArgs]):
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
         return f"keep the draft notice for {target} for legal to review and file"
 
-    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> dict[str, Any]:
-        return {"draft": f"regulators/{target}.md"}
+    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> Changed:
+        return Changed({"draft": f"regulators/{target}.md"})
 
 
 def statement_context(ctx: RunContext) -> dict[str, Any]:

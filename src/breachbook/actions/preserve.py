@@ -1,7 +1,8 @@
 """Preserve: snapshot the evidence for legal with a chain of custody.
 
-prepare reads and hashes each item (reads only) and writes the manifest; apply stores the
-bytes in the evidence store and proves they are the bytes that were hashed.
+prepare reads and hashes each item (reads only), keeps each hash as a run record and writes
+the manifest; apply stores the bytes in the evidence store and proves they are the bytes
+that were hashed.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel
 
 from breachbook.actions.base import Action, ActionArgs, Prepared, register, require
 from breachbook.connectors.customers_sql import snapshot_digest
@@ -18,7 +20,7 @@ from breachbook.context import RunContext
 from breachbook.errors import BreachbookError
 from breachbook.ledger import GENESIS
 from breachbook.models import ExposedTable
-from breachbook.ports import Check, Verdict, not_configured
+from breachbook.ports import Changed, Check, Verdict, not_configured
 
 EVIDENCE_SETTING = "BREACHBOOK_EVIDENCE_DIR"
 MANIFEST = "evidence/manifest.json"
@@ -30,12 +32,23 @@ class SnapshotArgs(ActionArgs):
     include_incident_record: bool = True
 
 
-@dataclass(frozen=True)
-class Item:
+EVIDENCE = "evidence"
+
+
+class Item(BaseModel):
+    """One evidence item as read and hashed, kept as a run record for the storing step."""
+
     item_id: str
     source: str
     sha256: str
     size: int
+
+
+def _item(ctx: RunContext, item_id: str) -> Item:
+    found = ctx.journal.get(EVIDENCE, item_id, Item)
+    if found is None:
+        raise BreachbookError(f"evidence item {item_id} has not been read in this run")
+    return found
 
 
 def _chunks(item_id: str, args: SnapshotArgs, ctx: RunContext) -> Iterator[bytes]:
@@ -59,7 +72,7 @@ class SnapshotEvidence(Action[SnapshotArgs]):
 
     def prepare(self, args: SnapshotArgs, ctx: RunContext) -> Prepared:
         records: list[dict[str, Any]] = []
-        items: dict[str, Item] = {}
+        total = 0
         prev = GENESIS
         for item_id in self.targets(args, ctx):
             sha, size = snapshot_digest(_chunks(item_id, args, ctx))
@@ -68,7 +81,10 @@ class SnapshotEvidence(Action[SnapshotArgs]):
                 if item_id == INCIDENT_ITEM
                 else f"{ctx.connectors.customers.describe()} {item_id}"
             )
-            items[item_id] = Item(item_id, source, sha, size)
+            ctx.journal.put(
+                EVIDENCE, item_id, Item(item_id=item_id, source=source, sha256=sha, size=size)
+            )
+            total += size
             record = {
                 "item_id": item_id,
                 "source": source,
@@ -81,24 +97,22 @@ class SnapshotEvidence(Action[SnapshotArgs]):
             prev = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
             record["record_sha256"] = prev
             records.append(record)
-        ctx.state["evidence"] = items
         store = ctx.connectors.evidence
         ctx.workspace.write_json(
             MANIFEST,
             {
                 "incident_id": ctx.incident.id,
                 "run_id": ctx.run_id,
-                "mode": ctx.mode_label,
+                "run": ctx.workspace.banner or "",
                 "store": store.describe() if store else None,
                 "items": records,
                 "note": "Hashes are of the bytes read; the bytes themselves go only to the evidence store.",
             },
         )
-        total = sum(item.size for item in items.values())
-        return Prepared([MANIFEST], {"evidence_items": len(items), "evidence_bytes": total})
+        return Prepared([MANIFEST], {"evidence_items": len(records), "evidence_bytes": total})
 
     def preflight(self, args: SnapshotArgs, target: str, ctx: RunContext) -> Check:
-        item: Item = ctx.state["evidence"][target]
+        item = _item(ctx, target)
         store = ctx.connectors.evidence
         if store is None:
             return not_configured("evidence store", EVIDENCE_SETTING)
@@ -111,13 +125,13 @@ class SnapshotEvidence(Action[SnapshotArgs]):
         )
 
     def would(self, args: SnapshotArgs, target: str, ctx: RunContext) -> str:
-        item: Item = ctx.state["evidence"][target]
+        item = _item(ctx, target)
         return f"store {target} ({item.size} bytes, sha256 {item.sha256[:12]}...)"
 
-    def apply(self, args: SnapshotArgs, target: str, ctx: RunContext) -> dict[str, Any]:
+    def apply(self, args: SnapshotArgs, target: str, ctx: RunContext) -> Changed:
         store = require(ctx.connectors.evidence, "evidence store", EVIDENCE_SETTING)
-        expected: Item = ctx.state["evidence"][target]
+        expected = _item(ctx, target)
         stored = store.put(target, _chunks(target, args, ctx))
         if stored != expected.sha256:
             raise BreachbookError(f"evidence item {target} changed between hashing and storing")
-        return {"sha256": stored, "size_bytes": expected.size}
+        return Changed({"sha256": stored, "size_bytes": expected.size})

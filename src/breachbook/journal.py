@@ -1,0 +1,163 @@
+"""One run's view of the ledger: what steps record, claim and read back.
+
+Every entry it writes carries the run's incident, run id, actor and mode, so actions write
+audit records without ever seeing the mode. Records are scoped to the run (what its later
+steps need) or to the incident (what every run of it shares: approvals, facts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from breachbook.errors import BreachbookError
+from breachbook.ledger import Claim, Entry, Item, ItemStatus, Ledger
+from breachbook.ports import Changed
+
+INCIDENT_SCOPE = "incident"
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class OutcomeUnknown(BreachbookError):
+    """An adapter cannot tell whether its change happened (a connection dropped mid-send).
+
+    The item is left `unknown` for reconciliation instead of being retried or called done."""
+
+
+class Once(StrEnum):
+    """What `RunJournal.once` did with one item."""
+
+    DONE = "done"
+    ALREADY_DONE = "already-done"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    BUSY = "busy"
+
+
+class RunJournal:
+    def __init__(
+        self, ledger: Ledger, incident_id: str, run_id: str, actor: str, mode: str
+    ) -> None:
+        self.ledger = ledger
+        self.incident_id = incident_id
+        self.run_id = run_id
+        self.actor = actor
+        self._mode = mode
+
+    def _entry(
+        self, step_id: str, target: str, phase: str, outcome: str, details: Mapping[str, Any]
+    ) -> Entry:
+        return Entry(
+            incident_id=self.incident_id,
+            run_id=self.run_id,
+            step_id=step_id,
+            target=target,
+            phase=phase,
+            actor=self.actor,
+            mode=self._mode,
+            outcome=outcome,
+            details=details,
+        )
+
+    def record(
+        self, step_id: str, target: str, phase: str, outcome: str, details: Mapping[str, Any]
+    ) -> None:
+        """Append one audit entry (ids and counts in details, never personal data)."""
+        self.ledger.append(self._entry(step_id, target, phase, outcome, details))
+
+    def head(self) -> tuple[int, str]:
+        return self.ledger.head(self.incident_id)
+
+    # -- items ---------------------------------------------------------------------------
+
+    def statuses(self, step_id: str) -> dict[str, ItemStatus]:
+        return self.ledger.item_statuses(self.incident_id, step_id)
+
+    def items(self, step_id: str | None = None) -> list[Item]:
+        return self.ledger.items(self.incident_id, step_id)
+
+    def claim(self, step_id: str, key: str, details: Mapping[str, Any]) -> Claim | None:
+        return self.ledger.claim(self._entry(step_id, key, "claim", "claimed", details), key)
+
+    def settle(
+        self,
+        claim: Claim,
+        status: ItemStatus,
+        details: Mapping[str, Any],
+        prior: Mapping[str, Any] | None = None,
+    ) -> None:
+        audit = self._entry(claim.step_id, claim.key, "outcome", status.value, details)
+        self.ledger.settle(claim, status, audit, prior)
+
+    def once(
+        self,
+        step_id: str,
+        key: str,
+        act: Callable[[], Changed],
+        known: Mapping[str, ItemStatus] | None = None,
+    ) -> tuple[Once, dict[str, Any]]:
+        """Claim one item, act, record the outcome: the item is changed at most once.
+
+        `known` is the step's statuses read in one query beforehand, so a re-run skips done
+        items without a query each. An adapter error marks the item failed (nothing happened,
+        a re-run retries it); `OutcomeUnknown` leaves it unknown for a person to reconcile.
+        """
+        status = (known or {}).get(key)
+        if status is ItemStatus.DONE:
+            return Once.ALREADY_DONE, {}
+        claim = self.claim(step_id, key, {})
+        if claim is None:
+            latest = self.statuses(step_id).get(key)
+            if latest is ItemStatus.DONE:
+                return Once.ALREADY_DONE, {}
+            return (Once.UNKNOWN if latest is ItemStatus.UNKNOWN else Once.BUSY), {}
+        try:
+            acted = act()
+        except OutcomeUnknown as exc:
+            details = {"error": str(exc)}
+            self.settle(claim, ItemStatus.UNKNOWN, details)
+            return Once.UNKNOWN, details
+        except Exception as exc:
+            details = {"error": describe_error(exc)}
+            self.settle(claim, ItemStatus.FAILED, details)
+            return Once.FAILED, details
+        self.settle(claim, ItemStatus.DONE, acted.details, acted.prior)
+        return Once.DONE, dict(acted.details)
+
+    def mark_restored(self, item: Item) -> None:
+        """The item's change was undone: its latest outcome is `restored`, so it may act again."""
+        claim = Claim(self.incident_id, item.step_id, item.key, item.generation)
+        self.ledger.mark_restored(
+            claim, self._entry(item.step_id, item.key, "outcome", ItemStatus.RESTORED.value, {})
+        )
+
+    # -- records -------------------------------------------------------------------------
+
+    def put(self, kind: str, key: str, data: BaseModel, scope: str | None = None) -> int:
+        """Store a typed record for later steps (or, with INCIDENT_SCOPE, for every run)."""
+        return self.ledger.put_record(
+            self.incident_id,
+            scope or self.run_id,
+            kind,
+            key,
+            data.model_dump(mode="json"),
+            self.actor,
+        )
+
+    def get(
+        self, kind: str, key: str, model: type[ModelT], scope: str | None = None
+    ) -> ModelT | None:
+        """The latest version of a typed record, or None if no step has stored it yet."""
+        raw = self.ledger.get_record(self.incident_id, scope or self.run_id, kind, key)
+        return None if raw is None else model.model_validate(raw)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the ledger: our own messages carry no personal data; others only a type."""
+    if isinstance(exc, BreachbookError):
+        return str(exc)
+    return f"{type(exc).__name__} (message withheld: it may quote customer data)"
