@@ -230,7 +230,7 @@ def test_the_drill_keeps_the_incident_it_rehearsed(drill_run: dict[str, Any]) ->
     assert record["sha256"] == _sha(out / "incident.yaml")
 
 
-def _prefect_texts(flow_run_id: UUID) -> tuple[list[str], set[str]]:
+def prefect_texts(flow_run_id: UUID) -> tuple[list[str], set[str]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -275,7 +275,7 @@ def test_the_flow_run_shows_its_progress_to_the_end(drill_run: dict[str, Any]) -
 
 
 def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) -> None:
-    texts, artifact_keys = _prefect_texts(drill_run["flow_run_id"])
+    texts, artifact_keys = prefect_texts(drill_run["flow_run_id"])
     assert {
         "breachbook-progress",
         "breachbook-summary",

@@ -18,7 +18,7 @@ from breachbook.models import (
     describe_validation_error,
     validate_customer,
 )
-from breachbook.notify import LetterWriter, assess
+from breachbook.notify import LetterWriter, assess, obligation_record
 from breachbook.rules import RuleBook, add_deadline, check_rule_templates
 from breachbook.templates import Renderer
 from tests.conftest import ROOT, T0
@@ -301,3 +301,23 @@ def test_forbidden_fields_are_withheld_from_the_template(tmp_path: Path) -> None
     )
     with pytest.raises(TemplateFieldError, match="'incident_description' is undefined"):
         writer().render(customer("C1", "DE"), quiet, frozenset(incident().data_categories))
+
+
+def test_the_encryption_safe_harbour_applies_only_to_rules_that_have_one() -> None:
+    people = InMemoryCustomers([customer("C1", "CN", locale="zh-CN")])
+    encrypted = assess(people, RULES, incident(data_encrypted=True))
+    assert not RULES.rule("cn-pipl-57").encryption_safe_harbour
+    assert "cn-pipl-57" in encrypted.individual
+
+
+def test_the_gdpr_clock_starts_at_awareness_not_discovery() -> None:
+    aware = T0 + timedelta(hours=5)  # discovered at T0, aware five hours later
+    about = incident(aware_at=aware.isoformat())
+    people = InMemoryCustomers([customer("C1", "DE", locale="de-DE")])
+    tally = assess(people, RULES, about).regulator["gdpr-a33"]
+    record = obligation_record(tally, RULES.rule("gdpr-a33"), about, aware)
+    assert record["clock_started_at"] == aware.isoformat()
+    assert record["due_at"] == (aware + timedelta(hours=72)).isoformat()
+    assert record["hours_left"] == 72.0 and record["overdue"] is False
+    late = obligation_record(tally, RULES.rule("gdpr-a33"), about, aware + timedelta(hours=73))
+    assert late["overdue"] is True and late["hours_left"] == -1.0

@@ -1,0 +1,218 @@
+"""LIVE on the whole reference playbook, through the real wiring (`execute`) with recording fakes
+behind the ports, and through the Prefect flow with the embedded adapters (outbox, evidence
+folder): letters exactly once (a late customer too), evidence checked, the ledger where it
+belongs, and no customer's personal data in anything Prefect stores."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from breachbook.cli import app
+from breachbook.connectors.customers_sql import SqlCustomerDirectory, sqlite_url
+from breachbook.demo import DemoWorld
+from breachbook.engine import RunResult, Status
+from breachbook.ledger import ItemStatus
+from breachbook.modes import Mode
+from breachbook.settings import Settings
+from breachbook.wiring import demo_settings
+from tests.conftest import Fakes, customers_named_in, live_ledger, run_with
+
+INCIDENT = "demo-2026-antiques-leak"
+
+
+@pytest.fixture
+def world(small_world: DemoWorld, tmp_path: Path) -> DemoWorld:
+    """A private copy of the small demo world that a test may add customers to."""
+    folder = tmp_path / "world"
+    shutil.copytree(small_world.folder, folder)
+    return DemoWorld(folder, folder / small_world.customers_db.name, folder / "incident.yaml")
+
+
+@pytest.fixture
+def settings(world: DemoWorld, tmp_path: Path) -> Settings:
+    return demo_settings(Settings(home=tmp_path / "home"), world.customers_db, world.folder)
+
+
+def live(settings: Settings, fakes: Fakes, world: DemoWorld, **kw: Any) -> RunResult:
+    return run_with(Mode.LIVE, settings, fakes, None, world.incident_file, **kw)
+
+
+def step_status(result: RunResult, step_id: str) -> set[Status]:
+    return {e.status for e in result.entries() if e.step_id == step_id}
+
+
+def add_customer(world: DemoWorld, cid: str) -> None:
+    """A customer in Germany found after the first delivery, with a card on file."""
+    db = sqlite3.connect(world.customers_db)
+    db.execute(
+        "INSERT INTO customers VALUES (?, 'Late Person', 'late@example.org', '+49 30 1234', "
+        "'Hauptstrasse 1', 'Berlin', '10115', '', 'DE', 'de-DE')",
+        (cid,),
+    )
+    db.execute(
+        "INSERT INTO payment_cards (customer_id, card_number, expiry) "
+        "VALUES (?, '4111111111111111', '2030-01')",
+        (cid,),
+    )
+    db.commit()
+    db.close()
+
+
+def test_live_sends_each_letter_once_and_a_late_customer_gets_one(
+    settings: Settings, world: DemoWorld, tmp_path: Path
+) -> None:
+    fakes = Fakes(tmp_path)
+    first = live(settings, fakes, world)
+    assert step_status(first, "deliver-letters") == {Status.COMPLETED}
+    owed = sum(s.counts.get("letters", 0) for s in first.steps)
+    keys = [letter.key for letter in fakes.mail.sent]
+    assert len(keys) == len(set(keys)) == owed > 100
+
+    again = live(settings, fakes, world)
+    assert len(fakes.mail.sent) == owed
+    assert step_status(again, "deliver-letters") == {Status.COMPLETED}
+
+    add_customer(world, "C-LATE-0001")
+    live(settings, fakes, world)
+    new = [letter.key for letter in fakes.mail.sent[owed:]]
+    assert new == ["gdpr-a34/C-LATE-0001"]
+    ledger = live_ledger(settings)
+    assert ledger.item_statuses(INCIDENT, "letters.deliver")["gdpr-a34/C-LATE-0001"] is (
+        ItemStatus.DONE
+    )
+    assert ledger.verify() == []
+    ledger.close()
+
+
+def test_two_live_runs_at_once_never_send_a_letter_twice(
+    settings: Settings, world: DemoWorld, tmp_path: Path
+) -> None:
+    shared = Fakes(tmp_path)
+    failures: list[BaseException] = []
+
+    def respond(n: int) -> None:
+        try:
+            live(settings, Fakes(tmp_path / f"r{n}", mail=shared.mail), world)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=respond, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    keys = [letter.key for letter in shared.mail.sent]
+    assert len(keys) == len(set(keys)) > 100
+
+
+def test_the_live_ledger_stays_out_of_the_output_folder(
+    settings: Settings, world: DemoWorld, tmp_path: Path
+) -> None:
+    result = live(settings, Fakes(tmp_path), world)
+    out = settings.home / "runs" / INCIDENT / result.run_id
+    assert (out / "report.md").is_file()
+    assert not (out / "audit.sqlite").exists()
+    assert (settings.home / "ledger.sqlite").is_file()
+
+
+class ChangingSnapshot(SqlCustomerDirectory):
+    """The customer table changes between the read that is hashed and the one stored."""
+
+    reads = 0
+
+    def table_snapshot(self, table: str, columns: list[str]) -> Iterator[bytes]:
+        ChangingSnapshot.reads += 1
+        yield from super().table_snapshot(table, columns)
+        if table == "customers" and ChangingSnapshot.reads > 4:
+            yield b"a row written meanwhile\n"
+
+
+def test_evidence_that_changed_after_hashing_is_not_stored_and_blocks_quarantine(
+    settings: Settings, world: DemoWorld, tmp_path: Path
+) -> None:
+    fakes = Fakes(tmp_path, customers=ChangingSnapshot(sqlite_url(world.customers_db, True), True))
+    result = live(settings, fakes, world)
+    failed = [e for e in result.entries() if e.status is Status.FAILED]
+    assert [(e.step_id, e.target) for e in failed] == [("snapshot-evidence", "table:customers")]
+    assert "changed between hashing and storing" in failed[0].details["error"]
+    assert step_status(result, "quarantine-hosts") == {Status.BLOCKED}
+    assert ("quarantine_host", "i-0a1b2c3d4e5f60718") not in fakes.cloud.changes
+
+
+def test_unusable_customer_records_get_a_failed_verdict_in_drill_and_live(
+    settings: Settings, world: DemoWorld, tmp_path: Path
+) -> None:
+    db = sqlite3.connect(world.customers_db)
+    db.execute(
+        "UPDATE customers SET email = 'not an address' WHERE id = (SELECT min(id) FROM customers)"
+    )
+    db.commit()
+    db.close()
+    drill = run_with(
+        Mode.DRILL, settings, Fakes(tmp_path / "d"), tmp_path / "drill", world.incident_file
+    )
+    unusable = [e for e in drill.entries() if e.target == "unusable-records"]
+    assert [(e.verdict, e.status) for e in unusable] == [("FAILED", Status.REFUSED)]
+    done = live(settings, Fakes(tmp_path / "l"), world)
+    assert [e.status for e in done.entries() if e.target == "unusable-records"] == [Status.REFUSED]
+
+
+@pytest.mark.prefect
+def test_live_through_the_flow_waits_resumes_and_keeps_personal_data_out_of_prefect(
+    prefect_harness: None, settings: Settings, world: DemoWorld, tmp_path: Path
+) -> None:
+    """The LIVE path as a user takes it: the flow runs, waits for legal's decision, is resumed
+    under the same run id after `breachbook approve`, and sends the letters (to the outbox)."""
+    from flows.response import response
+
+    from tests.e2e.test_drill_flow import prefect_texts
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BREACHBOOK_HOME", str(settings.home))
+    mp.setenv("BREACHBOOK_CUSTOMERS_URL", f"sqlite:///{world.customers_db}")
+    mp.setenv("BREACHBOOK_OUTBOX", str(tmp_path / "outbox"))
+    mp.setenv("BREACHBOOK_EVIDENCE_DIR", str(tmp_path / "evidence"))
+    try:
+        first = response(
+            incident_file=str(world.incident_file),
+            mode=Mode.LIVE,
+            confirm_incident_id=INCIDENT,
+            return_state=True,
+        )
+        assert first.is_completed(), first.message
+        run_id = first.result()["run_id"]
+        assert not (tmp_path / "outbox").exists()
+        granted = CliRunner().invoke(
+            app, ["approve", "--incident", INCIDENT, "--step", "deliver-letters", "--by", "ada"]
+        )
+        assert granted.exit_code == 0, granted.output
+        second = response(
+            incident_file=str(world.incident_file),
+            mode=Mode.LIVE,
+            confirm_incident_id=INCIDENT,
+            resume_run_id=run_id,
+            return_state=True,
+        )
+        assert second.is_completed(), second.message
+        assert second.result()["run_id"] == run_id
+    finally:
+        mp.undo()
+    sent = list((tmp_path / "outbox").glob("*.eml"))
+    assert len(sent) > 100
+    texts: list[str] = []
+    for state in (first, second):
+        assert state.state_details.flow_run_id is not None
+        found, _ = prefect_texts(state.state_details.flow_run_id)
+        texts += found
+    joined = "\n".join(texts)
+    assert "deliver-letters" in joined  # the logs were really read
+    assert customers_named_in(joined, world.customers_db) == []
