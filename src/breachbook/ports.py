@@ -49,8 +49,9 @@ class Check(BaseModel):
         return cls(verdict=Verdict.UNVERIFIED, reason=reason, method="none")
 
 
-def not_configured(port: str, setting: str) -> Check:
-    return Check.unverified(f"no {port} connector configured (set {setting})")
+def not_configured(port: str, remedy: str) -> Check:
+    """UNVERIFIED: the run has no adapter for this port; `remedy` says what would give one."""
+    return Check.unverified(f"no {port} connector configured: {remedy}")
 
 
 F = TypeVar("F", bound=Callable[..., Any])

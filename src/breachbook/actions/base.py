@@ -111,9 +111,9 @@ class NotConfigured(BreachbookError):
 P = TypeVar("P")
 
 
-def require(port: P | None, what: str, setting: str) -> P:
+def require(port: P | None, what: str, remedy: str) -> P:
     if port is None:
-        raise NotConfigured(f"no {what} connector configured (set {setting})")
+        raise NotConfigured(f"no {what} connector configured: {remedy}")
     return port
 
 

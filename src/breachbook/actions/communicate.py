@@ -14,8 +14,8 @@ from breachbook.errors import BreachbookError
 from breachbook.ports import Changed, Check, not_configured
 
 STATEMENT = "statement.md"
-PUBLISHER_SETTING = "nothing: no publisher adapter is built in this version"
-CHAT_SETTING = "nothing: no chat adapter is built in this version"
+PUBLISHER_SETTING = "none is built in this version yet"
+CHAT_SETTING = "none is built in this version yet"
 
 
 class TemplateArgs(ActionArgs):

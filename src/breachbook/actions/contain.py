@@ -22,8 +22,8 @@ from breachbook.actions.base import (
 from breachbook.context import Connectors, RunContext
 from breachbook.ports import Changed, Check, Cloud, DatabaseAdmin, not_configured
 
-DB_SETTING = "nothing: no database admin adapter is built in this version"
-CLOUD_SETTING = "nothing: no cloud adapter is built in this version"
+DB_SETTING = "none is built in this version yet"
+CLOUD_SETTING = "none is built in this version yet"
 
 
 class RoleArgs(ActionArgs):

@@ -25,7 +25,7 @@ from breachbook.notify import (
 from breachbook.ports import Changed, Check, Mail, OutgoingLetter, not_configured
 from breachbook.rules import Rule
 
-MAIL_SETTING = "BREACHBOOK_OUTBOX"
+MAIL_SETTING = "set BREACHBOOK_OUTBOX"
 NOTHING = "nothing outside the run's output folder"
 
 

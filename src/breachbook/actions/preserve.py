@@ -22,7 +22,7 @@ from breachbook.ledger import GENESIS
 from breachbook.models import ExposedTable
 from breachbook.ports import Changed, Check, Verdict, not_configured
 
-EVIDENCE_SETTING = "BREACHBOOK_EVIDENCE_DIR"
+EVIDENCE_SETTING = "set BREACHBOOK_EVIDENCE_DIR"
 MANIFEST = "evidence/manifest.json"
 INCIDENT_ITEM = "incident-record"
 
