@@ -109,7 +109,7 @@ def _check_before_start(
         playbook_file=playbook,
         confirm_incident_id=confirm,
     )
-    load_inputs(request, mode_profile(mode))
+    load_inputs(request, mode_profile(mode), settings)
     open_customers(settings).close()
 
 

@@ -207,9 +207,9 @@ class Inputs:
     templates: Path
 
 
-def load_inputs(request: RunRequest, profile: ModeProfile) -> Inputs:
+def load_inputs(request: RunRequest, profile: ModeProfile, settings: Settings) -> Inputs:
     """Read and check playbook, rules, templates and incident; writes nothing anywhere."""
-    root = project_root()
+    root = project_root(settings)
     templates = root / "templates"
     playbook = load_playbook(
         request.playbook_file or root / "playbooks" / "customer-data-breach.yaml", templates
@@ -234,7 +234,7 @@ def open_run(
     settings = settings or Settings()
     clock = clock or SystemClock()
     profile = mode_profile(request.mode)
-    inputs = load_inputs(request, profile)
+    inputs = load_inputs(request, profile, settings)
     incident = inputs.incident
     if profile.ledger_in_output_folder and request.out_dir is None:
         raise BreachbookError(f"a {profile.label} run needs an output folder (--out)")
