@@ -2,7 +2,8 @@
 
 Unknown keys are rejected, step ids are unique, `depends_on` and approval roles must refer to
 something that exists, dependencies have no cycles, every action is registered and every
-template it names exists. Each problem is reported with its path in the YAML and its line.
+template it names exists, and conditions and arguments name only fields the incident has.
+Each problem is reported with its path in the YAML and its line.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from breachbook.errors import PlaybookError
-from breachbook.expressions import ExpressionError, check_expression, check_value_template
-from breachbook.models import Organisation
+from breachbook.expressions import Scope, expression_problems, value_problems
+from breachbook.models import Incident, Organisation
 
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
 RoleName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+
+EXPRESSION_SCOPE: Scope = {"incident": Incident}
+"""What `when` and `with` expressions see at run time (Context.incident_view): the incident."""
 
 
 class Strict(BaseModel):
@@ -185,10 +189,8 @@ def _check_references(playbook: Playbook, templates_dir: Path, problems: _Proble
                     f"approval role {step.approval!r} is not one of roles: {playbook.roles}",
                 )
             if step.when is not None:
-                try:
-                    check_expression(step.when)
-                except ExpressionError as exc:
-                    problems.add((*loc, "when"), str(exc))
+                for problem in expression_problems(step.when, EXPRESSION_SCOPE):
+                    problems.add((*loc, "when"), problem)
     for step_id, (p_index, s_index) in where.items():
         step = playbook.phases[p_index].steps[s_index]
         for d_index, dep in enumerate(step.depends_on):
@@ -217,10 +219,8 @@ def _check_args(
                 f"unknown argument {key!r} for {step.action} (allowed: {allowed})",
             )
             continue
-        try:
-            check_value_template(value)
-        except ExpressionError as exc:
-            problems.add((*loc, "with", key), str(exc))
+        for problem in value_problems(value, EXPRESSION_SCOPE):
+            problems.add((*loc, "with", key), problem)
     for name, info in fields.items():
         if info.is_required() and name not in step.args:
             problems.add((*loc, "with"), f"missing required argument {name!r} for {step.action}")

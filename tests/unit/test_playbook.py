@@ -39,8 +39,14 @@ def test_reference_playbook_has_the_four_phases_in_order() -> None:
     assert ordered.index("render-letters") < ordered.index("deliver-letters")
 
 
+def test_reference_playbook_refers_only_to_fields_the_incident_has() -> None:
+    # Its conditions and arguments name incident fields; validation follows each one.
+    playbook = load_playbook(ROOT / "playbooks" / "customer-data-breach.yaml", TEMPLATES)
+    assert any(step.when == "incident.database_role" for _, step in playbook.steps())
+
+
 def test_every_kind_of_error_has_an_example() -> None:
-    assert len(INVALID) >= 14
+    assert len(INVALID) >= 18
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
@@ -57,6 +63,15 @@ def test_validate_command_prints_every_problem_with_path_and_exits_nonzero() -> 
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 2
     assert all("unknown-argument.yaml: phases[0].steps[0].with" in line for line in lines)
+
+
+def test_validate_command_refuses_a_misspelt_incident_field_in_a_condition() -> None:
+    # A condition on a field the incident lacks must never silently skip its step.
+    path = DATA / "invalid" / "misspelt-incident-field-in-when.yaml"
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"{path}: {expected_message(path)}"]
 
 
 def test_validate_command_accepts_a_valid_playbook() -> None:
