@@ -17,7 +17,7 @@ from difflib import get_close_matches
 from functools import cache
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
@@ -66,8 +66,15 @@ def value_problems(value: Any, scope: Scope) -> list[str]:
 
 
 def evaluate(expression: str, context: dict[str, Any]) -> Any:
+    """The expression's value; a field the incident lacks is an error, never a false value.
+
+    jinja2 hands back an undefined value (rather than raising) when the whole expression is
+    one missing field, so that case is turned into the error StrictUndefined would raise."""
     try:
-        return _ENV.compile_expression(expression, undefined_to_none=False)(**context)
+        value = _ENV.compile_expression(expression, undefined_to_none=False)(**context)
+        if isinstance(value, Undefined):
+            value._fail_with_undefined_error()
+        return value
     except TemplateError as exc:
         raise ExpressionError(f"cannot evaluate {expression!r}: {exc.message}") from None
 

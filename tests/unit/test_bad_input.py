@@ -111,20 +111,17 @@ def test_customer_database_without_the_tables(small_world: DemoWorld, tmp_path: 
 
 
 def test_missing_template_field_stops_the_run_and_marks_it_incomplete(
-    small_world: DemoWorld,
-    demo_run_settings: Settings,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    small_world: DemoWorld, demo_run_settings: Settings, tmp_path: Path
 ) -> None:
     root = tmp_path / "project"
     for part in ("playbooks", "templates", "rules", "flows"):
         shutil.copytree(ROOT / part, root / part)
     letter = root / "templates" / "letters" / "us-ca" / "en-US.txt.j2"
     letter.write_text(letter.read_text().replace("{{ discovery_date }}", "{{ discovery_dat }}"))
-    monkeypatch.setenv("BREACHBOOK_CONTENT_DIR", str(root))
+    settings = demo_run_settings.model_copy(update={"content_dir": root})
     out = tmp_path / "out"
     with pytest.raises(TemplateFieldError) as caught:
-        drill(small_world, demo_run_settings, out)
+        drill(small_world, settings, out)
     assert "us-ca/en-US.txt.j2: field 'discovery_dat' is undefined" in str(caught.value)
     assert not (out / "report.md").exists() and not (out / "plan.json").exists()
     assert "stopped before it finished" in (out / INCOMPLETE).read_text()

@@ -3,6 +3,7 @@ playbook with recording fakes behind the ports: milliseconds per run."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +16,7 @@ from breachbook.connectors.guard import read_only
 from breachbook.context import RunContext
 from breachbook.engine import Position, RunResult, Status, StepResult
 from breachbook.errors import DrillWriteBlocked, OutputFolderError
+from breachbook.expressions import ExpressionError, evaluate
 from breachbook.facts import FACTS, KEY
 from breachbook.journal import INCIDENT_SCOPE, OutcomeUnknown
 from breachbook.ledger import ItemStatus
@@ -24,6 +26,7 @@ from breachbook.ports import Changed, Check, is_read
 from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.wiring import RunRequest, mode_profile, port_types
+from breachbook.workspace import Workspace
 from tests.conftest import (
     ENGINE_INCIDENT,
     ENGINE_PLAYBOOK,
@@ -356,3 +359,25 @@ def test_a_port_added_later_is_refused_in_a_drill_by_default() -> None:
 def test_actions_see_no_mode() -> None:
     fields = set(RunContext.__dataclass_fields__)
     assert not {f for f in fields if "mode" in f}
+
+
+def test_a_step_is_due_its_deadline_after_the_run_started(settings: Settings, fakes: Fakes) -> None:
+    result = run(Mode.LIVE, settings, fakes)
+    lock = next(step for step in result.steps if step.step_id == "lock-db-role")
+    assert lock.due_at == result.started_at + timedelta(minutes=15)
+    assert all(step.due_at is None for step in result.steps if step.step_id != "lock-db-role")
+
+
+def test_a_misspelt_incident_field_is_an_error_not_a_false_condition() -> None:
+    view = {"incident": Incident.from_file(ENGINE_INCIDENT).model_dump(mode="json")}
+    assert evaluate("incident.database_role", view) == "analytics_etl"
+    with pytest.raises(ExpressionError, match="databse_role"):
+        evaluate("incident.databse_role", view)
+
+
+@pytest.mark.parametrize("path", ["../outside.txt", "letters/../../x", "/etc/passwd", ""])
+def test_run_folder_paths_cannot_leave_the_folder(tmp_path: Path, path: str) -> None:
+    space = Workspace.claim(tmp_path / "run", None, "r1", "test run")
+    with pytest.raises(OutputFolderError, match="not a path inside the output folder"):
+        space.write_raw(path, "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
