@@ -1,6 +1,7 @@
 """The deployments of prefect.yaml on a real Prefect server with a process worker, run the way
 the Prefect UI runs them: a drill completes with its documents, and no customer's personal data
-reaches the server; LIVE without confirmation fails, naming what is missing."""
+reaches the server; LIVE without confirmation fails, naming what is missing; a LIVE run that
+needs a decision is suspended (no process left) and resumed with the decision as its input."""
 
 from __future__ import annotations
 
@@ -38,10 +39,38 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], api: str, logs: Path) -> None:
+    def __init__(self, env: dict[str, str], api: str, logs: Path, scratch: Path) -> None:
         self.env = env
         self.api = api
         self.logs = logs
+        self.scratch = scratch
+
+    def resume(self, flow_run_id: str, run_input: dict[str, Any]) -> Any:
+        """Resume a suspended run with input, as the UI's Resume form does. The server's SQLite
+        answers 503 while another writer holds it, so a busy answer is asked again."""
+        for _ in range(30):
+            answer = httpx.post(
+                f"{self.api}/flow_runs/{flow_run_id}/resume", json={"run_input": run_input}
+            )
+            if answer.status_code != 503:
+                assert answer.status_code == 201, answer.text
+                return answer.json()
+            time.sleep(1)
+        raise AssertionError(f"the server stayed busy: {answer.text}")
+
+    def wait_for(self, flow_run_id: str, state_names: set[str], seconds: float = 180) -> Any:
+        """Poll the flow run until its state has one of the names; the run as JSON."""
+        deadline = time.monotonic() + seconds
+        while True:
+            run = httpx.get(f"{self.api}/flow_runs/{flow_run_id}").json()
+            if run["state"]["name"] in state_names:
+                return run
+            assert run["state"]["type"] not in ("FAILED", "CRASHED"), (
+                run["state"],
+                (self.logs / "worker.log").read_text()[-3000:],
+            )
+            assert time.monotonic() < deadline, (run["state"], state_names)
+            time.sleep(1)
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -103,6 +132,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_world: DemoWorld) -> 
         "BREACHBOOK_CONTENT_DIR": str(ROOT),
         "BREACHBOOK_HOME": str(scratch / "breachbook-home"),
         "BREACHBOOK_CUSTOMERS_URL": f"sqlite:///{small_world.customers_db}",
+        "BREACHBOOK_OUTBOX": str(scratch / "outbox"),
+        "BREACHBOOK_EVIDENCE_DIR": str(scratch / "evidence"),
     }
     logs = scratch / "logs"
     logs.mkdir()
@@ -133,7 +164,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_world: DemoWorld) -> 
             assert started[0].poll() is None, (logs / "server.log").read_text()
             assert time.monotonic() < deadline, "Prefect server did not become healthy"
             time.sleep(0.5)
-        handle = Server(env, api, logs)
+        handle = Server(env, api, logs, scratch)
         for step in (
             ("work-pool", "create", "breachbook", "--type", "process"),
             ("--no-prompt", "deploy", "--all"),
@@ -187,3 +218,61 @@ def test_live_without_confirmation_fails_naming_the_incident_id(
     assert "confirm by naming the incident id ('demo-2026-antiques-leak')" in str(
         run["state"]["message"]
     )
+
+
+def test_live_waits_suspended_for_each_decision_and_resumes_the_same_run(
+    server: Server, small_world: DemoWorld
+) -> None:
+    from breachbook.clock import SystemClock
+    from breachbook.ledger import ItemStatus, Ledger
+
+    done = server.cli(
+        "--no-prompt",
+        "deployment",
+        "run",
+        "breachbook-response/live-response",
+        "--param",
+        f"incident_file={json.dumps(str(small_world.incident_file))}",
+        "--param",
+        'confirm_incident_id="demo-2026-antiques-leak"',
+    )
+    found = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout)
+    assert found, done.stdout + done.stderr
+    flow_run_id = found.group(1)
+    outbox = server.scratch / "outbox"
+    for by in ("legal:ada", "comms:grace"):
+        suspended = server.wait_for(flow_run_id, {"Suspended"})
+        assert suspended["state"]["type"] == "PAUSED"
+        if by == "legal:ada":
+            assert not outbox.exists()  # nothing is sent before legal decides
+        resumed = server.resume(flow_run_id, {"approve": True, "by": by})
+        assert resumed["status"] == "ACCEPT", resumed
+        time.sleep(2)
+    run = server.wait_for(flow_run_id, {"Completed"}, seconds=240)
+    assert run["id"] == flow_run_id
+    ledger = Ledger(
+        f"sqlite:///{server.scratch / 'breachbook-home' / 'ledger.sqlite'}",
+        SystemClock(),
+        create=False,
+    )
+    decisions = [
+        (r.step_id, r.outcome, r.actor)
+        for r in ledger.entries("demo-2026-antiques-leak")
+        if r.phase == "approval"
+    ]
+    letters = ledger.item_statuses("demo-2026-antiques-leak", "letters.deliver")
+    runs = {
+        r.run_id
+        for r in ledger.entries("demo-2026-antiques-leak")
+        if r.step_id == "deliver-letters" and r.phase != "approval"
+    }
+    ledger.close()
+    assert decisions == [
+        ("deliver-letters", "granted", "legal:ada"),
+        ("publish-statement", "granted", "comms:grace"),
+    ]
+    assert runs == {flow_run_id.replace("-", "")[:12]}  # one breachbook run across the waits
+    assert set(letters.values()) == {ItemStatus.DONE}
+    assert len(list(outbox.glob("*.eml"))) == len(letters) > 50
+    joined = "\n".join(server.texts_of(flow_run_id))
+    assert customers_named_in(joined, small_world.customers_db) == []
