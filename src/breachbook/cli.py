@@ -139,9 +139,13 @@ def _summary(out: Path, seconds: float) -> None:
 @app.command()
 def drill(
     out: Annotated[
-        Path,
-        typer.Option("--out", help="Output folder (created; must be empty or an earlier run's)."),
-    ],
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output folder, new or empty (default: a new folder under "
+            "~/.breachbook/runs/INCIDENT/). A run never writes into another run's folder.",
+        ),
+    ] = None,
     demo: Annotated[
         bool,
         typer.Option(
@@ -164,7 +168,7 @@ def drill(
         _check_before_start(Mode.DRILL, incident, playbook, demo)
         folder = _run_flow(
             incident_file=str(incident) if incident else None,
-            out_dir=str(out),
+            out_dir=str(out) if out else None,
             mode=Mode.DRILL,
             playbook_file=str(playbook) if playbook else None,
             demo=demo,

@@ -236,8 +236,6 @@ def open_run(
     profile = mode_profile(request.mode)
     inputs = load_inputs(request, profile, settings)
     incident = inputs.incident
-    if profile.ledger_in_output_folder and request.out_dir is None:
-        raise BreachbookError(f"a {profile.label} run needs an output folder (--out)")
     given = adapters or Adapters()
     if given.customers is None:
         given = dataclasses.replace(given, customers=open_customers(settings))
