@@ -28,15 +28,17 @@ from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
+    Connection,
     Integer,
     String,
+    Table,
     and_,
+    bindparam,
     create_engine,
     event,
     func,
     inspect,
     select,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Engine, make_url
@@ -126,6 +128,70 @@ class RecordRow(Base):
     actor: Mapped[str] = mapped_column(String(128))
     at: Mapped[str] = mapped_column(String(40))
     data: Mapped[Any] = mapped_column(JSON)
+
+
+ENTRIES = cast(Table, LedgerRow.__table__)
+HEADS = cast(Table, ChainHead.__table__)
+ITEMS = cast(Table, ItemRow.__table__)
+
+# The write paths run prebuilt Core statements with bound parameters: built once, not per call.
+READ_HEAD = select(HEADS.c.seq, HEADS.c.entry_hash).where(HEADS.c.incident_id == bindparam("head"))
+READ_HEAD_LOCKED = READ_HEAD.with_for_update()
+MOVE_HEAD = (
+    HEADS.update()
+    .where(HEADS.c.incident_id == bindparam("head"))
+    .values(seq=bindparam("new_seq"), entry_hash=bindparam("new_hash"))
+)
+_THIS_ITEM = and_(
+    ITEMS.c.incident_id == bindparam("incident"),
+    ITEMS.c.step_id == bindparam("step"),
+    ITEMS.c.item_key == bindparam("key"),
+)
+RECLAIM = (
+    ITEMS.update()
+    .where(_THIS_ITEM, ITEMS.c.status.in_([s.value for s in RECLAIMABLE]))
+    .values(
+        status=ItemStatus.CLAIMED.value,
+        generation=ITEMS.c.generation + 1,
+        run_id=bindparam("run"),
+        updated_at=bindparam("now"),
+    )
+    .returning(ITEMS.c.generation)
+)
+SETTLE = (
+    ITEMS.update()
+    .where(_THIS_ITEM, ITEMS.c.generation == bindparam("gen"))
+    .values(
+        status=bindparam("new_status"),
+        updated_at=bindparam("now"),
+        details=bindparam("new_details", type_=JSON),
+        done_order=bindparam("order"),
+    )
+)
+SETTLE_WITH_PRIOR = SETTLE.values(prior=bindparam("new_prior", type_=JSON))
+RESTORED = (
+    ITEMS.update()
+    .where(
+        _THIS_ITEM,
+        ITEMS.c.generation == bindparam("gen"),
+        ITEMS.c.status == ItemStatus.DONE.value,
+    )
+    .values(status=ItemStatus.RESTORED.value, updated_at=bindparam("now"))
+)
+
+
+def _item_params(claim: Claim) -> dict[str, Any]:
+    return {
+        "incident": claim.incident_id,
+        "step": claim.step_id,
+        "key": claim.key,
+        "gen": claim.generation,
+    }
+
+
+def _counted(result: Any) -> CursorResult[Any]:
+    """A write's result, whose row count decides what happens next."""
+    return cast(CursorResult[Any], result)
 
 
 @dataclass(frozen=True)
@@ -256,15 +322,10 @@ class Ledger:
     def _now(self) -> str:
         return self._clock.now().astimezone(UTC).isoformat(timespec="microseconds")
 
-    def _insert(self, table: type[Base]) -> Any:
+    def _insert(self, table: Table) -> Any:
         """INSERT ... ON CONFLICT DO NOTHING in the engine's dialect."""
         dialect = postgresql if self._dialect == "postgresql" else sqlite
         return dialect.insert(table).on_conflict_do_nothing()
-
-    @staticmethod
-    def _write(session: Session, statement: Any) -> CursorResult[Any]:
-        """Execute a write whose row count decides what happens next."""
-        return cast(CursorResult[Any], session.execute(statement))
 
     # -- the audit chain -------------------------------------------------------------------
 
@@ -274,52 +335,56 @@ class Ledger:
 
     def append_many(self, entries: list[Entry]) -> list[int]:
         """Write entries in one transaction; each incident's chain head is locked while it grows."""
-        with Session(self._engine) as session, session.begin():
-            return self._chain(session, entries)
+        with self._engine.begin() as conn:
+            return self._chain(conn, entries)
 
-    def _chain(self, session: Session, entries: list[Entry]) -> list[int]:
-        heads: dict[str, tuple[int, str]] = {}
-        written = []
-        for entry in entries:
-            if entry.incident_id not in heads:
-                heads[entry.incident_id] = self._lock_head(session, entry.incident_id)
-            seq, prev = heads[entry.incident_id]
-            seq += 1
-            row = {
+    def _chain(self, conn: Connection, entries: list[Entry]) -> list[int]:
+        """Append entries to their chains inside the caller's transaction: lock each chain's
+        head, insert the entries, move the head. Three statements for one incident."""
+        rows = [
+            {
                 "incident_id": entry.incident_id,
                 "run_id": entry.run_id,
                 "step_id": entry.step_id,
                 "target": entry.target,
                 "phase": entry.phase,
                 "actor": entry.actor,
-                "at": self._now(),
                 "mode": entry.mode,
                 "outcome": entry.outcome,
                 "details": _plain(dict(entry.details)),
             }
+            for entry in entries
+        ]
+        heads: dict[str, tuple[int, str]] = {}
+        written = []
+        for row in rows:
+            incident_id = row["incident_id"]
+            if incident_id not in heads:
+                heads[incident_id] = self._lock_head(conn, incident_id)
+            seq, prev = heads[incident_id]
+            seq += 1
+            row["at"] = self._now()
             digest = _content_hash(seq, row, prev)
-            session.add(LedgerRow(seq=seq, prev_hash=prev, entry_hash=digest, **row))
-            heads[entry.incident_id] = (seq, digest)
+            row.update(seq=seq, prev_hash=prev, entry_hash=digest)
+            heads[incident_id] = (seq, digest)
             written.append(seq)
-        for incident_id, (seq, digest) in heads.items():
-            session.execute(
-                update(ChainHead)
-                .where(ChainHead.incident_id == incident_id)
-                .values(seq=seq, entry_hash=digest)
-            )
+        conn.execute(ENTRIES.insert(), rows)
+        conn.execute(
+            MOVE_HEAD,
+            [{"head": i, "new_seq": seq, "new_hash": h} for i, (seq, h) in heads.items()],
+        )
         return written
 
-    def _lock_head(self, session: Session, incident_id: str) -> tuple[int, str]:
-        session.execute(
-            self._insert(ChainHead).values(incident_id=incident_id, seq=0, entry_hash=GENESIS)
-        )
-        query = select(ChainHead.seq, ChainHead.entry_hash).where(
-            ChainHead.incident_id == incident_id
-        )
-        if self._dialect == "postgresql":
-            query = query.with_for_update()
-        seq, digest = session.execute(query).one()
-        return seq, digest
+    def _lock_head(self, conn: Connection, incident_id: str) -> tuple[int, str]:
+        """The chain's head, locked until the transaction ends (on SQLite the whole file is)."""
+        read = READ_HEAD_LOCKED if self._dialect == "postgresql" else READ_HEAD
+        found = conn.execute(read, {"head": incident_id}).first()
+        if found is None:
+            conn.execute(
+                self._insert(HEADS).values(incident_id=incident_id, seq=0, entry_hash=GENESIS)
+            )
+            found = conn.execute(read, {"head": incident_id}).one()
+        return found[0], found[1]
 
     def entries(self, incident_id: str | None = None) -> Iterator[LedgerRow]:
         query = select(LedgerRow).order_by(LedgerRow.incident_id, LedgerRow.seq)
@@ -411,44 +476,32 @@ class Ledger:
         and its audit entry commit together.
         """
         now = self._now()
-        incident_id, step_id = claimant.incident_id, claimant.step_id
-        with Session(self._engine) as session, session.begin():
-            inserted = self._write(
-                session,
-                self._insert(ItemRow).values(
-                    incident_id=incident_id,
-                    step_id=step_id,
-                    item_key=key,
-                    status=ItemStatus.CLAIMED.value,
-                    generation=1,
-                    run_id=claimant.run_id,
-                    updated_at=now,
-                    details={},
-                ),
+        item = {"incident": claimant.incident_id, "step": claimant.step_id, "key": key}
+        with self._engine.begin() as conn:
+            inserted = _counted(
+                conn.execute(
+                    self._insert(ITEMS).values(
+                        incident_id=claimant.incident_id,
+                        step_id=claimant.step_id,
+                        item_key=key,
+                        status=ItemStatus.CLAIMED.value,
+                        generation=1,
+                        run_id=claimant.run_id,
+                        updated_at=now,
+                        details={},
+                    )
+                )
             )
             generation = 1
             if inserted.rowcount != 1:
-                reclaimed = session.execute(
-                    update(ItemRow)
-                    .where(
-                        ItemRow.incident_id == incident_id,
-                        ItemRow.step_id == step_id,
-                        ItemRow.item_key == key,
-                        ItemRow.status.in_([s.value for s in RECLAIMABLE]),
-                    )
-                    .values(
-                        status=ItemStatus.CLAIMED.value,
-                        generation=ItemRow.generation + 1,
-                        run_id=claimant.run_id,
-                        updated_at=now,
-                    )
-                    .returning(ItemRow.generation)
+                reclaimed = conn.execute(
+                    RECLAIM, {**item, "run": claimant.run_id, "now": now}
                 ).first()
                 if reclaimed is None:
                     return None
                 generation = reclaimed[0]
-            self._chain(session, [claimant])
-        return Claim(incident_id, step_id, key, generation)
+            self._chain(conn, [claimant])
+        return Claim(claimant.incident_id, claimant.step_id, key, generation)
 
     def settle(
         self,
@@ -458,27 +511,20 @@ class Ledger:
         prior: Mapping[str, Any] | None = None,
     ) -> None:
         """Record a claimed item's outcome (with the prior state, for undo) and audit it."""
-        with Session(self._engine) as session, session.begin():
-            (seq,) = self._chain(session, [audit])
-            values: dict[str, Any] = {
-                "status": status.value,
-                "updated_at": self._now(),
-                "details": _plain(dict(audit.details)),
-                "done_order": seq if status is ItemStatus.DONE else None,
+        with self._engine.begin() as conn:
+            (seq,) = self._chain(conn, [audit])
+            params = {
+                **_item_params(claim),
+                "new_status": status.value,
+                "now": self._now(),
+                "new_details": _plain(dict(audit.details)),
+                "order": seq if status is ItemStatus.DONE else None,
             }
-            if prior is not None:
-                values["prior"] = _plain(dict(prior))
-            changed = self._write(
-                session,
-                update(ItemRow)
-                .where(
-                    ItemRow.incident_id == claim.incident_id,
-                    ItemRow.step_id == claim.step_id,
-                    ItemRow.item_key == claim.key,
-                    ItemRow.generation == claim.generation,
-                )
-                .values(**values),
-            )
+            if prior is None:
+                changed = _counted(conn.execute(SETTLE, params))
+            else:
+                params["new_prior"] = _plain(dict(prior))
+                changed = _counted(conn.execute(SETTLE_WITH_PRIOR, params))
             if changed.rowcount != 1:
                 raise LedgerError(
                     f"item {claim.step_id}/{claim.key} was claimed again before its outcome was recorded"
@@ -486,21 +532,10 @@ class Ledger:
 
     def mark_restored(self, claim: Claim, audit: Entry) -> None:
         """A done item whose change was undone becomes `restored` (free to claim again)."""
-        with Session(self._engine) as session, session.begin():
-            changed = self._write(
-                session,
-                update(ItemRow)
-                .where(
-                    ItemRow.incident_id == claim.incident_id,
-                    ItemRow.step_id == claim.step_id,
-                    ItemRow.item_key == claim.key,
-                    ItemRow.generation == claim.generation,
-                    ItemRow.status == ItemStatus.DONE.value,
-                )
-                .values(status=ItemStatus.RESTORED.value, updated_at=self._now()),
-            )
+        with self._engine.begin() as conn:
+            changed = _counted(conn.execute(RESTORED, {**_item_params(claim), "now": self._now()}))
             if changed.rowcount == 1:
-                self._chain(session, [audit])
+                self._chain(conn, [audit])
 
     def items(self, incident_id: str, step_id: str | None = None) -> list[Item]:
         query = select(ItemRow).where(ItemRow.incident_id == incident_id)
