@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -163,7 +164,7 @@ def _with_approval(check: Check, role: str, note: str) -> Check:
     )
 
 
-class StepExecutor:
+class StepExecutor(ABC):
     """The one policy loop of both modes (a template method): done items are skipped, a
     FAILED preflight refuses, an approval gates; only `gate` and `act` differ by mode."""
 
@@ -205,12 +206,13 @@ class StepExecutor:
             entries.append(_entry(phase, step, target, status, check, would, details))
         return entries
 
+    @abstractmethod
     def gate(
         self, ctx: RunContext, step: Step, role: str, check: Check, would: str
     ) -> tuple[Status | None, Check]:
         """Whether the step may go on after its approval gate (None) or stops here."""
-        raise NotImplementedError
 
+    @abstractmethod
     def act(
         self,
         ctx: RunContext,
@@ -220,7 +222,7 @@ class StepExecutor:
         target: str,
         known: dict[str, ItemStatus],
     ) -> tuple[Status, dict[str, Any]]:
-        raise NotImplementedError
+        """What becomes of one target whose check passed and whose gate let it through."""
 
 
 class PlanOnly(StepExecutor):
