@@ -86,7 +86,13 @@ def _run_flow(**parameters: Any) -> Path:
 
 
 def _check_before_start(
-    mode: Mode, incident: Path | None, playbook: Path | None, demo: bool, confirm: str | None = None
+    mode: Mode,
+    incident: Path | None,
+    playbook: Path | None,
+    demo: bool,
+    confirm: str | None = None,
+    out: Path | None = None,
+    resume: str | None = None,
 ) -> None:
     """Fail on bad input in a second, before Prefect starts, with one line naming the problem."""
     from breachbook.demo import demo_inputs
@@ -97,6 +103,7 @@ def _check_before_start(
         mode_profile,
         open_customers,
     )
+    from breachbook.workspace import check_claimable
 
     settings = Settings()
     demo_yaml = None
@@ -111,6 +118,8 @@ def _check_before_start(
     )
     load_inputs(request, mode_profile(mode), settings)
     open_customers(settings).close()
+    if out is not None:
+        check_claimable(out, resume)
 
 
 def _summary(out: Path, seconds: float) -> None:
@@ -165,7 +174,7 @@ def drill(
         raise _fail("give --incident FILE, or --demo to drill against the synthetic world")
     started = time.perf_counter()
     try:
-        _check_before_start(Mode.DRILL, incident, playbook, demo)
+        _check_before_start(Mode.DRILL, incident, playbook, demo, out=out)
         folder = _run_flow(
             incident_file=str(incident) if incident else None,
             out_dir=str(out) if out else None,
@@ -197,7 +206,9 @@ def respond(
     """LIVE response: really contains, preserves and notifies. Needs --confirm INCIDENT_ID."""
     started = time.perf_counter()
     try:
-        _check_before_start(Mode.LIVE, incident, playbook, demo=False, confirm=confirm or None)
+        _check_before_start(
+            Mode.LIVE, incident, playbook, False, confirm or None, out=out, resume=resume
+        )
         folder = _run_flow(
             incident_file=str(incident),
             out_dir=str(out) if out else None,

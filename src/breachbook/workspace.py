@@ -30,21 +30,7 @@ class Workspace:
     def claim(cls, root: Path, banner: str | None, run_id: str, label: str) -> Workspace:
         """Take an empty or new folder for this run, or reopen the folder of this same run."""
         root = root.resolve()
-        if root.exists():
-            if not root.is_dir():
-                raise OutputFolderError(f"{root}: exists and is not a folder")
-            if any(root.iterdir()):
-                owner = _owner(root)
-                if owner is None:
-                    raise OutputFolderError(
-                        f"{root}: folder is not empty and was not written by breachbook; "
-                        "choose another --out"
-                    )
-                if owner != run_id:
-                    raise OutputFolderError(
-                        f"{root}: holds the documents of run {owner}, which are kept; "
-                        "choose another --out"
-                    )
+        check_claimable(root, run_id)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -104,3 +90,24 @@ def _owner(root: Path) -> str | None:
         return None
     first = mark.read_text(encoding="utf-8").split("\n", 1)[0].strip()
     return first or "(unknown)"
+
+
+def check_claimable(root: Path, run_id: str | None = None) -> None:
+    """Refuse a folder that holds something else, or another run's documents (kept, never
+    replaced); `run_id` names the run that may reopen its own folder."""
+    root = root.resolve()
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise OutputFolderError(f"{root}: exists and is not a folder")
+    if not any(root.iterdir()):
+        return
+    owner = _owner(root)
+    if owner is None:
+        raise OutputFolderError(
+            f"{root}: folder is not empty and was not written by breachbook; choose another --out"
+        )
+    if owner != run_id:
+        raise OutputFolderError(
+            f"{root}: holds the documents of run {owner}, which are kept; choose another --out"
+        )

@@ -152,6 +152,27 @@ def test_cli_reports_bad_input_in_one_line_before_starting_prefect(tmp_path: Pat
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_refuses_another_runs_folder_before_starting_prefect(
+    small_world: DemoWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".breachbook-run").write_text("abc123def456\nbreachbook drill run abc123def456\n")
+    (out / "report.md").write_text("kept")
+    monkeypatch.setenv("BREACHBOOK_CUSTOMERS_URL", f"sqlite:///{small_world.customers_db}")
+    monkeypatch.setattr("breachbook.cli._run_flow", _prefect_must_not_start)
+    result = CliRunner().invoke(
+        app, ["drill", "--incident", str(small_world.incident_file), "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "holds the documents of run abc123def456, which are kept" in result.output
+    assert (out / "report.md").read_text() == "kept"
+
+
+def _prefect_must_not_start(**parameters: object) -> Path:
+    raise AssertionError("Prefect was started for an input that could be refused before")
+
+
 def test_cli_live_response_refuses_without_confirmation(
     small_world: DemoWorld, tmp_path: Path
 ) -> None:
