@@ -88,6 +88,11 @@ class StepResult:
         return any(e.status in FAILED_STATUSES for e in self.entries)
 
     @property
+    def skipped(self) -> bool:
+        """The step did not run (its condition was false): what needs it cannot run either."""
+        return bool(self.entries) and all(e.status is Status.SKIPPED for e in self.entries)
+
+    @property
     def waiting(self) -> bool:
         return any(e.status is Status.WAITING for e in self.entries)
 
@@ -376,6 +381,12 @@ def _run_step(
         ctx.record(step.id, "-", "plan", Status.SKIPPED, {"condition": step.when})
         return finish(
             [_entry(phase, step, "-", Status.SKIPPED, None, f"condition false: {step.when}")]
+        )
+    skipped_deps = [dep for dep in step.depends_on if dep in done and done[dep].skipped]
+    if skipped_deps:
+        ctx.record(step.id, "-", "plan", Status.SKIPPED, {"skipped_with": skipped_deps})
+        return finish(
+            [_entry(phase, step, "-", Status.SKIPPED, None, f"needs skipped {skipped_deps}")]
         )
     failed_deps = [dep for dep in step.depends_on if dep in done and done[dep].failed]
     if failed_deps:

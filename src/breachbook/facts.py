@@ -15,9 +15,12 @@ KEY = "incident"
 
 
 def record_facts(journal: RunJournal, incident: Incident) -> int | None:
-    """Store the incident as a new version when it differs from the latest; its version."""
-    latest = journal.get(FACTS, KEY, Incident, scope=INCIDENT_SCOPE)
-    if latest == incident:
+    """Store the incident as a new version when it is new; its version.
+
+    Facts equal to any earlier version are not new (a run resumed with the file it started
+    from): recording them again would undo what was learnt since."""
+    history = journal.ledger.record_history(journal.incident_id, INCIDENT_SCOPE, FACTS, KEY)
+    if any(Incident.model_validate(row.data) == incident for row in history):
         return None
     version = journal.put(FACTS, KEY, incident, scope=INCIDENT_SCOPE)
     journal.record("incident", KEY, "facts", "recorded", {"version": version})

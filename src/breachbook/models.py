@@ -92,18 +92,23 @@ class LetterTexts(Strict):
 
 
 class Incident(Strict):
-    """What is known about a breach: the alert enriched by the on-call. Holds no customer data."""
+    """What is known about a breach: the alert enriched by the on-call. Holds no customer data.
+
+    An alert knows little (what fired, where, when); what is not known yet is left out, and
+    the playbook's conditions skip the steps that need it until a later version of the facts
+    says it."""
 
     id: IncidentId
     title: str = Field(min_length=3, max_length=200)
-    description: str = Field(min_length=1)
-    cause: str = Field(min_length=1)
+    description: str | None = Field(default=None, min_length=1)
+    cause: str | None = Field(default=None, min_length=1)
     started_at: AwareDatetime
     discovered_at: AwareDatetime
     aware_at: AwareDatetime | None = None
-    exposed_tables: list[ExposedTable] = Field(min_length=1)
-    data_categories: list[DataCategory] = Field(min_length=1)
-    risk: Literal["unlikely", "risk", "high"]
+    exposed_tables: list[ExposedTable] = []
+    data_categories: list[DataCategory] = []
+    risk: Literal["unlikely", "risk", "high"] | None = None
+    """Not yet assessed when absent."""
     data_encrypted: bool = False
     key_compromised: bool = False
     law_enforcement_delay: bool = False

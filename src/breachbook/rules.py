@@ -71,7 +71,10 @@ class Rule(Strict):
         return not self.triggers or any(trigger.matches(exposed) for trigger in self.triggers)
 
     def applies_to_incident(self, incident: Incident) -> bool:
-        if RISK_ORDER[incident.risk] < RISK_ORDER[self.min_risk]:
+        """Does the incident reach this rule's risk (and miss its safe harbour)? A risk not yet
+        assessed counts as high: a draft that owes too much is safer than a missed deadline."""
+        risk = incident.risk or "high"
+        if RISK_ORDER[risk] < RISK_ORDER[self.min_risk]:
             return False
         safe = incident.data_encrypted and not incident.key_compromised
         return not (self.encryption_safe_harbour and safe)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from breachbook.cli import app
@@ -216,3 +217,45 @@ def test_live_through_the_flow_waits_resumes_and_keeps_personal_data_out_of_pref
     joined = "\n".join(texts)
     assert "deliver-letters" in joined  # the logs were really read
     assert customers_named_in(joined, world.customers_db) == []
+
+
+def test_an_alert_contains_first_and_the_rest_runs_once_the_facts_are_known(
+    settings: Settings, world: DemoWorld, tmp_path: Path
+) -> None:
+    """Partial facts: the alert's run contains (lock, keys, hosts, addresses) and skips what
+    needs facts not known yet; the enriched incident's run does the rest, nothing twice."""
+    known = yaml.safe_load(world.incident_file.read_text(encoding="utf-8"))
+    alert_keys = (
+        "id",
+        "title",
+        "started_at",
+        "discovered_at",
+        "database_role",
+        "access_key_ids",
+        "hosts",
+        "source_addresses",
+    )
+    alert = tmp_path / "alert.yaml"
+    alert.write_text(yaml.safe_dump({k: known[k] for k in alert_keys}), encoding="utf-8")
+    fakes = Fakes(tmp_path)
+
+    first = run_with(Mode.LIVE, settings, fakes, None, alert)
+    assert step_status(first, "lock-db-role") == {Status.COMPLETED}
+    assert step_status(first, "block-addresses") == {Status.COMPLETED}
+    for step_id in ("find-affected", "render-letters", "deliver-letters", "draft-statement"):
+        assert step_status(first, step_id) == {Status.SKIPPED}, step_id
+    assert fakes.mail.sent == []
+
+    enriched = live(settings, fakes, world)
+    assert step_status(enriched, "lock-db-role") == {Status.ALREADY_DONE}
+    assert step_status(enriched, "deliver-letters") == {Status.COMPLETED}
+    sent = len(fakes.mail.sent)
+    assert sent > 100
+
+    resumed_with_the_alert = run_with(Mode.LIVE, settings, fakes, None, alert)
+    assert step_status(resumed_with_the_alert, "deliver-letters") == {Status.COMPLETED}
+    assert len(fakes.mail.sent) == sent
+    ledger = live_ledger(settings)
+    versions = ledger.record_history(INCIDENT, "incident", "facts", "incident")
+    ledger.close()
+    assert [v.version for v in versions] == [1, 2]  # the alert's facts were not recorded again
