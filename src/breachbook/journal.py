@@ -111,7 +111,7 @@ class RunJournal:
             return Once.ALREADY_DONE, {}
         claim = self.claim(step_id, key, {})
         if claim is None:
-            latest = self.statuses(step_id).get(key)
+            latest = self.ledger.item_status(self.incident_id, step_id, key)
             if latest is ItemStatus.DONE:
                 return Once.ALREADY_DONE, {}
             return (Once.UNKNOWN if latest is ItemStatus.UNKNOWN else Once.BUSY), {}

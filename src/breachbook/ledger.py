@@ -556,6 +556,17 @@ class Ledger:
                 for row in session.scalars(query.order_by(ItemRow.step_id, ItemRow.item_key))
             ]
 
+    def item_status(self, incident_id: str, step_id: str, key: str) -> ItemStatus | None:
+        """One item's latest outcome, or None if it was never claimed."""
+        query = select(ITEMS.c.status).where(
+            ITEMS.c.incident_id == incident_id,
+            ITEMS.c.step_id == step_id,
+            ITEMS.c.item_key == key,
+        )
+        with self._engine.connect() as conn:
+            found = conn.execute(query).scalar_one_or_none()
+        return None if found is None else ItemStatus(found)
+
     def item_statuses(self, incident_id: str, step_id: str) -> dict[str, ItemStatus]:
         """Every item of one step and its latest outcome, in one query (a re-run's skip list)."""
         query = select(ItemRow.item_key, ItemRow.status).where(
