@@ -179,9 +179,10 @@ class RenderLetters(Action[NoArgs]):
                 ctx.workspace.write_document(
                     letter_path(rule.id, customer.id), f"Subject: {subject}\n\n{body}", atomic=False
                 )
-                digests[rule.id].update(f"{customer.id} {_letter_hash(subject, body)}\n".encode())
+                digest = digests.setdefault(rule.id, hashlib.sha256())
+                digest.update(f"{customer.id} {_letter_hash(subject, body)}\n".encode())
                 rendered[rule.id] += 1
-        for rule_id in found.individual:
+        for rule_id in digests:
             ctx.journal.put(
                 LETTERS,
                 rule_id,
