@@ -182,14 +182,14 @@ class RenderLetters(Action[NoArgs]):
                 digest = digests.setdefault(rule.id, hashlib.sha256())
                 digest.update(f"{customer.id} {_letter_hash(subject, body)}\n".encode())
                 rendered[rule.id] += 1
-        for rule_id in digests:
+        for rule_id, rule_digest in digests.items():
             ctx.journal.put(
                 LETTERS,
                 rule_id,
                 RenderedLetters(
                     rule_id=rule_id,
                     letters=rendered[rule_id],
-                    digest=digests[rule_id].hexdigest(),
+                    digest=rule_digest.hexdigest(),
                     fallbacks={loc: n for (r, loc), n in writer.fallbacks.items() if r == rule_id},
                     untranslated={
                         lang: n for (r, lang), n in writer.untranslated.items() if r == rule_id
