@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from breachbook.engine import FAILED_STATUSES
 from breachbook.errors import BreachbookError
 from breachbook.modes import Mode
 
@@ -122,8 +121,12 @@ def _check_before_start(
         check_claimable(out, resume)
 
 
-def _summary(out: Path, seconds: float) -> None:
-    """Verdicts and outcomes of the run, then each FAILED or UNVERIFIED action, then the report."""
+FINE = frozenset({"planned", "completed", "already-done", "skipped"})
+
+
+def _summary(out: Path, seconds: float) -> int:
+    """Verdicts and statuses of the run, each action that is not fine, the report; returns
+    the run's exit code (README: Exit codes)."""
     plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
     table = Table(title=f"breachbook {plan['mode']} run {plan['run_id']}", show_header=True)
     table.add_column("verdict")
@@ -136,13 +139,18 @@ def _summary(out: Path, seconds: float) -> None:
         table.add_row(status, str(count))
     console.print(table)
     for entry in plan["entries"]:
-        if entry["verdict"] in ("FAILED", "UNVERIFIED") or entry["status"] in FAILED_STATUSES:
-            line = f"  {entry['verdict'] or entry['status']:<10} {entry['step_id']} ({entry['target']}): {entry['reason']}"
+        status, verdict = entry["status"], entry["verdict"]
+        if verdict in ("FAILED", "UNVERIFIED") or status not in FINE:
+            label = f"{status} ({verdict})" if verdict and status not in FINE else verdict or status
+            line = f"  {label:<10} {entry['step_id']} ({entry['target']}): {entry['reason']}"
             console.print(escape(line), highlight=False, soft_wrap=True)
+    code = int(plan["exit_code"])
     console.print(
-        f"finished in {seconds:.1f} s; report: [bold]{escape(str(out / 'report.md'))}[/]",
+        f"{plan['outcome']} (exit {code}) in {seconds:.1f} s; "
+        f"report: [bold]{escape(str(out / 'report.md'))}[/]",
         highlight=False,
     )
+    return code
 
 
 @app.command()
@@ -184,7 +192,9 @@ def drill(
         )
     except BreachbookError as exc:
         raise _fail(str(exc)) from None
-    _summary(folder, time.perf_counter() - started)
+    code = _summary(folder, time.perf_counter() - started)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -219,7 +229,9 @@ def respond(
         )
     except BreachbookError as exc:
         raise _fail(str(exc)) from None
-    _summary(folder, time.perf_counter() - started)
+    code = _summary(folder, time.perf_counter() - started)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

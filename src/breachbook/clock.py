@@ -1,5 +1,6 @@
 """Time is read through a port so that a tabletop can run on a simulated clock."""
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -9,12 +10,19 @@ class Clock(Protocol):
         """The current time, timezone-aware."""
         ...
 
+    def sleep(self, seconds: float) -> None:
+        """Wait (a retry's back-off); a simulated clock just moves on."""
+        ...
+
 
 class SystemClock:
     """Wall-clock time in UTC."""
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 class FixedStepClock:
@@ -33,3 +41,6 @@ class FixedStepClock:
         current = self._next
         self._next = current + self._step
         return current
+
+    def sleep(self, seconds: float) -> None:
+        self._next += timedelta(seconds=seconds)

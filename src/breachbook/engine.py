@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,6 +41,23 @@ class Status(StrEnum):
     FAILED = "failed"
     INCOMPLETE = "incomplete"
     SKIPPED = "skipped"
+    SET_ASIDE = "set-aside"
+    """One record could not be used: FAILED and reported, but nobody else is held back."""
+
+
+class Outcome(IntEnum):
+    """How a run ended, as the CLI's exit code: the worst that happened to any action."""
+
+    DONE = 0
+    """LIVE: every action done (or skipped by its condition). DRILL: no check FAILED."""
+    FAILED = 1
+    """An action failed, was refused, set a record aside or ended uncertain."""
+    INVALID_INPUT = 2
+    """The run did not start: an input was refused (the CLI's usage errors are 2 as well)."""
+    BLOCKED = 3
+    """Nothing failed here, but a step was denied approval or blocked."""
+    WAITING = 4
+    """Nothing failed; a step waits for a person's decision and the run can be resumed."""
 
 
 FAILED_STATUSES = frozenset(
@@ -116,6 +133,22 @@ class RunResult:
             if entry.verdict in counts:
                 counts[entry.verdict] += 1
         return counts
+
+    def outcome(self) -> Outcome:
+        entries = self.entries()
+        statuses = {e.status for e in entries}
+        if any(e.verdict == Verdict.FAILED.value for e in entries) or statuses & {
+            Status.FAILED,
+            Status.REFUSED,
+            Status.INCOMPLETE,
+            Status.SET_ASIDE,
+        }:
+            return Outcome.FAILED
+        if statuses & {Status.BLOCKED, Status.NOT_APPROVED}:
+            return Outcome.BLOCKED
+        if Status.WAITING in statuses:
+            return Outcome.WAITING
+        return Outcome.DONE
 
     @property
     def waiting_for(self) -> list[str]:
@@ -198,8 +231,9 @@ class StepExecutor(ABC):
                 {"reason": check.reason, "method": check.method, "would": would},
             )
             if check.verdict is Verdict.FAILED:
-                ctx.record(step.id, target, "outcome", Status.REFUSED, {"reason": check.reason})
-                entries.append(_entry(phase, step, target, Status.REFUSED, check, would))
+                refused = Status.REFUSED if check.holds_back_dependents else Status.SET_ASIDE
+                ctx.record(step.id, target, "outcome", refused, {"reason": check.reason})
+                entries.append(_entry(phase, step, target, refused, check, would))
                 continue
             if step.approval:
                 stop, check = self.gate(ctx, step, step.approval, check, would)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from breachbook.clock import Clock
 from breachbook.errors import BreachbookError
 from breachbook.ledger import Claim, Entry, Item, ItemStatus, Ledger
 from breachbook.ports import Changed
@@ -38,15 +39,29 @@ class Once(StrEnum):
     BUSY = "busy"
 
 
+RETRY_DELAYS = (1.0, 4.0, 16.0)
+"""Seconds to wait before each retry of a change that failed for a passing reason (a dropped
+connection, a refused one): three retries over about 21 s, then the item is failed."""
+
+
 class RunJournal:
     def __init__(
-        self, ledger: Ledger, incident_id: str, run_id: str, actor: str, mode: str
+        self,
+        ledger: Ledger,
+        incident_id: str,
+        run_id: str,
+        actor: str,
+        mode: str,
+        clock: Clock,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
     ) -> None:
         self.ledger = ledger
         self.incident_id = incident_id
         self.run_id = run_id
         self.actor = actor
         self._mode = mode
+        self._clock = clock
+        self._retry_delays = retry_delays
 
     def _entry(
         self, step_id: str, target: str, phase: str, outcome: str, details: Mapping[str, Any]
@@ -80,6 +95,10 @@ class RunJournal:
     def items(self, step_id: str | None = None) -> list[Item]:
         return self.ledger.items(self.incident_id, step_id)
 
+    def items_in(self, statuses: tuple[ItemStatus, ...]) -> list[Item]:
+        """The incident's items whose latest outcome is one of `statuses`."""
+        return self.ledger.items(self.incident_id, statuses=statuses)
+
     def claim(self, step_id: str, key: str, details: Mapping[str, Any]) -> Claim | None:
         return self.ledger.claim(self._entry(step_id, key, "claim", "claimed", details), key)
 
@@ -103,8 +122,10 @@ class RunJournal:
         """Claim one item, act, record the outcome: the item is changed at most once.
 
         `known` is the step's statuses read in one query beforehand, so a re-run skips done
-        items without a query each. An adapter error marks the item failed (nothing happened,
-        a re-run retries it); `OutcomeUnknown` leaves it unknown for a person to reconcile.
+        items without a query each. An adapter's passing error (a dropped or refused
+        connection: anything but breachbook's own errors) is retried with back-off; if it
+        persists, or the error is definite, the item is failed (a later run retries it).
+        `OutcomeUnknown` leaves it unknown for a person to reconcile.
         """
         status = (known or {}).get(key)
         if status is ItemStatus.DONE:
@@ -115,18 +136,27 @@ class RunJournal:
             if latest is ItemStatus.DONE:
                 return Once.ALREADY_DONE, {}
             return (Once.UNKNOWN if latest is ItemStatus.UNKNOWN else Once.BUSY), {}
-        try:
-            acted = act()
-        except OutcomeUnknown as exc:
-            details = {"error": str(exc)}
-            self.settle(claim, ItemStatus.UNKNOWN, details)
-            return Once.UNKNOWN, details
-        except Exception as exc:
-            details = {"error": describe_error(exc)}
-            self.settle(claim, ItemStatus.FAILED, details)
-            return Once.FAILED, details
-        self.settle(claim, ItemStatus.DONE, acted.details, acted.prior)
-        return Once.DONE, dict(acted.details)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                acted = act()
+                break
+            except OutcomeUnknown as exc:
+                details = {"error": str(exc), "attempts": attempts}
+                self.settle(claim, ItemStatus.UNKNOWN, details)
+                return Once.UNKNOWN, details
+            except Exception as exc:
+                passing = not isinstance(exc, BreachbookError)
+                if passing and attempts <= len(self._retry_delays):
+                    self._clock.sleep(self._retry_delays[attempts - 1])
+                    continue
+                details = {"error": describe_error(exc), "attempts": attempts}
+                self.settle(claim, ItemStatus.FAILED, details)
+                return Once.FAILED, details
+        done = dict(acted.details) | ({"attempts": attempts} if attempts > 1 else {})
+        self.settle(claim, ItemStatus.DONE, done, acted.prior)
+        return Once.DONE, done
 
     def mark_restored(self, item: Item) -> None:
         """The item's change was undone: its latest outcome is `restored`, so it may act again."""

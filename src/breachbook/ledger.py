@@ -537,10 +537,17 @@ class Ledger:
             if changed.rowcount == 1:
                 self._chain(conn, [audit])
 
-    def items(self, incident_id: str, step_id: str | None = None) -> list[Item]:
+    def items(
+        self,
+        incident_id: str,
+        step_id: str | None = None,
+        statuses: tuple[ItemStatus, ...] | None = None,
+    ) -> list[Item]:
         query = select(ItemRow).where(ItemRow.incident_id == incident_id)
         if step_id is not None:
             query = query.where(ItemRow.step_id == step_id)
+        if statuses is not None:
+            query = query.where(ItemRow.status.in_([s.value for s in statuses]))
         with Session(self._engine) as session:
             return [
                 Item(

@@ -35,6 +35,9 @@ class Check(BaseModel):
     verdict: Verdict
     reason: str
     method: str = ""
+    holds_back_dependents: bool = True
+    """A FAILED check on one customer's record sets that record aside; it must not stop the
+    steps that serve everyone else (False), where a failed lock or key must (True)."""
 
     @classmethod
     def verified(cls, reason: str, method: str) -> Check:
@@ -43,6 +46,13 @@ class Check(BaseModel):
     @classmethod
     def failed(cls, reason: str, method: str) -> Check:
         return cls(verdict=Verdict.FAILED, reason=reason, method=method)
+
+    @classmethod
+    def set_aside(cls, reason: str, method: str) -> Check:
+        """FAILED for one record only: reported, handled by a person, nobody else held back."""
+        return cls(
+            verdict=Verdict.FAILED, reason=reason, method=method, holds_back_dependents=False
+        )
 
     @classmethod
     def unverified(cls, reason: str) -> Check:

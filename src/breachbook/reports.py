@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from breachbook.context import RunContext
-from breachbook.engine import RunResult, StepResult
+from breachbook.engine import RunResult, Status, StepResult
+from breachbook.ledger import ItemStatus
 from breachbook.ports import Verdict
 
 
@@ -26,6 +27,8 @@ def plan_data(ctx: RunContext, result: RunResult) -> dict[str, Any]:
         "started_at": result.started_at.isoformat(),
         "finished_at": result.finished_at.isoformat(),
         "verdicts": result.verdict_counts(),
+        "outcome": result.outcome().name.lower(),
+        "exit_code": int(result.outcome()),
         "ledger": {
             "url": make_url(ctx.journal.ledger.url).render_as_string(hide_password=True),
             "head_seq": result.ledger_head[0],
@@ -77,6 +80,19 @@ def plan_markdown(result: RunResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+UNSETTLED = (ItemStatus.CLAIMED, ItemStatus.UNKNOWN)
+FULFILLED = frozenset({Status.COMPLETED, Status.ALREADY_DONE, Status.SKIPPED})
+
+
+def _deadline_state(step: StepResult) -> str:
+    """'met' only when the step was fulfilled in time; a step not done never meets its deadline."""
+    undone = sorted({e.status.value for e in step.entries if e.status not in FULFILLED})
+    if undone:
+        return "not done: " + ", ".join(undone)
+    assert step.due_at is not None
+    return "met" if step.finished_at <= step.due_at else "MISSED"
+
+
 def _seconds(step: StepResult) -> float:
     return (step.finished_at - step.started_at).total_seconds()
 
@@ -107,6 +123,7 @@ def report_markdown(ctx: RunContext, result: RunResult) -> str:
         f"failed {counts[Verdict.FAILED]}, unverified {counts[Verdict.UNVERIFIED]}",
         "- statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
         f"- ledger head: entry {result.ledger_head[0]}, sha256 `{result.ledger_head[1]}`",
+        f"- outcome: **{result.outcome().name.lower()}** (exit code {int(result.outcome())})",
         "",
         "## Counts",
         "",
@@ -128,8 +145,7 @@ def report_markdown(ctx: RunContext, result: RunResult) -> str:
         summary = ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items()))
         deadline = "-"
         if step.due_at is not None:
-            met = "met" if step.finished_at <= step.due_at else "MISSED"
-            deadline = f"{step.due_at.isoformat()} ({met})"
+            deadline = f"{step.due_at.isoformat()} ({_deadline_state(step)})"
         lines.append(
             f"| {step.started_at.time().isoformat(timespec='seconds')} | {step.phase} | {step.step_id} "
             f"| {_seconds(step):.2f} | {summary} | {deadline} |"
@@ -139,6 +155,17 @@ def report_markdown(ctx: RunContext, result: RunResult) -> str:
         lines.append("Every action was verified.")
     for e in problems:
         lines.append(f"- **{e.verdict}** `{e.step_id}` on `{e.target}`: {e.reason}")
+    uncertain = ctx.journal.items_in(UNSETTLED)
+    if uncertain:
+        lines += [
+            "",
+            "## To reconcile",
+            "",
+            "Started and never settled (a crash mid-change, or an outcome the adapter could not "
+            "confirm): check each by hand; a re-run never repeats them.",
+            "",
+        ]
+        lines += [f"- `{item.step_id}` `{item.key}`: {item.status.value}" for item in uncertain]
     lines += ["", "## Documents", ""]
     for step in result.steps:
         lines += [f"- `{doc}` ({step.step_id})" for doc in step.documents]

@@ -254,7 +254,7 @@ def open_run(
     else:
         ledger_url = live_ledger_url(settings)
     ledger = Ledger(ledger_url, clock)
-    journal = RunJournal(ledger, incident.id, run_id, settings.actor, profile.label)
+    journal = RunJournal(ledger, incident.id, run_id, settings.actor, profile.label, clock)
     try:
         connectors = build_connectors(profile, settings, clock, journal, given)
     except BaseException:
@@ -287,7 +287,7 @@ def incident_journal(
     restore); `purpose` names it in the audit trail as a run id would."""
     ledger = Ledger(live_ledger_url(settings), clock, create=False)
     run_id = f"{purpose}-{new_run_id()}"
-    return RunJournal(ledger, incident_id, run_id, actor or settings.actor, profile.label)
+    return RunJournal(ledger, incident_id, run_id, actor or settings.actor, profile.label, clock)
 
 
 def restore_connectors(

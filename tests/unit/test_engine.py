@@ -3,6 +3,7 @@ playbook with recording fakes behind the ports: milliseconds per run."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,7 +15,7 @@ from breachbook.cli import app
 from breachbook.clock import FixedStepClock
 from breachbook.connectors.guard import read_only
 from breachbook.context import RunContext
-from breachbook.engine import Position, RunResult, Status, StepResult
+from breachbook.engine import Outcome, Position, RunResult, Status, StepResult
 from breachbook.errors import DrillWriteBlocked, OutputFolderError
 from breachbook.expressions import ExpressionError, evaluate
 from breachbook.facts import FACTS, KEY
@@ -113,32 +114,45 @@ def test_live_acts_once_per_item_and_a_rerun_skips_what_is_done(
 
 
 class FlakyCloud(RecordingCloud):
-    """Fails the first deactivation with `error`, then works."""
+    """Fails the first `times` deactivations with `error`, then works."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception, times: int = 1) -> None:
         super().__init__()
-        self.error: Exception | None = error
+        self.error = error
+        self.times = times
 
     def deactivate_key(self, access_key_id: str) -> Changed:
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
+        if self.times > 0:
+            self.times -= 1
+            raise self.error
         return super().deactivate_key(access_key_id)
 
 
-def test_a_failed_change_is_recorded_and_retried_by_the_next_run(
+def test_a_passing_failure_is_retried_with_back_off_within_the_run(
     settings: Settings, tmp_path: Path
 ) -> None:
-    fakes = Fakes(tmp_path, cloud=FlakyCloud(ConnectionRefusedError("refused")))
-    first = statuses(run(Mode.LIVE, settings, fakes))
-    assert first[("deactivate-keys", KEYS[0])] is Status.FAILED
-    assert first[("deactivate-keys", KEYS[1])] is Status.COMPLETED
+    fakes = Fakes(tmp_path, cloud=FlakyCloud(ConnectionRefusedError("refused"), times=2))
+    result = run(Mode.LIVE, settings, fakes)
+    key = next(e for e in result.entries() if e.target == KEYS[0])
+    assert key.status is Status.COMPLETED and key.details["attempts"] == 3
+    assert fakes.cloud.changes.count(("deactivate_key", KEYS[0])) == 1
+
+
+def test_a_failure_that_persists_ends_failed_and_the_next_run_retries_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    fakes = Fakes(tmp_path, cloud=FlakyCloud(ConnectionRefusedError("refused"), times=4))
+    first = run(Mode.LIVE, settings, fakes)
+    failed = next(e for e in first.entries() if e.target == KEYS[0])
+    assert failed.status is Status.FAILED and failed.details["attempts"] == 4
+    assert statuses(first)[("deactivate-keys", KEYS[1])] is Status.COMPLETED
+    assert first.outcome() is Outcome.FAILED
     second = statuses(run(Mode.LIVE, settings, fakes))
     assert second[("deactivate-keys", KEYS[0])] is Status.COMPLETED
     assert fakes.cloud.changes.count(("deactivate_key", KEYS[0])) == 1
     ledger = live_ledger(settings)
-    failed = [r for r in ledger.entries() if r.target == KEYS[0] and r.outcome == "failed"]
-    assert [r.details["error"] for r in failed] == [
+    failed_entries = [r for r in ledger.entries() if r.target == KEYS[0] and r.outcome == "failed"]
+    assert [r.details["error"] for r in failed_entries] == [
         "ConnectionRefusedError (message withheld: it may quote customer data)"
     ]
     ledger.close()
@@ -147,7 +161,7 @@ def test_a_failed_change_is_recorded_and_retried_by_the_next_run(
 def test_an_unknown_outcome_is_surfaced_and_never_retried(
     settings: Settings, tmp_path: Path
 ) -> None:
-    fakes = Fakes(tmp_path, cloud=FlakyCloud(OutcomeUnknown("connection dropped mid-call")))
+    fakes = Fakes(tmp_path, cloud=FlakyCloud(OutcomeUnknown("connection dropped mid-call"), 9))
     for _ in range(2):
         result = statuses(run(Mode.LIVE, settings, fakes))
         assert result[("deactivate-keys", KEYS[0])] is Status.INCOMPLETE
@@ -267,7 +281,9 @@ def test_steps_read_the_incident_facts_as_of_their_own_start(
             ledger = live_ledger(settings)
             from breachbook.journal import RunJournal
 
-            journal = RunJournal(ledger, "inc-engine-1", "analyst", "analyst:sam", "live")
+            journal = RunJournal(
+                ledger, "inc-engine-1", "analyst", "analyst:sam", "live", FixedStepClock(T0)
+            )
             grown = Incident.from_file(ENGINE_INCIDENT).model_copy(
                 update={"access_key_ids": [*KEYS, "AKIAZ3MDEMOLEAKED03"]}
             )
@@ -381,3 +397,58 @@ def test_run_folder_paths_cannot_leave_the_folder(tmp_path: Path, path: str) -> 
     with pytest.raises(OutputFolderError, match="not a path inside the output folder"):
         space.write_raw(path, "x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_letter_that_cannot_be_written_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from breachbook.connectors.outbox import OutboxMail
+    from breachbook.ports import OutgoingLetter
+
+    def disk_full(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("breachbook.connectors.outbox.os.replace", disk_full)
+    outbox = OutboxMail(tmp_path / "outbox", "privacy@example.org")
+    with pytest.raises(OSError, match="No space left"):
+        outbox.send(OutgoingLetter("gdpr-a34/C1", "c1@example.org", "Subject", "Body"))
+    assert list((tmp_path / "outbox").iterdir()) == []
+
+
+def test_the_outcome_is_the_worst_that_happened(settings: Settings, tmp_path: Path) -> None:
+    denied = Check.failed("permission denied", "has_table_privilege")
+    cases: list[tuple[Mode, Fakes, Outcome]] = [
+        (Mode.DRILL, Fakes(tmp_path / "1"), Outcome.DONE),
+        (
+            Mode.DRILL,
+            Fakes(tmp_path / "2", database=RecordingDatabaseAdmin(denied)),
+            Outcome.FAILED,
+        ),
+        (Mode.LIVE, Fakes(tmp_path / "3", database=RecordingDatabaseAdmin(denied)), Outcome.FAILED),
+        (Mode.LIVE, Fakes(tmp_path / "4", approvals=ScriptedApprovals()), Outcome.BLOCKED),
+        (Mode.LIVE, Fakes(tmp_path / "5", approvals=None), Outcome.WAITING),
+        (Mode.LIVE, Fakes(tmp_path / "6"), Outcome.DONE),
+    ]
+    for number, (mode, fakes, expected) in enumerate(cases):
+        home = settings.model_copy(update={"home": tmp_path / f"home-{number}"})
+        out = tmp_path / f"out-{number}"
+        result = run(mode, home, fakes, out)
+        assert result.outcome() is expected, (number, mode, expected)
+        plan = json.loads((out / "plan.json").read_text())
+        assert (plan["outcome"], plan["exit_code"]) == (expected.name.lower(), int(expected))
+        report = (out / "report.md").read_text()
+        assert f"outcome: **{expected.name.lower()}** (exit code {int(expected)})" in report
+
+
+def test_a_deadline_is_met_only_by_a_step_that_was_done(settings: Settings, tmp_path: Path) -> None:
+    run(Mode.LIVE, settings, Fakes(tmp_path, approvals=None), tmp_path / "live")
+    report = (tmp_path / "live" / "report.md").read_text()
+    lock = next(line for line in report.splitlines() if "| lock-db-role |" in line)
+    assert lock.endswith("(met) |")
+    run(Mode.DRILL, settings, Fakes(tmp_path / "d"), tmp_path / "drill")
+    drill_lock = next(
+        line
+        for line in (tmp_path / "drill" / "report.md").read_text().splitlines()
+        if "| lock-db-role |" in line
+    )
+    assert drill_lock.endswith("(not done: planned) |")

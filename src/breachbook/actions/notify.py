@@ -154,18 +154,31 @@ def letter_path(rule_id: str, customer_id: str) -> str:
     return f"letters/{rule_id}/{customer_id}.txt"
 
 
+class RenderArgs(ActionArgs):
+    max_unusable_percent: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="Above this share of unusable customer records no letter goes out until "
+        "a person decides; below it they are set aside for a manual notice and the rest go out",
+    )
+
+
+RECORD = "record:"
+
+
 @register
-class RenderLetters(Action[NoArgs]):
+class RenderLetters(Action[RenderArgs]):
     name = "letters.render"
     summary = "Render every affected customer's letter for each obligation; all are checked before any is sent."
     changes = NOTHING
-    args_model = NoArgs
+    args_model = RenderArgs
 
-    def targets(self, args: NoArgs, ctx: RunContext) -> list[str]:
+    def targets(self, args: RenderArgs, ctx: RunContext) -> list[str]:
         found = assessment(ctx)
-        return sorted(found.individual) + (["unusable-records"] if found.rejected else [])
+        return sorted(found.individual) + [f"{RECORD}{r.customer_id}" for r in found.rejected]
 
-    def prepare(self, args: NoArgs, ctx: RunContext) -> Prepared:
+    def prepare(self, args: RenderArgs, ctx: RunContext) -> Prepared:
         found = assessment(ctx)
         writer = LetterWriter(
             ctx.renderer, ctx.playbook.organisation, ctx.incident, ctx.connectors.clock.now()
@@ -218,11 +231,23 @@ class RenderLetters(Action[NoArgs]):
         found = ctx.journal.get(LETTERS, rule_id, RenderedLetters)
         return found or RenderedLetters(rule_id=rule_id)
 
-    def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
-        if target == "unusable-records":
-            count = len(assessment(ctx).rejected)
+    def preflight(self, args: RenderArgs, target: str, ctx: RunContext) -> Check:
+        found = assessment(ctx)
+        if target.startswith(RECORD):
+            customer_id = target.removeprefix(RECORD)
+            problem = next(r.problem for r in found.rejected if r.customer_id == customer_id)
+            return Check.set_aside(
+                f"customer record {customer_id} cannot be used ({problem}); it is listed in "
+                "rejected.json for a manual notice",
+                "record validation",
+            )
+        unusable = len(found.rejected)
+        share = 100 * unusable / (found.affected + unusable) if unusable else 0.0
+        if share > args.max_unusable_percent:
             return Check.failed(
-                f"{count} customer record(s) could not be used; see rejected.json and notify them by hand",
+                f"{unusable} of {found.affected + unusable} affected customer records "
+                f"({share:.1f}%) cannot be used, more than the {args.max_unusable_percent:g}% "
+                "this step allows: a person decides before any letter goes out (rejected.json)",
                 "record validation",
             )
         rendered = self._rendered(ctx, target)
@@ -246,12 +271,12 @@ class RenderLetters(Action[NoArgs]):
             "StrictUndefined render",
         )
 
-    def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
-        if target == "unusable-records":
-            return "nothing: these customers need a manual notice"
+    def would(self, args: RenderArgs, target: str, ctx: RunContext) -> str:
+        if target.startswith(RECORD):
+            return "nothing: this customer needs a manual notice"
         return f"keep {self._rendered(ctx, target).letters} rendered letters for {target}"
 
-    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> Changed:
+    def apply(self, args: RenderArgs, target: str, ctx: RunContext) -> Changed:
         rendered = self._rendered(ctx, target)
         return Changed({"letters": rendered.letters, "digest": rendered.digest})
 

@@ -31,6 +31,9 @@ class OutboxMail:
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / f"{letter.key.replace('/', '_')}.eml"
         tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(bytes(message))
-        os.replace(tmp, target)
+        try:
+            tmp.write_bytes(bytes(message))
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
         return target.name
