@@ -97,6 +97,30 @@ class Obligations:
         ]
 
 
+WITHHELD = "[customer data withheld]"
+
+
+def without_customer_data(message: str, customer: Customer) -> str:
+    """An error message with every value of the customer's record taken out.
+
+    A template that looks a customer's value up (`labels[recipient_name]`) fails with a
+    message quoting it; errors reach Prefect, the console and the ledger, so the value goes."""
+    values = [
+        customer.full_name,
+        customer.email,
+        customer.phone,
+        customer.street,
+        customer.city,
+        customer.postal_code,
+        customer.region,
+        *customer.full_name.split(),
+        customer.email.split("@")[0],
+    ]
+    for value in sorted({v for v in values if len(v) >= 3}, key=len, reverse=True):
+        message = message.replace(value, WITHHELD)
+    return message
+
+
 def iter_valid_customers(
     directory: CustomerDirectory, exposed: frozenset[DataCategory], rejected: list[RejectedRecord]
 ) -> Iterator[Customer]:
@@ -307,7 +331,18 @@ class LetterWriter:
             self.fallbacks[key] += 1
         if not self._texts_in(language)[1]:
             self.untranslated[(rule.id, language)] += 1
-        text = self.renderer.render(name, self.context(customer, rule, exposed, language))
+        try:
+            text = self.renderer.render(name, self.context(customer, rule, exposed, language))
+        except TemplateFieldError as exc:
+            raise TemplateFieldError(
+                f"customer {customer.id}: {without_customer_data(str(exc), customer)}"
+            ) from None
+        except Exception as exc:
+            raise TemplateFieldError(
+                f"{self.renderer.templates_dir / name}: customer {customer.id}: "
+                f"{type(exc).__name__} while rendering (message withheld: it may quote "
+                "customer data)"
+            ) from None
         first, _, body = text.partition("\n")
         if not first.startswith("Subject: "):
             raise TemplateFieldError(
