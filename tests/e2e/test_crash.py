@@ -5,6 +5,7 @@ same run id and sends every letter that was not sent, none twice."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -144,3 +145,71 @@ def test_live_killed_while_sending_resumes_and_sends_each_letter_once(tmp_path: 
     assert sent_before <= eml
     assert len(eml) - len(stuck) <= len(done_entries) <= len(eml)
     assert len(done_entries) + len(stuck) == len(items) > len(sent_before)
+
+
+def _live(home: Path, run_id: str, log: Path, pause: str = "0") -> list[str]:
+    return [sys.executable, "-m", "tests.e2e.live_process", str(home), run_id, str(log), pause]
+
+
+def _letters(home: Path) -> dict[str, ItemStatus]:
+    ledger = Ledger(f"sqlite:///{home / 'ledger.sqlite'}", SystemClock(), create=False)
+    items = ledger.item_statuses("demo-2026-antiques-leak", "letters.deliver")
+    assert ledger.verify() == []
+    ledger.close()
+    return items
+
+
+def test_live_killed_at_20_random_points_sends_no_letter_twice_and_loses_none(
+    tmp_path: Path,
+) -> None:
+    home, log = tmp_path / "home", tmp_path / "sent.log"
+    ensure_demo_world(home / "demo", size=600)
+    env = {**os.environ, "BREACHBOOK_HOME": str(home)}
+    seed = int(time.time())
+    chance = random.Random(seed)
+    kills = 0
+    while kills < 20:
+        # a process sends its first letter about 1.8 s after it starts: most kills land while
+        # letters go out (each is accepted, then answered 30 ms later), some before
+        process = subprocess.Popen(_live(home, "run0kill0001", log, "0.03"), cwd=ROOT, env=env)
+        time.sleep(chance.uniform(1.0, 3.0))
+        if process.poll() is not None:
+            break  # it finished before this kill: the rest is checked below
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        kills += 1
+    assert kills == 20, f"seed {seed}: the run finished after {kills} kills"
+    in_flight = len(log.read_text().split())
+    subprocess.run(_live(home, "run0kill0001", log), cwd=ROOT, env=env, check=True)
+
+    sent = log.read_text().split()
+    items = _letters(home)
+    stuck = sorted(key for key, status in items.items() if status is not ItemStatus.DONE)
+    assert len(sent) == len(set(sent)), f"seed {seed}: a letter was sent twice"
+    assert all(items[key] is ItemStatus.CLAIMED for key in stuck), f"seed {seed}"
+    assert len(stuck) <= kills, f"seed {seed}: more letters in doubt than kills"
+    done = {key for key, status in items.items() if status is ItemStatus.DONE}
+    assert done <= set(sent) <= done | set(stuck), f"seed {seed}"
+    assert len(items) > 300 and len(done) + len(stuck) == len(items), f"seed {seed}: lost"
+    assert 0 < in_flight < len(items), f"seed {seed}: the kills did not land while sending"
+    print(  # the figures for a report: pytest -s shows them
+        f"seed {seed}: {kills} kills, {len(sent)} letters sent once each, "
+        f"{len(stuck)} in doubt for a person, 0 lost, 0 twice"
+    )
+
+
+def test_two_live_processes_at_once_send_each_letter_once_and_all_of_them(
+    tmp_path: Path,
+) -> None:
+    home, log = tmp_path / "home", tmp_path / "sent.log"
+    ensure_demo_world(home / "demo", size=600)
+    env = {**os.environ, "BREACHBOOK_HOME": str(home)}
+    runs = [
+        subprocess.Popen(_live(home, run_id, log, "0.001"), cwd=ROOT, env=env)
+        for run_id in ("run0both0001", "run0both0002")
+    ]
+    assert [process.wait(timeout=300) for process in runs] == [0, 0]
+    sent = log.read_text().split()
+    items = _letters(home)
+    assert len(sent) == len(set(sent)) == len(items) > 300
+    assert set(items.values()) == {ItemStatus.DONE}
