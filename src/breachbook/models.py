@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import email_validator
-import yaml
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -26,6 +25,7 @@ from pydantic import (
 )
 
 from breachbook.errors import IncidentFileError
+from breachbook.inputs import INCIDENT, InputError, check_text, load_yaml, read_text
 
 
 class DataCategory(StrEnum):
@@ -174,24 +174,29 @@ class Incident(Strict):
 
     @classmethod
     def from_file(cls, path: Path) -> Incident:
-        """Load an incident file (YAML or JSON); one clear line names the file and field at fault."""
+        """Load an incident file (YAML or JSON) within the limits of breachbook.inputs; one
+        clear line names the file and field at fault."""
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise IncidentFileError(f"{path}: cannot read incident file ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise IncidentFileError(f"{path}: not UTF-8 text") from None
-        return cls.from_text(text, str(path))
+            text = read_text(path, INCIDENT)
+        except InputError as exc:
+            raise IncidentFileError(str(exc)) from None
+        return cls._parse(text, str(path))
 
     @classmethod
     def from_text(cls, text: str, source: str) -> Incident:
         """Parse an incident document; errors name `source` and the field at fault."""
         try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise IncidentFileError(f"{source}:{where} not valid YAML") from None
+            checked = check_text(text, source, INCIDENT)
+        except InputError as exc:
+            raise IncidentFileError(str(exc)) from None
+        return cls._parse(checked, source)
+
+    @classmethod
+    def _parse(cls, text: str, source: str) -> Incident:
+        try:
+            raw = load_yaml(text, source)
+        except InputError as exc:
+            raise IncidentFileError(str(exc)) from None
         if not isinstance(raw, dict):
             raise IncidentFileError(f"{source}: an incident file must be a mapping of fields")
         try:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from breachbook.errors import PlaybookError
 from breachbook.expressions import Scope, expression_problems, value_problems
+from breachbook.inputs import PLAYBOOK, InputError, parse_yaml, read_text
 from breachbook.models import Incident, Organisation
 
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
@@ -108,11 +109,8 @@ def json_schema() -> dict[str, Any]:
 class _LineFinder:
     """Maps a path in the YAML document (('phases', 0, 'steps', 1, 'action')) to its line."""
 
-    def __init__(self, text: str) -> None:
-        try:
-            self._root: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            self._root = None
+    def __init__(self, root: yaml.Node | None) -> None:
+        self._root = root
 
     def line(self, loc: tuple[str | int, ...]) -> int | None:
         node = self._root
@@ -256,20 +254,13 @@ def _find_cycle(playbook: Playbook) -> list[str]:
 
 
 def load_playbook(path: Path, templates_dir: Path) -> Playbook:
-    """Read, validate and cross-check a playbook; raise PlaybookError listing every problem."""
+    """Read (within the limits of breachbook.inputs), validate and cross-check a playbook;
+    raise PlaybookError listing every problem."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlaybookError(str(path), [f"cannot read playbook ({exc.strerror})"]) from None
-    lines = _LineFinder(text)
-    problems = _Problems(lines)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise PlaybookError(str(path), [f"not valid YAML{where}: {problem}"]) from None
+        raw, root = parse_yaml(read_text(path, PLAYBOOK), str(path))
+    except InputError as exc:
+        raise PlaybookError(str(path), [exc.problem]) from None
+    problems = _Problems(_LineFinder(root))
     if not isinstance(raw, dict):
         raise PlaybookError(str(path), ["a playbook must be a mapping with version, name, phases"])
     try:

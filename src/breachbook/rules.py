@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from breachbook.errors import BreachbookError
+from breachbook.inputs import RULES, InputError, read_yaml
 from breachbook.models import Customer, DataCategory, Incident, describe_validation_error
 
 RISK_ORDER = {"unlikely": 0, "risk": 1, "high": 2}
@@ -148,10 +148,11 @@ class RuleBook(Strict):
 
     @classmethod
     def load(cls, path: Path) -> RuleBook:
+        """Read the rules within the limits of breachbook.inputs."""
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise RulesError(f"{path}: cannot read rules ({exc})") from None
+            raw = read_yaml(path, RULES)
+        except InputError as exc:
+            raise RulesError(str(exc)) from None
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:

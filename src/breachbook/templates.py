@@ -2,15 +2,18 @@
 
 A template that names a field its context lacks fails with the template and field named,
 before anything is sent. Customer data is only ever a value in the context, never template
-source, so a hostile name is printed as written and cannot run.
+source, so a hostile name is printed as written and cannot run. Each template file is read
+through breachbook.inputs: at most TEMPLATE.max_bytes of UTF-8 text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from jinja2 import (
+    Environment,
     FileSystemLoader,
     StrictUndefined,
     Template,
@@ -19,17 +22,44 @@ from jinja2 import (
     UndefinedError,
     select_autoescape,
 )
+from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from breachbook.errors import TemplateFieldError
+from breachbook.inputs import TEMPLATE, InputError, read_text
 from breachbook.models import base_language
+
+
+class _BoundedLoader(FileSystemLoader):
+    """jinja2's loader from one folder ('..' refused the same way), reading each file within
+    the template limit when it is loaded."""
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        path = Path(self.searchpath[0]).joinpath(*split_template_path(template))
+        if not path.is_file():
+            raise TemplateNotFound(template)
+        try:
+            text = read_text(path, TEMPLATE)
+        except InputError as exc:
+            raise TemplateFieldError(str(exc)) from None
+        mtime = path.stat().st_mtime
+
+        def uptodate() -> bool:
+            try:
+                return path.stat().st_mtime == mtime
+            except OSError:
+                return False
+
+        return text, str(path), uptodate
 
 
 class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
         self._env = ImmutableSandboxedEnvironment(
-            loader=FileSystemLoader(str(templates_dir)),
+            loader=_BoundedLoader(str(templates_dir)),
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
             keep_trailing_newline=True,
