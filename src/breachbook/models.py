@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network
@@ -65,14 +65,47 @@ class Organisation(Strict):
     lead_supervisory_authority: str = "the lead supervisory authority"
 
 
-class ExposedTable(Strict):
-    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-    columns: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(min_length=1)
-
-
 Network = IPv4Network | IPv6Network
 IncidentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$")]
-LanguageTag = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+LanguageTag = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35)]
+
+MAX_TEXT = 10_000
+"""Characters in one of the incident's texts (a description, a cause, one measure): about
+three pages, and each is copied into every letter."""
+MAX_TEXT_ITEMS = 100
+"""Measures taken, or steps for the customer, in one list."""
+MAX_LETTER_TEXTS = 20_000
+"""Characters of all the incident's texts in one language together: what one letter quotes."""
+MAX_TRANSLATIONS = 100
+"""Languages an incident's texts are translated into."""
+MAX_TARGETS = 1_000
+"""Tables, keys, hosts or networks in one list; each becomes a target of the plan."""
+EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+"""Incident times lie in [EARLIEST, LATEST): year 1 or 9999 is a typo, and deadlines added to
+9999 overflow. A fixed window, not one around now, so a file (and a version of the facts read
+back from the ledger) validates the same on any day, and tests and tabletops may date their
+incidents freely."""
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+Texts = Annotated[
+    list[Annotated[str, Field(max_length=MAX_TEXT)]], Field(max_length=MAX_TEXT_ITEMS)
+]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63)]
+
+
+def _in_window(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"must be from {EARLIEST:%Y-%m-%d} and before {LATEST:%Y-%m-%d} (UTC)")
+    return value
+
+
+IncidentTime = Annotated[AwareDatetime, AfterValidator(_in_window)]
+
+
+class ExposedTable(Strict):
+    table: Identifier
+    columns: list[Identifier] = Field(min_length=1, max_length=MAX_TARGETS)
 
 
 def base_language(tag: str) -> str:
@@ -84,11 +117,17 @@ class LetterTexts(Strict):
     """The incident's words to customers in one more language. A translation must carry
     every text the incident has, so no letter mixes two languages."""
 
-    description: str | None = Field(default=None, min_length=1)
-    cause: str | None = Field(default=None, min_length=1)
-    likely_consequences: str | None = Field(default=None, min_length=1)
-    measures_taken: list[str] | None = None
-    individual_steps: list[str] | None = None
+    description: Text | None = None
+    cause: Text | None = None
+    likely_consequences: Text | None = None
+    measures_taken: Texts | None = None
+    individual_steps: Texts | None = None
+
+    def length(self) -> int:
+        """Characters of all the texts together: what one letter quotes."""
+        singles = (self.description, self.cause, self.likely_consequences)
+        items = [*(self.measures_taken or []), *(self.individual_steps or [])]
+        return sum(len(text or "") for text in singles) + sum(len(item) for item in items)
 
 
 class Incident(Strict):
@@ -100,28 +139,32 @@ class Incident(Strict):
 
     id: IncidentId
     title: str = Field(min_length=3, max_length=200)
-    description: str | None = Field(default=None, min_length=1)
-    cause: str | None = Field(default=None, min_length=1)
-    started_at: AwareDatetime
-    discovered_at: AwareDatetime
-    aware_at: AwareDatetime | None = None
-    exposed_tables: list[ExposedTable] = []
-    data_categories: list[DataCategory] = []
+    description: Text | None = None
+    cause: Text | None = None
+    started_at: IncidentTime
+    discovered_at: IncidentTime
+    aware_at: IncidentTime | None = None
+    exposed_tables: list[ExposedTable] = Field(default=[], max_length=MAX_TARGETS)
+    data_categories: list[DataCategory] = Field(default=[], max_length=len(DataCategory))
     risk: Literal["unlikely", "risk", "high"] | None = None
     """Not yet assessed when absent."""
     data_encrypted: bool = False
     key_compromised: bool = False
     law_enforcement_delay: bool = False
     database_role: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")] | None = None
-    access_key_ids: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{16,128}$")]] = []
-    hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]] = []
-    source_addresses: list[Network] = []
-    measures_taken: list[str] = []
-    likely_consequences: str = ""
-    individual_steps: list[str] = []
+    access_key_ids: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{16,128}$")]] = Field(
+        default=[], max_length=MAX_TARGETS
+    )
+    hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=253)]] = (
+        Field(default=[], max_length=MAX_TARGETS)
+    )
+    source_addresses: list[Network] = Field(default=[], max_length=MAX_TARGETS)
+    measures_taken: Texts = []
+    likely_consequences: Annotated[str, Field(max_length=MAX_TEXT)] = ""
+    individual_steps: Texts = []
     language: LanguageTag = "en"
     """The language of the texts above (description, cause, consequences, measures, steps)."""
-    translations: dict[LanguageTag, LetterTexts] = {}
+    translations: dict[LanguageTag, LetterTexts] = Field(default={}, max_length=MAX_TRANSLATIONS)
     """The same texts in the customers' languages, keyed 'de' or 'zh-CN'."""
 
     def texts_in(self, language: str) -> LetterTexts | None:
@@ -143,6 +186,21 @@ class Incident(Strict):
             raise ValueError("discovered_at is before started_at")
         if self.aware_at is not None and self.aware_at < self.discovered_at:
             raise ValueError("aware_at is before discovered_at")
+        return self
+
+    @model_validator(mode="after")
+    def _letter_texts_bounded(self) -> Incident:
+        own = self.texts_in(self.language)
+        assert own is not None
+        languages = {"texts": own} | {
+            f"translations.{tag}": t for tag, t in self.translations.items()
+        }
+        for where, texts in languages.items():
+            if texts.length() > MAX_LETTER_TEXTS:
+                raise ValueError(
+                    f"{where}: {texts.length():,} characters together, more than the "
+                    f"{MAX_LETTER_TEXTS:,} one letter may quote"
+                )
         return self
 
     @model_validator(mode="after")
