@@ -176,6 +176,7 @@ def _check_references(playbook: Playbook, templates_dir: Path, problems: _Proble
                 )
             else:
                 _check_args(action.args_model.model_fields, step, loc, problems)
+                _check_literal_args(action.args_model, step, loc, problems)
                 for template in action.required_templates(step.args):
                     if not (templates_dir / template).is_file():
                         problems.add(
@@ -222,6 +223,33 @@ def _check_args(
     for name, info in fields.items():
         if info.is_required() and name not in step.args:
             problems.add((*loc, "with"), f"missing required argument {name!r} for {step.action}")
+
+
+def _check_literal_args(
+    model: type[BaseModel], step: Step, loc: tuple[str | int, ...], problems: _Problems
+) -> None:
+    """Validate the arguments written out literally as the run will (the engine's
+    `parse_args`); one holding an expression is only known at run time, and one that is
+    missing or unknown is reported by _check_args."""
+    literal = {key: value for key, value in step.args.items() if not _templated(value)}
+    try:
+        model.model_validate(literal)
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            if err["loc"] and err["loc"][0] in literal and err["type"] != "extra_forbidden":
+                message = err["msg"].removeprefix("Value error, ")
+                problems.add((*loc, "with", *err["loc"]), message)
+
+
+def _templated(value: Any) -> bool:
+    """Does the value hold an expression that expressions.resolve replaces at run time?"""
+    if isinstance(value, str):
+        return "{{" in value
+    if isinstance(value, list):
+        return any(_templated(item) for item in value)
+    if isinstance(value, dict):
+        return any(_templated(item) for item in value.values())
+    return False
 
 
 def _find_cycle(playbook: Playbook) -> list[str]:

@@ -47,7 +47,7 @@ def test_reference_playbook_refers_only_to_fields_the_incident_has() -> None:
 
 
 def test_every_kind_of_error_has_an_example() -> None:
-    assert len(INVALID) >= 18
+    assert len(INVALID) >= 25
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
@@ -73,6 +73,35 @@ def test_validate_command_refuses_a_misspelt_incident_field_in_a_condition() -> 
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == [f"{path}: {expected_message(path)}"]
+
+
+def test_validate_command_refuses_a_literal_argument_the_run_would_refuse() -> None:
+    path = DATA / "invalid" / "literal-bad-role.yaml"
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: {expected_message(path)}")
+
+
+def test_only_arguments_without_expressions_are_checked_before_the_run(tmp_path: Path) -> None:
+    # A value holding an expression is known only at run time (its literal items too); a value
+    # without one is checked now, as the run would check it.
+    text = (DATA / "valid" / "minimal.yaml").read_text(encoding="utf-8")
+    playbook = tmp_path / "playbook.yaml"
+    playbook.write_text(
+        text.replace("action: database.lock_role", "action: network.block_addresses").replace(
+            'role: "{{ incident.database_role }}"',
+            'addresses: ["{{ incident.source_addresses[0] }}", "bad"]',
+        ),
+        encoding="utf-8",
+    )
+    assert load_playbook(playbook, TEMPLATES).phases[0].steps[0].args["addresses"][1] == "bad"
+    playbook.write_text(text.replace('"{{ incident.database_role }}"', "[app]"), encoding="utf-8")
+    with pytest.raises(PlaybookError) as caught:
+        load_playbook(playbook, TEMPLATES)
+    assert caught.value.problems == [
+        "phases[0].steps[0].with.role (line 18): Input should be a valid string"
+    ]
 
 
 def test_validate_command_accepts_a_valid_playbook() -> None:
