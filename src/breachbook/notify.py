@@ -12,10 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field
 
 from breachbook.errors import TemplateFieldError
+from breachbook.inputs import LABELS, read_yaml
 from breachbook.models import (
     Customer,
     DataCategory,
@@ -249,10 +249,7 @@ class LetterWriter:
 
     @staticmethod
     def _load_labels(path: Path) -> dict[str, dict[str, str]]:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise TemplateFieldError(f"{path}: cannot read category labels ({exc})") from None
+        loaded = read_yaml(path, LABELS)
         if not isinstance(loaded, dict) or "en" not in loaded:
             raise TemplateFieldError(f"{path}: needs a mapping of locales with at least 'en'")
         return loaded
