@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -192,6 +193,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     write_generated(folder)
     files = [(c.kind, DATA / c.name if c in COMMITTED else folder / c.name) for c in CASES]
     results = refuse_in_a_process(files)
+    shutil.rmtree(folder)  # 200 MB that pytest would otherwise keep for three runs
     return {case.name: result for case, result in zip(CASES, results, strict=True)}
 
 
