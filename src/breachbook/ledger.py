@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC
 from enum import StrEnum
 from pathlib import Path
@@ -216,11 +216,27 @@ class ChainProblem:
 
 @dataclass(frozen=True)
 class Anchor:
-    """A chain head recorded elsewhere (plan.json): catches entries cut from the end."""
+    """A chain head recorded elsewhere (plan.json): catches entries cut from the end.
+
+    Unsigned, and usually kept beside the ledger: it proves nothing against someone who can
+    write both. The signed anchors of `breachbook.anchors` do."""
 
     incident_id: str
     seq: int
     entry_hash: str
+
+
+@dataclass
+class ChainSummary:
+    """What a walk saw of one incident's chain: enough to check anchors against it."""
+
+    incident_id: str
+    last_seq: int = 0
+    last_hash: str = GENESIS
+    first_hash: str | None = None
+    run_ids: set[str] = field(default_factory=set)
+    hashes: dict[int, str] = field(default_factory=dict)
+    """The entry hash at each sequence number the walk was asked to watch (if present)."""
 
 
 @dataclass(frozen=True)
@@ -402,6 +418,15 @@ class Ledger:
             row = session.execute(query).first()
         return (row[0], row[1]) if row else (0, GENESIS)
 
+    def entry_hash(self, incident_id: str, seq: int) -> str | None:
+        """The stored hash of one entry, or None if there is no such entry."""
+        query = select(ENTRIES.c.entry_hash).where(
+            ENTRIES.c.incident_id == incident_id, ENTRIES.c.seq == seq
+        )
+        with self._engine.connect() as conn:
+            found: str | None = conn.execute(query).scalar_one_or_none()
+        return found
+
     def heads(self) -> dict[str, tuple[int, str]]:
         """Every incident's chain head."""
         with Session(self._engine) as session:
@@ -418,20 +443,48 @@ class Ledger:
         With an anchor the named chain must also still hold that entry unchanged, and the
         head row must agree with the last entry, which catches entries cut from the end.
         """
+        watched = {anchor.seq} if anchor is not None else set()
+        problems, chains = self.walk(
+            incident_id,
+            lambda name: watched if anchor is not None and name == anchor.incident_id else set(),
+        )
+        if anchor is not None and anchor.seq != 0:
+            chain = chains.get(anchor.incident_id)
+            if chain is None or chain.hashes.get(anchor.seq) != anchor.entry_hash:
+                problems.append(
+                    ChainProblem(
+                        anchor.incident_id, anchor.seq, "the anchored entry is missing or changed"
+                    )
+                )
+        return problems
+
+    def walk(
+        self,
+        incident_id: str | None = None,
+        watch: Callable[[str], set[int]] = lambda _incident: set(),
+    ) -> tuple[list[ChainProblem], dict[str, ChainSummary]]:
+        """Recompute every incident's chain (or one) in one pass, and summarise each.
+
+        Returns the problems (edited, missing, reordered entries; a head row that disagrees
+        with the last entry or is missing) and, per incident, its first and last hashes, the
+        runs that wrote it and the hashes at the sequence numbers `watch(incident)` names."""
         problems: list[ChainProblem] = []
-        seen_anchor = anchor is None or anchor.seq == 0
-        last: dict[str, tuple[int, str]] = {}
+        chains: dict[str, ChainSummary] = {}
+        wanted: dict[str, set[int]] = {}
         for row in self.entries(incident_id):
-            expected_seq, prev = last.get(row.incident_id, (0, GENESIS))
-            expected_seq += 1
             where = row.incident_id
+            chain = chains.get(where)
+            if chain is None:
+                chain = chains[where] = ChainSummary(where)
+                wanted[where] = watch(where)
+            expected_seq = chain.last_seq + 1
             if row.seq != expected_seq:
                 problems.append(
                     ChainProblem(
                         where, row.seq, f"entries {expected_seq}..{row.seq - 1} are missing"
                     )
                 )
-            if row.prev_hash != prev:
+            if row.prev_hash != chain.last_hash:
                 problems.append(
                     ChainProblem(
                         where, row.seq, "does not follow the entry before it (deleted or reordered)"
@@ -442,30 +495,29 @@ class Ledger:
                 problems.append(
                     ChainProblem(where, row.seq, "content was edited after it was written")
                 )
-            if anchor is not None and (where, row.seq) == (anchor.incident_id, anchor.seq):
-                seen_anchor = row.entry_hash == anchor.entry_hash
-            last[where] = (row.seq, row.entry_hash)
-        with Session(self._engine) as session:
-            heads = select(ChainHead)
-            if incident_id is not None:
-                heads = heads.where(ChainHead.incident_id == incident_id)
-            for head in session.scalars(heads):
-                if last.get(head.incident_id, (0, GENESIS)) != (head.seq, head.entry_hash):
-                    problems.append(
-                        ChainProblem(
-                            head.incident_id,
-                            head.seq,
-                            "the chain's last entries are missing or changed",
-                        )
+            if chain.first_hash is None:
+                chain.first_hash = row.entry_hash
+            if row.seq in wanted[where]:
+                chain.hashes[row.seq] = row.entry_hash
+            chain.run_ids.add(row.run_id)
+            chain.last_seq, chain.last_hash = row.seq, row.entry_hash
+        heads = self.heads()
+        for head_incident, head in sorted(heads.items()):
+            if incident_id is not None and head_incident != incident_id:
+                continue
+            chain = chains.get(head_incident) or ChainSummary(head_incident)
+            if (chain.last_seq, chain.last_hash) != head:
+                problems.append(
+                    ChainProblem(
+                        head_incident, head[0], "the chain's last entries are missing or changed"
                     )
-        if not seen_anchor:
-            assert anchor is not None
-            problems.append(
-                ChainProblem(
-                    anchor.incident_id, anchor.seq, "the anchored entry is missing or changed"
                 )
-            )
-        return problems
+        for name, chain in sorted(chains.items()):
+            if name not in heads:
+                problems.append(
+                    ChainProblem(name, chain.last_seq, "the chain's head row is missing")
+                )
+        return problems, chains
 
     # -- items: idempotency per unit of side effect ------------------------------------------
 

@@ -138,3 +138,19 @@ def test_audit_verify_reports_an_edited_entry(ledger: Ledger) -> None:
     result = CliRunner().invoke(app, ["audit", "verify", "--ledger", ledger.url])
     assert result.exit_code == 1
     assert "incident inc-1, entry 3: content was edited after it was written" in result.output
+
+
+def test_one_walk_summarises_each_chain_for_its_anchors(ledger: Ledger) -> None:
+    ledger.append(entry("x", incident="inc-2"))
+    problems, chains = ledger.walk(watch=lambda incident: {2, 9} if incident == "inc-1" else set())
+    assert problems == []
+    one = chains["inc-1"]
+    assert (one.last_seq, one.last_hash) == ledger.head("inc-1")
+    assert one.first_hash == ledger.entry_hash("inc-1", 1) and one.run_ids == {"run-1"}
+    assert one.hashes == {2: ledger.entry_hash("inc-1", 2)}  # entry 9 does not exist
+    assert chains["inc-2"].hashes == {} and ledger.entry_hash("inc-2", 2) is None
+
+
+def test_a_missing_head_row_is_reported(ledger: Ledger) -> None:
+    raw(ledger, "DELETE FROM ledger_heads")
+    assert [(p.seq, p.problem) for p in ledger.verify()] == [(4, "the chain's head row is missing")]
