@@ -375,50 +375,124 @@ def schema(
 def audit_verify(
     run: Annotated[
         Path | None,
-        typer.Option("--run", help="A run's output folder (its audit.sqlite and plan.json)."),
+        typer.Option(
+            "--run",
+            help="A run's output folder, DRILL or LIVE (its audit.sqlite, or the ledger its "
+            "plan.json names).",
+        ),
     ] = None,
     ledger: Annotated[str | None, typer.Option("--ledger", help="Ledger database URL.")] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Public key (PEM) the anchors must be signed with (default: "
+            "BREACHBOOK_VERIFY_KEY, else the signing key's own).",
+        ),
+    ] = None,
 ) -> None:
-    """Recompute the ledger's hash chain; report edited, deleted or reordered entries."""
-    from breachbook.clock import SystemClock
-    from breachbook.ledger import Anchor, Ledger
+    """Recompute the ledger's hash chains and check them against the signed anchors.
 
-    anchor: Anchor | None = None
-    if run is not None:
-        db = run / "audit.sqlite"
-        if not db.is_file():
-            raise _fail(f"{db}: no ledger in this run folder")
-        ledger = f"sqlite:///{db.resolve()}"
-        plan = run / "plan.json"
-        if plan.is_file():
-            data = json.loads(plan.read_text(encoding="utf-8"))
-            head = data["ledger"]
-            anchor = Anchor(
-                str(data["incident_id"]), int(head["head_seq"]), str(head["head_sha256"])
-            )
-    if ledger is None:
+    Exit 0: intact and anchored; 1: tampered; 3: unproven (no anchor, or entries after the
+    last one); 2: bad input."""
+    from sqlalchemy.engine import make_url
+
+    from breachbook.anchors import (
+        RESULT_LABELS,
+        AnchorLog,
+        Proof,
+        anchors_dir,
+        run_folder_target,
+        verdict_lines,
+        verify_key,
+        verify_ledger,
+        worst,
+    )
+    from breachbook.clock import SystemClock
+    from breachbook.ledger import Ledger, LedgerError
+    from breachbook.settings import Settings
+
+    if run is None and ledger is None:
         raise _fail("give --run DIR or --ledger URL")
+    settings = Settings()
     try:
-        book = Ledger(ledger, SystemClock(), create=False)
+        target = run_folder_target(run, settings, ledger) if run is not None else None
+        trusted = verify_key(settings, key, run)
+        log = AnchorLog(anchors_dir(settings))
     except BreachbookError as exc:
         raise _fail(str(exc)) from None
+    url = target.ledger_url if target is not None else ledger
+    assert url is not None
     try:
-        problems = book.verify(anchor)
-        chains = book.heads()
-    finally:
-        book.close()
-    if problems:
-        for problem in problems:
-            errors.print(
-                escape(f"incident {problem.incident_id}, entry {problem.seq}: {problem.problem}"),
-                highlight=False,
-            )
-        raise typer.Exit(1)
-    for incident_id, (count, head_hash) in sorted(chains.items()):
-        console.print(
-            escape(f"ledger intact: incident {incident_id}, {count} entries, head {head_hash}"),
+        book = Ledger(url, SystemClock(), create=False)
+    except LedgerError as exc:
+        if target is None or not target.anchored:
+            raise _fail(str(exc)) from None
+        # The folder's run published anchors: its ledger was there and is gone.
+        errors.print(
+            escape(f"{exc}; yet run {', '.join(sorted(target.expected_runs))} anchored it"),
             highlight=False,
         )
+        errors.print("result: TAMPERED (exit 1)", highlight=False)
+        raise typer.Exit(Proof.TAMPERED) from None
+    try:
+        verdicts = verify_ledger(
+            book,
+            log,
+            trusted,
+            only=target.only if target else None,
+            include=target.include if target else frozenset(),
+            expected_runs=target.expected_runs if target else frozenset(),
+            plan_head=target.plan_head if target else None,
+        )
+    finally:
+        book.close()
+    where = make_url(url).render_as_string(hide_password=True)
+    signer = f"key {trusted.key_id} ({trusted.source})" if trusted else "no public key"
+    console.print(escape(f"ledger {where}; anchors {log.folder}; {signer}"), highlight=False)
+    for note in target.notes if target else []:
+        console.print(escape(f"note: {note}"), highlight=False)
+    for verdict in verdicts:
+        out, err = verdict_lines(verdict)
+        for line in err:
+            errors.print(escape(line), highlight=False)
+        for line in out:
+            console.print(escape(line), highlight=False)
+    if not verdicts:
+        errors.print("the ledger holds no entries: nothing proven", highlight=False)
+    result = worst(verdicts)
+    console.print(f"result: {RESULT_LABELS[result]} (exit {int(result)})", highlight=False)
+    if result is not Proof.INTACT:
+        raise typer.Exit(int(result))
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Where to write the private key (mode 0600); the public key goes to OUT.pub. "
+            "Never inside a run folder; an existing file is never replaced.",
+        ),
+    ],
+) -> None:
+    """Create an Ed25519 key pair for signing the ledger's anchors; print the public key."""
+    from breachbook.anchors import generate_key, key_id, public_key_path, public_pem
+
+    try:
+        public = generate_key(out)
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    console.print(public_pem(public), end="", highlight=False)
+    console.print(
+        escape(
+            f"key id {key_id(public)}; private key {out} (mode 0600), public key "
+            f"{public_key_path(out)}\nsign with BREACHBOOK_SIGNING_KEY={out.resolve()}; "
+            "verify elsewhere with BREACHBOOK_VERIFY_KEY=<a copy of the public key>"
+        ),
+        highlight=False,
+    )
 
 
 @app.command("demo")

@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     evidence_dir: Path | None = None
     mail_from: str = "privacy-office@example.invalid"
     actor: str = AUTOMATION
+    signing_key: Path | None = None
+    """Ed25519 private key (PEM) that signs the ledger's anchors; default: one created once
+    under the home (`keys/signing-key`). Never inside a run folder."""
+    verify_key: Path | None = None
+    """Ed25519 public key (PEM) that `audit verify` trusts; default: the signing key's own."""
+    anchors_dir: Path | None = None
+    """Where signed anchors are published, one JSON-lines file per incident; default: the
+    home's `anchors/`. Never inside a run folder."""
 
     @model_validator(mode="before")
     @classmethod
