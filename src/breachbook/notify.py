@@ -7,7 +7,7 @@ customer personal data (only customer ids, which are internal keys).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from breachbook.models import (
     base_language,
 )
 from breachbook.ports import CustomerDirectory
-from breachbook.rules import Rule, RuleBook
+from breachbook.rules import WORLDWIDE, Rule, RuleBook, describe_deadline
 from breachbook.templates import Renderer
 
 BATCH_SIZE = 2000
@@ -141,8 +141,13 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
     individual: dict[str, Tally] = {}
     regulator: dict[str, Tally] = {}
     rejected: list[RejectedRecord] = []
-    regulators = [r for r in book.regulator_rules() if r.applies_to_incident(incident)]
+    regulators = [
+        r
+        for r in book.regulator_rules()
+        if r.applies_to_incident(incident) or r.applies_at_scale(incident)
+    ]
     reg_places = {rule.id: book.expand(rule.applies_to) for rule in regulators}
+    at_scale: dict[str, Tally] = {}
     for customer in iter_valid_customers(directory, obligations.exposed, rejected):
         place = customer.jurisdiction
         by_jurisdiction[place] += 1
@@ -155,15 +160,24 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
             individual.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, customer.id)
         exposed = obligations.exposed_for(customer)
         for rule in regulators:
-            in_scope = {place, customer.country} & reg_places[rule.id]
-            if in_scope and rule.applies_to_data(exposed):
+            if not {place, customer.country, WORLDWIDE} & reg_places[rule.id]:
+                continue
+            if rule.applies_to_incident(incident) and rule.applies_to_data(exposed):
                 regulator.setdefault(rule.id, Tally(rule_id=rule.id)).add(place)
-    minimum = {rule.id: rule.min_affected for rule in regulators}
+            if rule.applies_at_scale(incident):
+                at_scale.setdefault(rule.id, Tally(rule_id=rule.id)).add(place)
+    owed: dict[str, Tally] = {}
+    for rule in regulators:
+        everyone, triggered = at_scale.get(rule.id), regulator.get(rule.id)
+        if everyone is not None and rule.meets_scale(everyone.count):
+            owed[rule.id] = everyone
+        elif triggered is not None and rule.meets_threshold(triggered.by_jurisdiction):
+            owed[rule.id] = triggered
     return Assessment(
         affected=sum(by_jurisdiction.values()),
         by_jurisdiction=dict(sorted(by_jurisdiction.items())),
         individual=individual,
-        regulator={k: t for k, t in regulator.items() if t.count >= minimum[k]},
+        regulator=owed,
         not_covered=dict(sorted(not_covered.items())),
         below_threshold=dict(sorted(below_threshold.items())),
         rejected=[Rejected(customer_id=r.customer_id, problem=r.problem) for r in rejected],
@@ -171,9 +185,24 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
 
 
 def obligation_record(
-    tally: Tally, rule: Rule, incident: Incident, now: datetime
+    tally: Tally,
+    rule: Rule,
+    incident: Incident,
+    now: datetime,
+    fulfilled: Mapping[str, datetime] | None = None,
 ) -> dict[str, Any]:
-    due = rule.due_at(incident)
+    """One obligation for obligations.json and the notices. A clock that starts when another
+    obligation is fulfilled (`after:`) has no date until `fulfilled` (rule id -> when) says
+    so: `due_at` is null, `due_after` names that rule and `due` says it in words."""
+    started = rule.clock_start(incident, fulfilled)
+    due = rule.due_at(incident, fulfilled)
+    waiting = started is None
+    if due is not None:
+        due_text = due.isoformat()
+    elif waiting:
+        due_text = f"{describe_deadline(rule.deadline)} after {rule.after} is fulfilled"
+    else:
+        due_text = "ASAP"
     return {
         "id": rule.id,
         "title": rule.title,
@@ -182,8 +211,10 @@ def obligation_record(
         "recipient": rule.recipient,
         "deadline": rule.deadline,
         "clock_starts": rule.clock_starts,
-        "clock_started_at": rule.clock_start(incident).isoformat(),
-        "due_at": due.isoformat() if due else "ASAP",
+        "clock_started_at": started.isoformat() if started else None,
+        "due_at": None if waiting else (due.isoformat() if due else "ASAP"),
+        "due_after": rule.after,
+        "due": due_text,
         "hours_left": round((due - now).total_seconds() / 3600, 1) if due else None,
         "overdue": bool(due and due < now),
         "affected_count": tally.count,
