@@ -66,16 +66,18 @@ def test_obligations_follow_residence_and_exposed_data() -> None:
             customer("C2", "US", "CA", "en-US", extra=CARD),
             customer("C3", "US", "CA", "en-US"),  # no card on file: no California notice
             customer("C4", "CN", locale="zh-CN"),
-            customer("C5", "US", "TX", "en-US", extra=CARD),  # no Texas rule yet
+            customer("C5", "US", "TX", "en-US", extra=CARD),
+            customer("C6", "US", "WA", "en-US", extra=CARD),  # no Washington rule yet
         ]
     )
     found = assess(people, RULES, incident())
-    assert found.affected == 5
+    assert found.affected == 6
     assert found.individual["gdpr-a34"].customer_ids == ["C1"]
     assert found.individual["us-ca"].customer_ids == ["C2"]
     assert found.individual["cn-pipl-57"].customer_ids == ["C4"]
+    assert found.individual["us-tx"].customer_ids == ["C5"]
     assert found.below_threshold == {"US-CA": 1}
-    assert found.not_covered == {"US-TX": 1}
+    assert found.not_covered == {"US-WA": 1}
     assert set(found.regulator) == {"gdpr-a33", "cn-pipl-57-authority"}  # us-ca-ag needs > 500
 
 
