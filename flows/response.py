@@ -25,6 +25,7 @@ from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
 
+from breachbook.anchors import Anchoring, anchor_artifact, last_anchor_of_run
 from breachbook.clock import SystemClock
 from breachbook.connectors.ledger_approvals import record_decision
 from breachbook.context import RunContext
@@ -144,6 +145,7 @@ def _wait_for_decision(incident_id: str, step_id: str, settings: Settings) -> No
     )
     try:
         record_decision(journal, step_id, answer.approve, answer.by, SystemClock())
+        Anchoring.from_settings(settings).checkpoint(journal, f"approve {step_id}")
     finally:
         journal.ledger.close()
 
@@ -193,5 +195,12 @@ def response(
             result.run_id,
         )
     _publish_artifacts(ctx, result)
+    anchor = last_anchor_of_run(settings, ctx.incident.id, result.run_id)
+    if anchor is not None:
+        create_table_artifact(
+            key="breachbook-anchor",
+            description="The ledger's head, signed: what `breachbook audit verify` checks",
+            table=[anchor_artifact(anchor)],
+        )
     get_run_logger().info("report: %s", ctx.workspace.path("report.md"))
     return {"run_id": result.run_id, "out_dir": str(ctx.workspace.root)}

@@ -94,6 +94,7 @@ def _check_before_start(
     resume: str | None = None,
 ) -> None:
     """Fail on bad input in a second, before Prefect starts, with one line naming the problem."""
+    from breachbook.anchors import Anchoring
     from breachbook.demo import demo_inputs
     from breachbook.settings import Settings
     from breachbook.wiring import (
@@ -117,6 +118,7 @@ def _check_before_start(
     )
     load_inputs(request, mode_profile(mode), settings)
     open_customers(settings).close()
+    Anchoring.from_settings(settings, out)
     if out is not None:
         check_claimable(out, resume)
 
@@ -242,14 +244,16 @@ def approve(
     deny: Annotated[bool, typer.Option("--deny", help="Refuse instead of granting.")] = False,
 ) -> None:
     """Grant (or --deny) a step that waits for approval; the run then resumes with --resume."""
+    from breachbook.anchors import Anchoring
     from breachbook.clock import SystemClock
     from breachbook.connectors.ledger_approvals import record_decision, waiting_steps
     from breachbook.settings import Settings
     from breachbook.wiring import incident_journal, mode_profile
 
     try:
+        settings = Settings()
         journal = incident_journal(
-            mode_profile(Mode.LIVE), incident, Settings(), SystemClock(), "approval", actor=by
+            mode_profile(Mode.LIVE), incident, settings, SystemClock(), "approval", actor=by
         )
         try:
             waits = waiting_steps(journal)
@@ -260,6 +264,7 @@ def approve(
                     f"waiting: {listed or 'none'}"
                 )
             decision = record_decision(journal, step, not deny, by, SystemClock())
+            Anchoring.from_settings(settings).checkpoint(journal, f"approve {step}")
         finally:
             journal.ledger.close()
     except BreachbookError as exc:
@@ -284,6 +289,7 @@ def restore(
     target: Annotated[str | None, typer.Option("--target", help="Only this target.")] = None,
 ) -> None:
     """After the incident: undo what the response changed, newest first, each once, audited."""
+    from breachbook.anchors import Anchoring
     from breachbook.clock import SystemClock
     from breachbook.restore import restore_incident
     from breachbook.settings import Settings
@@ -298,6 +304,7 @@ def restore(
         try:
             connectors = restore_connectors(live, settings, SystemClock(), journal)
             done = restore_incident(journal, connectors, step, target)
+            Anchoring.from_settings(settings).checkpoint(journal, "restore", again=True)
         finally:
             journal.ledger.close()
     except BreachbookError as exc:

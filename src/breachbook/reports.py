@@ -186,7 +186,7 @@ def obligations_markdown(ctx: RunContext) -> str:
     ]
     for item in data["obligations"]:
         lines.append(
-            f"| {item['id']} | {item['citation']} | {item['recipient']} | {item['affected_count']:,} | {item['due_at']} |"
+            f"| {item['id']} | {item['citation']} | {item['recipient']} | {item['affected_count']:,} | {item['due']} |"
         )
     uncovered = data["no_rule_for_jurisdiction"]
     if uncovered:

@@ -116,7 +116,15 @@ def test_obligations_and_letters_match_the_customer_database(drill_run: dict[str
         "cn-pipl-57-authority",
         "us-ca",
         "us-ca-ag",
+        "us-ny",
+        "us-ny-agencies",
+        "us-tx",
+        "us-tx-ag",
+        "us-fl",
+        "us-ma",
+        "us-ma-regulators",
     }
+    assert by_id["us-ca-ag"]["due_at"] is None and by_id["us-ca-ag"]["due_after"] == "us-ca"
     incident = yaml.safe_load((out / "incident.yaml").read_text())
     awareness = datetime.fromisoformat(incident["discovered_at"])
     assert datetime.fromisoformat(by_id["gdpr-a33"]["due_at"]) == awareness + timedelta(hours=72)
@@ -137,8 +145,8 @@ def test_obligations_and_letters_match_the_customer_database(drill_run: dict[str
         assert by_id[rule_id]["affected_count"] == len(ids)
         assert set((out / "recipients" / f"{rule_id}.txt").read_text().split()) == ids
         assert {p.stem for p in (out / "letters" / rule_id).iterdir()} == ids
-    assert obligations["no_rule_for_jurisdiction"]["US-TX"] == sum(
-        1 for c in customers if c["region"] == "TX"
+    assert obligations["no_rule_for_jurisdiction"]["US-WA"] == sum(
+        1 for c in customers if c["region"] == "WA"
     )
 
 
@@ -204,21 +212,42 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     report = (out / "report.md").read_text()
     for phase in ("contain", "preserve", "notify", "communicate"):
         assert f"| {phase} |" in report
-    assert "- letters: 6," in report or "- letters: 7," in report
+    assert "- letters: 8," in report
     assert "**UNVERIFIED** `deactivate-keys` on `AKIAZ3MDEMOLEAKED01`" in report
     assert not (out / "RUN-INCOMPLETE.txt").exists()
     result = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
     assert result.exit_code == 0, result.output
-    # the incident's facts, then a preflight and a plan entry for each of the 29 actions
-    assert "ledger intact: incident demo-2026-antiques-leak, 59 entries" in result.output
+    # the incident's facts, then a preflight and a plan entry for each of the 40 actions
+    assert "incident demo-2026-antiques-leak, 81 entries" in result.output
+
+
+AUDIT_STATE = ("anchors", "keys")
+"""breachbook's own audit state: signed ledger heads are published outside the run folder (an
+anchor kept beside the ledger proves nothing to whoever can rewrite both), and the signing key
+is made once. Nothing of the rehearsed world is there."""
 
 
 def test_the_drill_changed_nothing_outside_its_folder(drill_run: dict[str, Any]) -> None:
-    """The demo world (customers, sample incident, outbox and evidence folders) is exactly as
-    it was: no file added, removed, touched or changed."""
+    """The demo world (customers, sample incident, outbox and evidence folders) and everything
+    else in the home are exactly as they were: no file added, removed, touched or changed. The
+    only writes outside the folder are signed anchors appended to the incident's anchors file."""
     home = drill_run["world"].folder.parent
-    assert _tree(home) == drill_run["home_before"]
+
+    def world(tree: dict[str, Any]) -> dict[str, Any]:
+        return {path: v for path, v in tree.items() if not path.startswith(AUDIT_STATE)}
+
+    assert world(_tree(home)) == world(drill_run["home_before"])
     assert "demo/customers.sqlite" in drill_run["home_before"]
+    added = set(_tree(home)) - set(drill_run["home_before"])
+    assert added <= {
+        "anchors",
+        "anchors/demo-2026-antiques-leak.jsonl",
+        "keys",
+        "keys/signing-key",
+        "keys/signing-key.pub",
+    }
+    lines = (home / "anchors" / "demo-2026-antiques-leak.jsonl").read_text().splitlines()
+    assert len(lines) >= 2 and all('"signature":' in line for line in lines)
 
 
 def test_the_drill_keeps_the_incident_it_rehearsed(drill_run: dict[str, Any]) -> None:
