@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from breachbook.models import Customer, DataCategory, Incident, Organisation, RejectedRecord
+from breachbook.models import Customer, DataCategory, Incident, RejectedRecord
 from breachbook.notify import LetterWriter, Tally, assess, obligation_record
 from breachbook.rules import Rule, RuleBook, RulesError, check_rule_templates
 from breachbook.templates import Renderer
 from tests.conftest import ROOT, T0
 from tests.fakes import InMemoryCustomers, customer
+from tests.unit.test_notify import ORG
 
 RULES = RuleBook.load(ROOT / "rules" / "obligations.yaml")
 DISCOVERED = T0  # Saturday 2026-11-28 12:00 UTC
@@ -687,19 +688,6 @@ def test_docs_name_every_rule() -> None:
 
 
 # ---- every new letter and notice renders from the context the run gives it -------------
-
-ORG = Organisation.model_validate(
-    {
-        "legal_name": "Example Ltd",
-        "contact": {
-            "phone": "+1 555 0100",
-            "email": "privacy@example.org",
-            "web": "https://example.org",
-            "postal": "1 Road",
-        },
-        "dpo_contact": "dpo@example.org",
-    }
-)
 
 
 def full_incident() -> Incident:
