@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -155,6 +156,20 @@ def _summary(out: Path, seconds: float) -> int:
     return code
 
 
+def _run_and_report(check: Callable[[], None], **parameters: Any) -> None:
+    """Check the inputs (a second, before Prefect starts), run the flow, print the summary,
+    and exit with the run's code."""
+    started = time.perf_counter()
+    try:
+        check()
+        folder = _run_flow(**parameters)
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    code = _summary(folder, time.perf_counter() - started)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command()
 def drill(
     out: Annotated[
@@ -182,21 +197,14 @@ def drill(
     """Rehearse the playbook: check every permission, produce every document, change nothing."""
     if not demo and incident is None:
         raise _fail("give --incident FILE, or --demo to drill against the synthetic world")
-    started = time.perf_counter()
-    try:
-        _check_before_start(Mode.DRILL, incident, playbook, demo, out=out)
-        folder = _run_flow(
-            incident_file=str(incident) if incident else None,
-            out_dir=str(out) if out else None,
-            mode=Mode.DRILL,
-            playbook_file=str(playbook) if playbook else None,
-            demo=demo,
-        )
-    except BreachbookError as exc:
-        raise _fail(str(exc)) from None
-    code = _summary(folder, time.perf_counter() - started)
-    if code:
-        raise typer.Exit(code)
+    _run_and_report(
+        lambda: _check_before_start(Mode.DRILL, incident, playbook, demo, out=out),
+        incident_file=str(incident) if incident else None,
+        out_dir=str(out) if out else None,
+        mode=Mode.DRILL,
+        playbook_file=str(playbook) if playbook else None,
+        demo=demo,
+    )
 
 
 @app.command()
@@ -216,24 +224,17 @@ def respond(
     ] = None,
 ) -> None:
     """LIVE response: really contains, preserves and notifies. Needs --confirm INCIDENT_ID."""
-    started = time.perf_counter()
-    try:
-        _check_before_start(
+    _run_and_report(
+        lambda: _check_before_start(
             Mode.LIVE, incident, playbook, False, confirm or None, out=out, resume=resume
-        )
-        folder = _run_flow(
-            incident_file=str(incident),
-            out_dir=str(out) if out else None,
-            mode=Mode.LIVE,
-            confirm_incident_id=confirm or None,
-            playbook_file=str(playbook) if playbook else None,
-            resume_run_id=resume,
-        )
-    except BreachbookError as exc:
-        raise _fail(str(exc)) from None
-    code = _summary(folder, time.perf_counter() - started)
-    if code:
-        raise typer.Exit(code)
+        ),
+        incident_file=str(incident),
+        out_dir=str(out) if out else None,
+        mode=Mode.LIVE,
+        confirm_incident_id=confirm or None,
+        playbook_file=str(playbook) if playbook else None,
+        resume_run_id=resume,
+    )
 
 
 @app.command()
