@@ -320,6 +320,69 @@ def restore(
 
 
 @app.command()
+def obligations(
+    incident: Annotated[
+        Path | None, typer.Option("--incident", help="Incident file (YAML or JSON).")
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="The demo incident against the demo world.")
+    ] = False,
+) -> None:
+    """Who must be told what, by when: the obligations the incident triggers on the customer
+    database now, with how many people, the due time from the incident's own clocks and the
+    time left. Reads only; writes nothing."""
+    from datetime import UTC, datetime
+
+    from breachbook.demo import demo_inputs
+    from breachbook.models import Incident
+    from breachbook.notify import assess, obligation_record
+    from breachbook.rules import RuleBook
+    from breachbook.settings import Settings, project_root
+    from breachbook.wiring import open_customers
+
+    if not demo and incident is None:
+        raise _fail("give --incident FILE, or --demo for the demo incident and world")
+    try:
+        settings, demo_yaml = (
+            demo_inputs(Settings(), incident_given=incident is not None)
+            if demo
+            else (Settings(), None)
+        )
+        about = (
+            Incident.from_file(incident)
+            if incident is not None
+            else Incident.from_text(demo_yaml or "", "demo incident")
+        )
+        rules = RuleBook.load(project_root(settings) / "rules" / "obligations.yaml")
+        customers = open_customers(settings)
+        try:
+            found = assess(customers, rules, about)
+        finally:
+            customers.close()
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    now = datetime.now(UTC)
+    table = Table(title=f"obligations of {about.id}: {found.affected:,} affected customers")
+    for column in ("obligation", "citation", "to", "people", "due", "time left"):
+        table.add_column(column, justify="right" if column == "people" else "left")
+    for tally in [*found.regulator.values(), *found.individual.values()]:
+        record = obligation_record(tally, rules.rule(tally.rule_id), about, now)
+        left = record["hours_left"]
+        when = "-" if left is None else ("OVERDUE by" if left < 0 else "") + f" {abs(left):g} h"
+        table.add_row(
+            escape(record["id"]),
+            escape(record["citation"] + ("" if record["verified_citation"] else " (unverified)")),
+            escape(record["recipient"]),
+            f"{tally.count:,}",
+            escape(record["due"]),
+            when.strip(),
+        )
+    console.print(table)
+    for place, count in found.not_covered.items():
+        console.print(escape(f"no rule for {place}: {count:,} affected residents"), highlight=False)
+
+
+@app.command()
 def validate(
     playbook: Annotated[Path, typer.Argument(help="Playbook YAML to check.")],
     templates: Annotated[
