@@ -19,6 +19,7 @@ def _md_cell(text: str) -> str:
 
 
 def plan_data(ctx: RunContext, result: RunResult) -> dict[str, Any]:
+    outcome = result.outcome()
     return {
         "incident_id": result.incident_id,
         "run_id": result.run_id,
@@ -27,8 +28,8 @@ def plan_data(ctx: RunContext, result: RunResult) -> dict[str, Any]:
         "started_at": result.started_at.isoformat(),
         "finished_at": result.finished_at.isoformat(),
         "verdicts": result.verdict_counts(),
-        "outcome": result.outcome().name.lower(),
-        "exit_code": int(result.outcome()),
+        "outcome": outcome.name.lower(),
+        "exit_code": int(outcome),
         "ledger": {
             "url": make_url(ctx.journal.ledger.url).render_as_string(hide_password=True),
             "head_seq": result.ledger_head[0],
@@ -105,6 +106,7 @@ def phase_durations(result: RunResult) -> dict[str, float]:
 
 
 def report_markdown(ctx: RunContext, result: RunResult) -> str:
+    outcome = result.outcome()
     counts = result.verdict_counts()
     total = sum(counts.values())
     statuses = Counter(e.status for e in result.entries())
@@ -123,7 +125,7 @@ def report_markdown(ctx: RunContext, result: RunResult) -> str:
         f"failed {counts[Verdict.FAILED]}, unverified {counts[Verdict.UNVERIFIED]}",
         "- statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
         f"- ledger head: entry {result.ledger_head[0]}, sha256 `{result.ledger_head[1]}`",
-        f"- outcome: **{result.outcome().name.lower()}** (exit code {int(result.outcome())})",
+        f"- outcome: **{outcome.name.lower()}** (exit code {int(outcome)})",
         "",
         "## Counts",
         "",

@@ -9,9 +9,12 @@ original item becomes `restored`, so a later LIVE run of the step acts again.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from breachbook.actions import registry
+from breachbook.actions.base import Action
 from breachbook.context import Connectors
 from breachbook.errors import BreachbookError
 from breachbook.journal import Once, RunJournal
@@ -28,18 +31,21 @@ class Restored:
     details: dict[str, object]
 
 
-def restorable(journal: RunJournal) -> list[Item]:
-    """Done items of reversible actions that recorded their prior state, newest first."""
+def restorable(journal: RunJournal) -> list[tuple[Item, Action[Any], Mapping[str, Any]]]:
+    """Done items of reversible actions that recorded their prior state, newest first, each
+    with its action and that prior state."""
     actions = registry()
-    found = [
-        item
-        for item in journal.items()
-        if item.status is ItemStatus.DONE
-        and item.prior is not None
-        and actions.get(str(item.details.get("action")), None) is not None
-        and actions[str(item.details["action"])].reversible
-    ]
-    return sorted(found, key=lambda item: item.done_order or 0, reverse=True)
+    found = []
+    for item in journal.items():
+        action = actions.get(str(item.details.get("action")))
+        if (
+            item.status is ItemStatus.DONE
+            and item.prior is not None
+            and action
+            and action.reversible
+        ):
+            found.append((item, action, item.prior))
+    return sorted(found, key=lambda found: found[0].done_order or 0, reverse=True)
 
 
 def restore_incident(
@@ -50,8 +56,8 @@ def restore_incident(
 ) -> list[Restored]:
     """Undo the incident's changes (optionally one step or target); refuses unknown ones."""
     items = [
-        item
-        for item in restorable(journal)
+        (item, action, prior)
+        for item, action, prior in restorable(journal)
         if (step_id is None or item.step_id == step_id) and (target is None or item.key == target)
     ]
     if not items and (step_id is not None or target is not None):
@@ -60,10 +66,8 @@ def restore_incident(
             f"step {step_id or '*'} target {target or '*'}; restore touches only what it changed"
         )
     results = []
-    for item in items:
-        action = registry()[str(item.details["action"])]
-        assert item.prior is not None
-        undo = functools.partial(action.undo, item.key, item.prior, connectors)
+    for item, action, prior in items:
+        undo = functools.partial(action.undo, item.key, prior, connectors)
         key = f"{item.step_id}/{item.key}@{item.generation}"
         outcome, details = journal.once(RESTORE, key, undo)
         if outcome in (Once.DONE, Once.ALREADY_DONE):
