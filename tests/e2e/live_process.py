@@ -13,11 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+from breachbook.engine import Status
 from breachbook.modes import Mode
 from breachbook.ports import Check, Decision, DecisionStatus, OutgoingLetter
 from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.wiring import Adapters, RunRequest, demo_settings
+from tests.fakes import RecordingChat, RecordingCloud, RecordingDatabaseAdmin, RecordingPublisher
 
 INCIDENT = "demo-2026-antiques-leak"
 
@@ -49,9 +51,11 @@ class Granted:
         return Decision(step_id=step_id, role=role, status=DecisionStatus.GRANTED, by="test")
 
 
-def main(home: Path, run_id: str, log: Path, seconds_per_letter: float) -> None:
+def main(home: Path, run_id: str, log: Path, seconds_per_letter: float) -> int:
+    """The run's outcome as the exit code, with every entry that did not end done on
+    stderr: a test that sees a non-zero code also sees why."""
     settings = demo_settings(Settings(home=home), home / "demo" / "customers.sqlite", home / "demo")
-    execute(
+    _, result = execute(
         RunRequest(
             mode=Mode.LIVE,
             incident_file=home / "demo" / "incident.yaml",
@@ -59,10 +63,21 @@ def main(home: Path, run_id: str, log: Path, seconds_per_letter: float) -> None:
             run_id=run_id,
         ),
         settings=settings,
-        adapters=Adapters(mail=AppendingMail(log, seconds_per_letter), approvals=Granted()),
+        adapters=Adapters(
+            mail=AppendingMail(log, seconds_per_letter),
+            approvals=Granted(),
+            database=RecordingDatabaseAdmin(),
+            cloud=RecordingCloud(),
+            chat=RecordingChat(),
+            publisher=RecordingPublisher(),
+        ),
     )
+    for entry in result.entries():
+        if entry.status not in (Status.COMPLETED, Status.ALREADY_DONE):
+            print(f"{entry.step_id} {entry.target}: {entry.status.value}", file=sys.stderr)
+    return int(result.outcome())
 
 
 if __name__ == "__main__":
     pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
-    main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), pause)
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), pause))
