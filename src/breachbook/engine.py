@@ -219,7 +219,8 @@ class StepExecutor(ABC):
         entries = []
         for target in targets:
             would = action.would(args, target, ctx)
-            if not action.itemized and known.get(target) is ItemStatus.DONE:
+            claimed_once = not action.itemized and not action.changes_nothing
+            if claimed_once and known.get(target) is ItemStatus.DONE:
                 entries.append(_entry(phase, step, target, Status.ALREADY_DONE, None, would))
                 continue
             check = _safe_preflight(action, args, target, ctx)
@@ -332,11 +333,16 @@ class ApplyChanges(StepExecutor):
             ctx.record(step.id, target, "outcome", status, details)
             return status, details
 
+        if action.changes_nothing:
+            recorded = dict(action.apply(args, target, ctx).details)
+            ctx.record(step.id, target, "outcome", Status.COMPLETED, recorded)
+            return Status.COMPLETED, recorded
+
         def change() -> Changed:
             changed = action.apply(args, target, ctx)
             return Changed({**changed.details, "action": action.name}, changed.prior)
 
-        outcome, done = ctx.journal.once(step.id, target, change, known)
+        outcome, done = ctx.journal.once(step.id, target, change, known, wait_for_holder=True)
         return ONCE_STATUS[outcome], done
 
 

@@ -39,6 +39,10 @@ class Once(StrEnum):
     BUSY = "busy"
 
 
+SETTLE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+"""Seconds between looks at an item another run holds (about 3 s in all): a concurrent run
+settles its claim in that time; a claim left by a killed run never settles and is reported."""
+
 RETRY_DELAYS = (1.0, 4.0, 16.0)
 """Seconds to wait before each retry of a change that failed for a passing reason (a dropped
 connection, a refused one): three retries over about 21 s, then the item is failed."""
@@ -118,6 +122,7 @@ class RunJournal:
         key: str,
         act: Callable[[], Changed],
         known: Mapping[str, ItemStatus] | None = None,
+        wait_for_holder: bool = False,
     ) -> tuple[Once, dict[str, Any]]:
         """Claim one item, act, record the outcome: the item is changed at most once.
 
@@ -125,7 +130,8 @@ class RunJournal:
         items without a query each. An adapter's passing error (a dropped or refused
         connection: anything but breachbook's own errors) is retried with back-off; if it
         persists, or the error is definite, the item is failed (a later run retries it).
-        `OutcomeUnknown` leaves it unknown for a person to reconcile.
+        `OutcomeUnknown` leaves it unknown for a person to reconcile. With `wait_for_holder`,
+        an item another run holds is looked at again for a few seconds before it is busy.
         """
         status = (known or {}).get(key)
         if status is ItemStatus.DONE:
@@ -133,6 +139,11 @@ class RunJournal:
         claim = self.claim(step_id, key, {})
         if claim is None:
             latest = self.ledger.item_status(self.incident_id, step_id, key)
+            for pause in SETTLE_WAITS if wait_for_holder else ():
+                if latest is not ItemStatus.CLAIMED:
+                    break
+                self._clock.sleep(pause)
+                latest = self.ledger.item_status(self.incident_id, step_id, key)
             if latest is ItemStatus.DONE:
                 return Once.ALREADY_DONE, {}
             return (Once.UNKNOWN if latest is ItemStatus.UNKNOWN else Once.BUSY), {}

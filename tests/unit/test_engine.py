@@ -19,14 +19,14 @@ from breachbook.engine import Outcome, Position, RunResult, Status, StepResult
 from breachbook.errors import DrillWriteBlocked, OutputFolderError
 from breachbook.expressions import ExpressionError, evaluate
 from breachbook.facts import FACTS, KEY
-from breachbook.journal import INCIDENT_SCOPE, OutcomeUnknown
-from breachbook.ledger import ItemStatus
+from breachbook.journal import INCIDENT_SCOPE, OutcomeUnknown, RunJournal
+from breachbook.ledger import ItemStatus, Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.ports import Changed, Check, is_read
 from breachbook.run import execute
 from breachbook.settings import Settings
-from breachbook.wiring import RunRequest, mode_profile, port_types
+from breachbook.wiring import RunRequest, live_ledger_url, mode_profile, port_types
 from breachbook.workspace import Workspace
 from tests.conftest import (
     ENGINE_INCIDENT,
@@ -452,3 +452,48 @@ def test_a_deadline_is_met_only_by_a_step_that_was_done(settings: Settings, tmp_
         if "| lock-db-role |" in line
     )
     assert drill_lock.endswith("(not done: planned) |")
+
+
+class SettlesOnSleep(FixedStepClock):
+    """The clock of a run that finds an item another run holds: while it waits, the other
+    run (here: `settle`) finishes the item."""
+
+    def __init__(self, settle: Any) -> None:
+        super().__init__(T0)
+        self.slept = 0.0
+        self._settle = settle
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        self.slept += seconds
+        if self._settle is not None:
+            self._settle()
+            self._settle = None
+
+
+@pytest.mark.parametrize("other_run_finishes", [True, False])
+def test_a_change_another_run_holds_is_waited_for_then_done_or_left_in_doubt(
+    settings: Settings, fakes: Fakes, other_run_finishes: bool
+) -> None:
+    """Two runs of one incident at once: one that finds the lock in flight waits for the
+    other to settle it and goes on, instead of blocking everything after it; a claim that
+    never settles (its run was killed) is reported after a few seconds, never taken."""
+    settings.home.mkdir(parents=True)
+    ledger = Ledger(live_ledger_url(settings), FixedStepClock(T0))
+    other = RunJournal(ledger, "inc-engine-1", "otherrun0001", "other", "live", FixedStepClock(T0))
+    held = other.claim("lock-db-role", "analytics_etl", {})
+    assert held is not None
+
+    def finish() -> None:
+        other.settle(held, ItemStatus.DONE, {"action": "database.lock_role"})
+
+    clock = SettlesOnSleep(finish if other_run_finishes else None)
+    result = statuses(run(Mode.LIVE, settings, fakes, clock=clock))
+    if other_run_finishes:
+        assert result[("lock-db-role", "analytics_etl")] is Status.ALREADY_DONE
+        assert result[("end-db-sessions", "analytics_etl")] is Status.COMPLETED
+        assert [change[0] for change in fakes.database.changes] == ["end_sessions"]
+    else:
+        assert result[("lock-db-role", "analytics_etl")] is Status.INCOMPLETE
+        assert result[("end-db-sessions", "-")] is Status.BLOCKED
+        assert fakes.database.changes == [] and 3 < clock.slept < 4

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from breachbook.context import Connectors, RunContext
 
 
+NOTHING = "nothing outside the run's output folder"
+"""What an action `changes` when it only reads and records: it is never claimed."""
+
+
 class ActionArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,6 +58,13 @@ class Action(ABC, Generic[ArgsT]):
     args_model: ClassVar[type[ActionArgs]]
     itemized: ClassVar[bool] = False
     reversible: ClassVar[bool] = False
+
+    @property
+    def changes_nothing(self) -> bool:
+        """Reads and records only (finding customers, drafting): every run does it for its
+        own records, so it is not claimed once per incident like a change is. A claim would
+        let a concurrent run of the incident find it in flight and hold back its steps."""
+        return self.changes == NOTHING
 
     def parse_args(self, raw: dict[str, Any]) -> ArgsT:
         return self.args_model.model_validate(raw)  # type: ignore[return-value]

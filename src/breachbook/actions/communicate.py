@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from breachbook.actions.base import Action, ActionArgs, Prepared, register, require
-from breachbook.actions.notify import NOTHING, incident_context, statement_context
+from breachbook.actions.base import NOTHING, Action, ActionArgs, Prepared, register, require
+from breachbook.actions.notify import incident_context, statement_context
 from breachbook.context import RunContext
 from breachbook.errors import BreachbookError
 from breachbook.ports import Changed, Check, not_configured

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from breachbook.actions.base import Action, ActionArgs, Prepared, register, require
+from breachbook.actions.base import NOTHING, Action, ActionArgs, Prepared, register, require
 from breachbook.context import RunContext
 from breachbook.journal import Once
 from breachbook.models import Customer
@@ -26,7 +26,6 @@ from breachbook.ports import Changed, Check, Mail, OutgoingLetter, not_configure
 from breachbook.rules import Rule
 
 MAIL_SETTING = "set BREACHBOOK_OUTBOX"
-NOTHING = "nothing outside the run's output folder"
 
 
 class NoArgs(ActionArgs):
