@@ -43,6 +43,12 @@ class DataCategory(StrEnum):
     MEDICAL = "medical"
     HEALTH_INSURANCE = "health_insurance"
     BIOMETRIC = "biometric"
+    GENETIC = "genetic"
+    CHILDREN = "children"
+    """Data about a child (GDPR Art. 8, COPPA): raises the risk of any breach."""
+    SPECIAL_CATEGORY = "special_category"
+    """GDPR Art. 9 data not covered above: beliefs, political opinions, union membership,
+    sex life or orientation, ethnic origin."""
 
 
 class Strict(BaseModel):
@@ -311,9 +317,11 @@ class Customer(Strict):
     region: Annotated[str, Field(max_length=64)] = ""
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
     locale: LanguageTag
+    honorific: Annotated[str, Field(max_length=40)] = ""
+    """As the customer gave it (Ms, Dr, Herr); letters never guess one from a name."""
     categories: frozenset[DataCategory]
 
-    @field_validator("full_name", "phone", "street", "city", "postal_code", "region")
+    @field_validator("full_name", "phone", "street", "city", "postal_code", "region", "honorific")
     @classmethod
     def _printable(cls, value: str) -> str:
         return _no_control_characters(value)
