@@ -85,7 +85,7 @@ def raw_render_rate(world_db: Path, incident_file: Path, scratch: Path) -> tuple
     obligations = Obligations(rules, incident)
     directory = SqlCustomerDirectory(sqlite_url(world_db, read_only=True), read_only=True)
     jobs: list[tuple[str, dict[str, object]]] = []
-    customers: list[Customer] = list(iter_valid_customers(directory, obligations.exposed, []))
+    customers: list[Customer] = list(iter_valid_customers(directory, incident, []))
     directory.close()
     renderer = Renderer(root / "templates")
     for person in customers:

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from breachbook.models import Customer, DataCategory, RejectedRecord
+from breachbook.models import Customer, DataCategory, Incident, RejectedRecord
 from breachbook.ports import Changed, Check, Decision, DecisionStatus, OutgoingLetter
 
 
@@ -158,8 +158,9 @@ class InMemoryCustomers:
         return Check.verified("in memory", "fake")
 
     def iter_affected(
-        self, categories: frozenset[DataCategory], batch_size: int
+        self, incident: Incident, batch_size: int
     ) -> Iterator[list[Customer | RejectedRecord]]:
+        categories = frozenset(incident.data_categories)
         batch = [
             r for r in self.records if isinstance(r, RejectedRecord) or r.categories & categories
         ]

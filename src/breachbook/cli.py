@@ -338,7 +338,7 @@ def obligations(
     from breachbook.notify import assess, obligation_record
     from breachbook.rules import RuleBook
     from breachbook.settings import Settings, project_root
-    from breachbook.wiring import open_customers
+    from breachbook.wiring import open_customers, with_exposure
 
     if not demo and incident is None:
         raise _fail("give --incident FILE, or --demo for the demo incident and world")
@@ -348,10 +348,11 @@ def obligations(
             if demo
             else (Settings(), None)
         )
-        about = (
+        about = with_exposure(
             Incident.from_file(incident)
             if incident is not None
-            else Incident.from_text(demo_yaml or "", "demo incident")
+            else Incident.from_text(demo_yaml or "", "demo incident"),
+            settings,
         )
         rules = RuleBook.load(project_root(settings) / "rules" / "obligations.yaml")
         customers = open_customers(settings)

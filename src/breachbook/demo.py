@@ -17,18 +17,89 @@ from typing import Any
 
 import yaml
 from faker import Faker
-from sqlalchemy import create_engine, func, insert, select
-
-from breachbook.connectors.customers_sql import (
-    customers,
-    favourites,
-    metadata,
-    orders,
-    payment_cards,
-    sqlite_url,
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    func,
+    insert,
+    inspect,
+    select,
 )
+
+from breachbook.connectors.customers_sql import sqlite_url
+from breachbook.datasource import DEMO_DATASOURCE
 from breachbook.settings import Settings, project_root
 from breachbook.wiring import demo_settings
+
+# The demo world's schema: an antique dealer's own tables, mapped for breachbook by
+# demo-datasource.yaml (any other schema is mapped by a data-source file of its own).
+metadata = MetaData()
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("full_name", String(200), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("phone", String(64), nullable=False),
+    Column("street", String(300), nullable=False),
+    Column("city", String(200), nullable=False),
+    Column("postal_code", String(32), nullable=False),
+    Column("region", String(64), nullable=False, default=""),
+    Column("country", String(2), nullable=False),
+    Column("locale", String(16), nullable=False),
+    Column("tax_id", String(16), nullable=True),
+    # A US buyer's taxpayer number, kept for high-value purchases (NULL for everyone else).
+)
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", String(64), ForeignKey("customers.id"), index=True, nullable=False),
+    Column("ordered_at", String(32), nullable=False),
+    Column("item", String(200), nullable=False),
+    Column("amount_cents", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+)
+favourites = Table(
+    "favourites",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", String(64), ForeignKey("customers.id"), index=True, nullable=False),
+    Column("antique", String(200), nullable=False),
+)
+payment_cards = Table(
+    "payment_cards",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", String(64), ForeignKey("customers.id"), index=True, nullable=False),
+    Column("card_number", String(32), nullable=False),
+    Column("expiry", String(7), nullable=False),
+)
+web_accounts = Table(
+    "web_accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", String(64), ForeignKey("customers.id"), index=True, nullable=False),
+    Column("password_hash", String(100), nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+consignor_accounts = Table(
+    "consignor_accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", String(64), ForeignKey("customers.id"), index=True, nullable=False),
+    Column("bank_account", String(64), nullable=False),
+    Column("agreed_at", String(32), nullable=False),
+)
+HIGH_VALUE_CENTS = 1_000_000
+"""US buyers whose orders total more than $10,000 have a taxpayer number on file."""
+DATASOURCE_FILE = "datasource.yaml"
 
 DEFAULT_SIZE = 10_000
 SEED = 20261128
@@ -99,8 +170,16 @@ def ensure_demo_world(
     folder = (folder or default_home() / "demo").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     world = DemoWorld(folder, folder / "customers.sqlite", folder / "incident.yaml")
+    mapping = folder / DATASOURCE_FILE
     if not _complete(world.customers_db, size):
         _create_customers(world.customers_db, size)
+        mapping.unlink(missing_ok=True)
+    if not mapping.is_file():
+        schema = project_root() / "playbooks" / "datasource.schema.json"
+        lines = DEMO_DATASOURCE.read_text(encoding="utf-8").splitlines(keepends=True)
+        _write_atomically(
+            mapping, f"# yaml-language-server: $schema={schema.as_uri()}\n" + "".join(lines[1:])
+        )
     if not world.incident_file.is_file():
         schema = project_root() / "playbooks" / "incident.schema.json"
         _write_atomically(
@@ -117,6 +196,11 @@ def _complete(path: Path, size: int) -> bool:
     engine = create_engine(sqlite_url(path, read_only=True))
     try:
         with engine.connect() as conn:
+            schema = inspect(conn)
+            for table in metadata.sorted_tables:
+                present = {column["name"] for column in schema.get_columns(table.name)}
+                if present != set(table.c.keys()):
+                    return False  # a world made by an earlier version: made again
             return conn.execute(select(func.count()).select_from(customers)).scalar_one() == size
     except Exception:
         return False
@@ -131,11 +215,16 @@ def _create_customers(path: Path, size: int) -> None:
     engine = create_engine(sqlite_url(tmp, read_only=False))
     metadata.create_all(engine)
     rng = random.Random(SEED)
+    more = random.Random(SEED + 1)
+    """Draws for the columns added later (tax ids, web accounts, consignors), so that the
+    customers, orders and cards stay what they were."""
     fakers: dict[str, Faker] = {}
     rows_c: list[dict[str, Any]] = []
     rows_o: list[dict[str, Any]] = []
     rows_f: list[dict[str, Any]] = []
     rows_p: list[dict[str, Any]] = []
+    rows_w: list[dict[str, Any]] = []
+    rows_b: list[dict[str, Any]] = []
     shares = [entry[4] for entry in POPULATION]
     us_fake = Faker("en_US")
     us_fake.seed_instance(SEED)
@@ -163,6 +252,7 @@ def _create_customers(path: Path, size: int) -> None:
                 "locale": letter_locale,
             }
         )
+        spent = 0
         for _ in range(rng.randint(0, 4)):
             rows_o.append(
                 {
@@ -175,6 +265,7 @@ def _create_customers(path: Path, size: int) -> None:
                     "currency": "USD" if country == "US" else "EUR",
                 }
             )
+            spent += rows_o[-1]["amount_cents"]
         for antique in rng.sample(ANTIQUES, rng.randint(1, 3)):
             rows_f.append({"customer_id": customer_id, "antique": antique})
         if rng.random() < 0.55:
@@ -185,11 +276,41 @@ def _create_customers(path: Path, size: int) -> None:
                     "expiry": f"{rng.randint(1, 12):02d}/{rng.randint(27, 31)}",
                 }
             )
+        # Obviously fake: area number 000 is never issued.
+        rows_c[-1]["tax_id"] = (
+            f"000-{more.randint(10, 99)}-{more.randint(1000, 9999)}"
+            if country == "US" and spent > HIGH_VALUE_CENTS
+            else None
+        )
+        if more.random() < 0.4:
+            rows_w.append(
+                {
+                    "customer_id": customer_id,
+                    "password_hash": "$2b$12$DEMOfake"
+                    + "".join(more.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=45)),
+                    "created_at": (datetime(2022, 1, 1) + timedelta(days=more.randint(0, 1500)))
+                    .date()
+                    .isoformat(),
+                }
+            )
+        if more.random() < 0.06:
+            # Consignors are paid by bank transfer; check digits 00 make no valid IBAN.
+            rows_b.append(
+                {
+                    "customer_id": customer_id,
+                    "bank_account": f"{country}00DEMO{more.randint(10**13, 10**14 - 1)}",
+                    "agreed_at": (datetime(2023, 1, 1) + timedelta(days=more.randint(0, 1200)))
+                    .date()
+                    .isoformat(),
+                }
+            )
     with engine.begin() as conn:
         conn.execute(insert(customers), rows_c)
         conn.execute(insert(orders), rows_o)
         conn.execute(insert(favourites), rows_f)
         conn.execute(insert(payment_cards), rows_p)
+        conn.execute(insert(web_accounts), rows_w)
+        conn.execute(insert(consignor_accounts), rows_b)
     engine.dispose()
     os.replace(tmp, path)
 
@@ -225,6 +346,7 @@ def demo_incident(now: datetime) -> dict[str, Any]:
                     "postal_code",
                     "region",
                     "country",
+                    "tax_id",
                 ],
             },
             {
@@ -233,6 +355,8 @@ def demo_incident(now: datetime) -> dict[str, Any]:
             },
             {"table": "favourites", "columns": ["customer_id", "antique"]},
             {"table": "payment_cards", "columns": ["customer_id", "card_number", "expiry"]},
+            {"table": "web_accounts", "columns": ["customer_id", "password_hash"]},
+            {"table": "consignor_accounts", "columns": ["customer_id", "bank_account"]},
         ],
         "data_categories": [
             "name",
@@ -241,7 +365,10 @@ def demo_incident(now: datetime) -> dict[str, Any]:
             "postal_address",
             "purchase_history",
             "preferences",
+            "payment_card",
             "financial_account",
+            "account_credentials",
+            "government_id",
         ],
         "risk": "high",
         "data_encrypted": False,

@@ -28,6 +28,11 @@ class CustomerDataError(BreachbookError):
     """The customer database cannot be read, or a record in it is unusable."""
 
 
+class DataSourceError(BreachbookError):
+    """The data-source file (the customer schema's mapping) is malformed, or an incident
+    names a table or column it does not map."""
+
+
 class TemplateFieldError(BreachbookError):
     """A letter or statement template refers to a field the context does not provide."""
 

@@ -57,6 +57,8 @@ INCIDENT = Kind("incident file", 1 * MIB)
 """The demo incident with six translations is 8 KB; its texts are bounded field by field too."""
 RULES = Kind("rules file", 1 * MIB)
 """rules/obligations.yaml is 5 KB for nine laws."""
+DATASOURCE = Kind("data-source file", 1 * MIB)
+"""The demo world's mapping is 2 KB; a schema of a thousand mapped columns is about 40 KB."""
 TEMPLATE = Kind("template", 256 * KIB)
 """The longest template is about 1 KB; a letter is read by a person."""
 LABELS = Kind("category labels file", 256 * KIB)

@@ -38,6 +38,9 @@ class DataCategory(StrEnum):
     PURCHASE_HISTORY = "purchase_history"
     PREFERENCES = "preferences"
     FINANCIAL_ACCOUNT = "financial_account"
+    """A bank or other financial account number (IBAN, account and routing number)."""
+    PAYMENT_CARD = "payment_card"
+    """A credit or debit card number (with or without its expiry or security code)."""
     ACCOUNT_CREDENTIALS = "account_credentials"
     GOVERNMENT_ID = "government_id"
     MEDICAL = "medical"
@@ -112,6 +115,20 @@ IncidentTime = Annotated[AwareDatetime, AfterValidator(_in_window)]
 class ExposedTable(Strict):
     table: Identifier
     columns: list[Identifier] = Field(min_length=1, max_length=MAX_TARGETS)
+    rows_from: IncidentTime | None = Field(
+        default=None,
+        description="Only rows written from this time were exposed (needs the table's "
+        "time_column in the data-source file)",
+    )
+    rows_until: IncidentTime | None = Field(
+        default=None, description="Only rows written up to this time were exposed"
+    )
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> ExposedTable:
+        if self.rows_from and self.rows_until and self.rows_until < self.rows_from:
+            raise ValueError(f"{self.table}: rows_until is before rows_from")
+        return self
 
 
 def base_language(tag: str) -> str:
@@ -151,7 +168,13 @@ class Incident(Strict):
     discovered_at: IncidentTime
     aware_at: IncidentTime | None = None
     exposed_tables: list[ExposedTable] = Field(default=[], max_length=MAX_TARGETS)
-    data_categories: list[DataCategory] = Field(default=[], max_length=len(DataCategory))
+    data_categories: list[DataCategory] = Field(
+        default=[],
+        max_length=len(DataCategory),
+        description="Kinds of personal data exposed. A run adds the categories the exposed "
+        "columns can hold (per the data-source file); with no exposed_tables, every mapped "
+        "column of these categories counts as exposed",
+    )
     risk: Literal["unlikely", "risk", "high"] | None = None
     """Not yet assessed when absent."""
     data_encrypted: bool = False

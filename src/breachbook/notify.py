@@ -122,10 +122,10 @@ def without_customer_data(message: str, customer: Customer) -> str:
 
 
 def iter_valid_customers(
-    directory: CustomerDirectory, exposed: frozenset[DataCategory], rejected: list[RejectedRecord]
+    directory: CustomerDirectory, incident: Incident, rejected: list[RejectedRecord]
 ) -> Iterator[Customer]:
     """Affected customers as validated models; unusable records are set aside by id."""
-    for batch in directory.iter_affected(exposed, BATCH_SIZE):
+    for batch in directory.iter_affected(incident, BATCH_SIZE):
         for item in batch:
             if isinstance(item, Customer):
                 yield item
@@ -148,7 +148,7 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
     ]
     reg_places = {rule.id: book.expand(rule.applies_to) for rule in regulators}
     at_scale: dict[str, Tally] = {}
-    for customer in iter_valid_customers(directory, obligations.exposed, rejected):
+    for customer in iter_valid_customers(directory, incident, rejected):
         place = customer.jurisdiction
         by_jurisdiction[place] += 1
         rules = obligations.for_customer(customer)

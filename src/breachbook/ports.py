@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from breachbook.models import Customer, DataCategory, RejectedRecord
+from breachbook.models import Customer, Incident, RejectedRecord
 
 
 class Verdict(StrEnum):
@@ -98,9 +98,11 @@ class CustomerDirectory(Protocol):
 
     @reads
     def iter_affected(
-        self, categories: frozenset[DataCategory], batch_size: int
+        self, incident: Incident, batch_size: int
     ) -> Iterator[list[Customer | RejectedRecord]]:
-        """Customers holding any of the exposed categories, in batches, in a stable order.
+        """Customers whose data the incident exposed, in batches, in a stable order, each once;
+        `Customer.categories` holds the categories exposed for that customer (the exposed
+        columns that hold a value for them, across every exposed table).
 
         A record that does not validate comes back as a RejectedRecord, so one bad row is
         reported by id instead of stopping the notification of everyone else.

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from breachbook.datasource import json_schema as datasource_schema
 from breachbook.models import Incident
 from breachbook.playbook import json_schema as playbook_schema
 
@@ -20,6 +21,7 @@ def incident_schema() -> dict[str, Any]:
 COMMITTED: dict[str, Callable[[], dict[str, Any]]] = {
     "playbooks/playbook.schema.json": playbook_schema,
     "playbooks/incident.schema.json": incident_schema,
+    "playbooks/datasource.schema.json": datasource_schema,
 }
 """Path in the checkout -> the function that makes the schema committed there."""
 

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     content_dir: Path | None = None
     ledger_url: SecretStr | None = None
     customers_url: SecretStr | None = None
+    datasource: Path | None = None
+    """The data-source file mapping the customer database's own tables and columns
+    (breachbook.datasource); default: the demo world's mapping, shipped in the package."""
     outbox: Path | None = None
     evidence_dir: Path | None = None
     mail_from: str = "privacy-office@example.invalid"

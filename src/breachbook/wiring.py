@@ -22,12 +22,13 @@ from breachbook.connectors.guard import read_only
 from breachbook.connectors.ledger_approvals import LedgerApprovals
 from breachbook.connectors.outbox import OutboxMail
 from breachbook.context import Connectors, RunContext
+from breachbook.datasource import DEMO_DATASOURCE, DataSource, complete_categories, load_datasource
 from breachbook.engine import ApplyChanges, PlanOnly, StepExecutor, new_run_id
 from breachbook.errors import BreachbookError, CustomerDataError, LiveNotConfirmed
 from breachbook.facts import record_facts
 from breachbook.journal import RunJournal
 from breachbook.ledger import Ledger
-from breachbook.models import Customer, DataCategory, Incident, RejectedRecord
+from breachbook.models import Customer, Incident, RejectedRecord
 from breachbook.modes import Mode
 from breachbook.playbook import Playbook, load_playbook
 from breachbook.ports import (
@@ -88,9 +89,25 @@ def open_customers(settings: Settings) -> SqlCustomerDirectory:
             "no customer database configured: set BREACHBOOK_CUSTOMERS_URL, or drill the demo world "
             "(--demo on the command line, demo=true in a deployment)"
         )
-    customers = SqlCustomerDirectory(settings.customers_url.get_secret_value(), read_only=True)
+    source_file, source = open_datasource(settings)
+    customers = SqlCustomerDirectory(
+        settings.customers_url.get_secret_value(), True, source, source_file
+    )
     customers.require_readable()
     return customers
+
+
+def open_datasource(settings: Settings) -> tuple[Path, DataSource]:
+    """The data-source file in use (BREACHBOOK_DATASOURCE, else the demo world's mapping)."""
+    path = settings.datasource or DEMO_DATASOURCE
+    return path, load_datasource(path)
+
+
+def with_exposure(incident: Incident, settings: Settings) -> Incident:
+    """The incident checked against the data-source file (every exposed table and column is
+    mapped) and its data_categories completed with what the exposed columns can hold."""
+    path, source = open_datasource(settings)
+    return complete_categories(source, incident, str(path))
 
 
 def _unchanged(adapter: T, port: type) -> T:
@@ -216,7 +233,7 @@ def load_inputs(request: RunRequest, profile: ModeProfile, settings: Settings) -
     )
     rules = RuleBook.load(root / "rules" / "obligations.yaml")
     check_rule_templates(rules, templates)
-    incident = request.load_incident()
+    incident = with_exposure(request.load_incident(), settings)
     if profile.needs_confirmation and request.confirm_incident_id != incident.id:
         raise LiveNotConfirmed(
             f"LIVE changes production systems: confirm by naming the incident id ({incident.id!r})"
@@ -317,7 +334,7 @@ class CustomersNotRead:
         return Check.unverified("restore does not read the customer database")
 
     def iter_affected(
-        self, categories: frozenset[DataCategory], batch_size: int
+        self, incident: Incident, batch_size: int
     ) -> Iterator[list[Customer | RejectedRecord]]:
         raise self._refuse()
 
@@ -334,10 +351,13 @@ def live_ledger_url(settings: Settings) -> str:
 
 
 def demo_settings(settings: Settings, customers_db: Path, demo_folder: Path) -> Settings:
-    """Settings pointing at the demo world: its customers, an outbox and an evidence folder."""
+    """Settings pointing at the demo world: its customers and their mapping (the data-source
+    file beside them), an outbox and an evidence folder."""
+    mapping = demo_folder / "datasource.yaml"
     return settings.model_copy(
         update={
             "customers_url": SecretStr(f"sqlite:///{customers_db.resolve()}"),
+            "datasource": mapping if mapping.is_file() else DEMO_DATASOURCE,
             "outbox": settings.outbox or demo_folder / "outbox",
             "evidence_dir": settings.evidence_dir or demo_folder / "evidence",
         }

@@ -12,10 +12,10 @@ from sqlalchemy import create_engine, insert, text
 from sqlalchemy.exc import DBAPIError
 
 from breachbook.clock import SystemClock
-from breachbook.connectors.customers_sql import SqlCustomerDirectory, metadata
-from breachbook.demo import DemoWorld
+from breachbook.connectors.customers_sql import SqlCustomerDirectory
+from breachbook.demo import DemoWorld, metadata
 from breachbook.ledger import AUTOMATION, Entry, ItemStatus, Ledger
-from breachbook.models import DataCategory
+from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.settings import Settings
@@ -200,7 +200,8 @@ def test_drill_against_postgres_writes_nothing_there(
     )
     assert result.verdict_counts()["FAILED"] == 0
     directory = SqlCustomerDirectory(pg_customers, read_only=True)
-    affected = sum(len(b) for b in directory.iter_affected(frozenset(DataCategory), 100))
+    about = Incident.from_file(small_world.incident_file)
+    affected = sum(len(b) for b in directory.iter_affected(about, 100))
     directory.close()
     assert f"- affected_customers: {affected:,}" in (tmp_path / "out" / "report.md").read_text()
     engine = create_engine(pg_customers)

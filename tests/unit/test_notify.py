@@ -67,17 +67,19 @@ def test_obligations_follow_residence_and_exposed_data() -> None:
             customer("C3", "US", "CA", "en-US"),  # no card on file: no California notice
             customer("C4", "CN", locale="zh-CN"),
             customer("C5", "US", "TX", "en-US", extra=CARD),
-            customer("C6", "US", "WA", "en-US", extra=CARD),  # no Washington rule yet
+            customer("C6", "US", "OR", "en-US", extra=CARD),  # no Oregon rule yet
+            customer("C7", "US", "WA", "en-US", extra=CARD),
         ]
     )
     found = assess(people, RULES, incident())
-    assert found.affected == 6
+    assert found.affected == 7
+    assert found.individual["us-wa"].customer_ids == ["C7"]
     assert found.individual["gdpr-a34"].customer_ids == ["C1"]
     assert found.individual["us-ca"].customer_ids == ["C2"]
     assert found.individual["cn-pipl-57"].customer_ids == ["C4"]
     assert found.individual["us-tx"].customer_ids == ["C5"]
     assert found.below_threshold == {"US-CA": 1}
-    assert found.not_covered == {"US-WA": 1}
+    assert found.not_covered == {"US-OR": 1}
     assert set(found.regulator) == {"gdpr-a33", "cn-pipl-57-authority"}  # us-ca-ag needs > 500
 
 
@@ -135,7 +137,8 @@ def test_california_letter_has_the_required_headings_and_fields() -> None:
     ):
         assert heading in body
     assert "Maria Lopez" in body and "Springfield, CA 12345" in body
-    assert "your payment card number and expiry date" in body
+    assert "your bank account details" in body  # financial_account: an account, not a card
+    assert "card" not in body
     assert "Date of notice: 2026-11-28" in body
 
 

@@ -32,6 +32,7 @@ AWARE = T0 + timedelta(hours=6)  # Saturday 18:00
 STARTED = T0 - timedelta(days=2)
 
 CARD = frozenset({DataCategory.FINANCIAL_ACCOUNT})
+PAYMENT_CARD = frozenset({DataCategory.PAYMENT_CARD})
 MEDICAL = frozenset({DataCategory.MEDICAL})
 BIOMETRIC = frozenset({DataCategory.BIOMETRIC})
 LOGIN = frozenset({DataCategory.ACCOUNT_CREDENTIALS})
@@ -39,6 +40,8 @@ NONE: frozenset[DataCategory] = frozenset()
 
 WITH_CARD = ("name", "email", "postal_address", "financial_account")
 NAME_ONLY = ("name", "email", "postal_address")
+WITH_CARD_NUMBER = ("name", "email", "postal_address", "payment_card")
+WITH_LOGIN = ("email", "account_credentials")
 
 CN_SCALE = 10_000
 """The China CAC measures start at a leak of 1,000,000 people: the table runs them with that
@@ -250,7 +253,12 @@ CASES = [
     Case(
         "hipaa-500-across-states-hhs-no-media",
         [("US-WA", 300, MEDICAL), ("US-IL", 200, MEDICAL)],
-        {"us-hipaa": DISCOVERED + days(60), "us-hipaa-hhs": DISCOVERED + days(60)},
+        {
+            "us-hipaa": DISCOVERED + days(60),
+            "us-hipaa-hhs": DISCOVERED + days(60),
+            "us-wa": DISCOVERED + days(30),  # the states' own laws count medical data too
+            "us-il": "ASAP",
+        },
         exposed=("name", "medical"),
         entity=("hipaa-covered-entity",),
         counts={"us-hipaa-hhs": 500},
@@ -262,6 +270,9 @@ CASES = [
             "us-hipaa": DISCOVERED + days(60),
             "us-hipaa-hhs": DISCOVERED + days(60),
             "us-hipaa-media": DISCOVERED + days(60),
+            "us-wa": DISCOVERED + days(30),
+            "us-wa-ag": DISCOVERED + days(30),
+            "us-il": "ASAP",
         },
         exposed=("name", "medical"),
         entity=("hipaa-covered-entity",),
@@ -403,8 +414,48 @@ CASES = [
         [("GB", 1, NONE)],
         {"uk-gdpr-ico": AWARE + hours(72), "uk-gdpr-a34": "ASAP"},
     ),
+    # ---- Washington: 30 days from discovery, the AG above 500, no notice without risk of harm
+    Case(
+        "wa-card",
+        [("US-WA", 1, PAYMENT_CARD)],
+        {"us-wa": DISCOVERED + days(30)},
+        exposed=WITH_CARD_NUMBER,
+    ),
+    Case("wa-bank-account", [("US-WA", 1, CARD)], {"us-wa": DISCOVERED + days(30)}),
+    Case("wa-500-no-ag", [("US-WA", 500, CARD)], {"us-wa": DISCOVERED + days(30)}),
+    Case(
+        "wa-501-ag",
+        [("US-WA", 501, CARD)],
+        {"us-wa": DISCOVERED + days(30), "us-wa-ag": DISCOVERED + days(30)},
+        counts={"us-wa-ag": 501},
+    ),
+    Case("wa-no-risk-of-harm", [("US-WA", 1, CARD)], {}, risk="unlikely"),
+    Case(
+        "wa-password-alone",
+        [("US-WA", 1, LOGIN)],
+        {"us-wa": DISCOVERED + days(30)},
+        exposed=WITH_LOGIN,
+    ),
+    Case("wa-encrypted", [("US-WA", 1, CARD)], {}, encrypted=True),
+    # ---- Illinois: most expedient time; the AG above 500, no later than the residents
+    Case("il-card", [("US-IL", 1, PAYMENT_CARD)], {"us-il": "ASAP"}, exposed=WITH_CARD_NUMBER),
+    Case("il-name-only", [("US-IL", 1, NONE)], {}, exposed=NAME_ONLY),
+    Case(
+        "il-501-ag",
+        [("US-IL", 501, MEDICAL)],
+        {"us-il": "ASAP", "us-il-ag": "ASAP"},
+        exposed=("name", "medical"),
+    ),
+    Case("il-no-harm-test", [("US-IL", 1, CARD)], {"us-il": "ASAP"}, risk="unlikely"),
+    # ---- Card numbers and bank accounts are two categories; each triggers the US laws
+    Case(
+        "ca-card-number",
+        [("US-CA", 1, PAYMENT_CARD)],
+        {"us-ca": DISCOVERED + days(30)},
+        exposed=WITH_CARD_NUMBER,
+    ),
     # ---- No rule for the place
-    Case("washington-no-rule-yet", [("US-WA", 1, CARD)], {}),
+    Case("oregon-no-rule-yet", [("US-OR", 1, CARD)], {}),
     # ---- Many places at once, each with its own clock
     Case(
         "everyone-at-once",

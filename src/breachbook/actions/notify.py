@@ -185,7 +185,7 @@ class RenderLetters(Action[RenderArgs]):
         obligations = Obligations(ctx.rules, ctx.incident)
         digests = {rule_id: hashlib.sha256() for rule_id in found.individual}
         rendered: Counter[str] = Counter()
-        for customer in iter_valid_customers(ctx.connectors.customers, obligations.exposed, []):
+        for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
             for rule in obligations.for_customer(customer):
                 subject, body = writer.render(customer, rule, obligations.exposed_for(customer))
                 ctx.workspace.write_document(
@@ -311,7 +311,7 @@ class DeliverLetters(Action[NoArgs]):
         )
         known = ctx.journal.statuses(self.name)
         tally: Counter[Once] = Counter()
-        for customer in iter_valid_customers(ctx.connectors.customers, obligations.exposed, []):
+        for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
             if all(owed.id != target for owed in obligations.for_customer(customer)):
                 continue
             key = f"{target}/{customer.id}"
