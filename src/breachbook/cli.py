@@ -385,16 +385,30 @@ def obligations(
 
 @app.command()
 def validate(
-    playbook: Annotated[Path, typer.Argument(help="Playbook YAML to check.")],
+    playbook: Annotated[Path, typer.Argument(help="Playbook or data-source file (YAML) to check.")],
     templates: Annotated[
         Path | None, typer.Option(help="Templates folder (default: the project's).")
     ] = None,
 ) -> None:
-    """Check a playbook; print every problem with its path and line."""
+    """Check a playbook (every problem with its path and line) or a data-source file (a file
+    with a top-level `customers:` mapping)."""
+    from breachbook.datasource import is_datasource, load_datasource
     from breachbook.errors import PlaybookError
     from breachbook.playbook import load_playbook
     from breachbook.settings import project_root
 
+    try:
+        if is_datasource(playbook):
+            source = load_datasource(playbook)
+            columns = sum(len(t.declared()) for t in source.all_tables())
+            console.print(
+                f"{playbook}: valid data source ({len(source.all_tables())} tables, "
+                f"{columns} mapped columns)",
+                highlight=False,
+            )
+            return
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
     try:
         loaded = load_playbook(playbook, templates or project_root() / "templates")
     except PlaybookError as exc:

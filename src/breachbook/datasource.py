@@ -247,6 +247,16 @@ def load_datasource(path: Path) -> DataSource:
     return parse_datasource(text, str(path))
 
 
+def is_datasource(path: Path) -> bool:
+    """Does this YAML file look like a data-source file (a mapping with `customers:`) rather
+    than a playbook? A file that cannot be read is left to the playbook loader to report."""
+    try:
+        raw = load_yaml(read_text(path, DATASOURCE), str(path))
+    except InputError:
+        return False
+    return isinstance(raw, dict) and "customers" in raw and "phases" not in raw
+
+
 def parse_datasource(text: str, source: str) -> DataSource:
     try:
         raw = load_yaml(check_text(text, source, DATASOURCE), source)

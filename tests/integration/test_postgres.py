@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from breachbook.clock import SystemClock
 from breachbook.connectors.customers_sql import SqlCustomerDirectory
+from breachbook.datasource import load_datasource
 from breachbook.demo import DemoWorld, metadata
 from breachbook.ledger import AUTOMATION, Entry, ItemStatus, Ledger
 from breachbook.models import Incident
@@ -20,8 +22,10 @@ from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.wiring import RunRequest, open_customers
+from tests import clinic
 from tests.conftest import Fakes, run_with
 from tests.fakes import RecordingMail
+from tests.unit.test_any_schema import check_clinic_breach
 
 pytestmark = pytest.mark.postgres
 
@@ -209,3 +213,97 @@ def test_drill_against_postgres_writes_nothing_there(
         assert conn.execute(text("SELECT count(*) FROM write_log")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM customers")).scalar_one() == 400
     engine.dispose()
+
+
+# ---- a second customer schema, mapped by a data-source file -------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_clinic(pg_url: str) -> str:
+    """The clinic schema of tests/clinic.py on PostgreSQL (dates and timestamps typed), with
+    triggers recording every write."""
+    engine = create_engine(pg_url)
+    clinic.build_clinic(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE clinic_write_log (tbl text, op text)"))
+        conn.execute(
+            text(
+                "CREATE FUNCTION record_clinic_write() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN INSERT INTO clinic_write_log VALUES (TG_TABLE_NAME, TG_OP); RETURN NULL; END $$"
+            )
+        )
+        for table in clinic.metadata.sorted_tables:
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER log_{table.name} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+                    f"ON {table.name} FOR EACH STATEMENT EXECUTE FUNCTION record_clinic_write()"
+                )
+            )
+    engine.dispose()
+    return pg_url
+
+
+def _clinic_writes(url: str) -> int:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        count: int = conn.execute(text("SELECT count(*) FROM clinic_write_log")).scalar_one()
+    engine.dispose()
+    return count
+
+
+def test_the_clinic_mapping_gives_the_same_exposure_on_postgres(pg_clinic: str) -> None:
+    directory = SqlCustomerDirectory(
+        pg_clinic, True, load_datasource(clinic.MAPPING), clinic.MAPPING
+    )
+    try:
+        check_clinic_breach(directory)
+    finally:
+        directory.close()
+
+
+def test_the_clinic_window_is_exact_on_typed_postgres_columns(pg_clinic: str) -> None:
+    """A timestamp column is compared to the second on PostgreSQL (SQLite counts whole days)."""
+    directory = SqlCustomerDirectory(pg_clinic, True, load_datasource(clinic.MAPPING))
+    hour_after = {"rows_from": "2026-11-05T10:30:00Z", "rows_until": "2026-11-05T23:00:00Z"}
+    exposed = [{"table": "diagnoses", "columns": ["diagnosis"], **hour_after}]
+    try:
+        batches = list(
+            directory.iter_affected(
+                Incident.model_validate(clinic.breach(exposed_tables=exposed)), 10
+            )
+        )
+    finally:
+        directory.close()
+    assert batches == []  # every diagnosis of that day was recorded at 09:30
+
+
+@pytest.mark.parametrize("statement", ["DELETE FROM diagnoses", "UPDATE patients SET ssn = NULL"])
+def test_the_wired_clinic_directory_cannot_write_on_postgres(
+    pg_clinic: str, statement: str, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path, customers_url=pg_clinic, datasource=clinic.MAPPING)
+    directory = open_customers(settings)
+    try:
+        with (
+            pytest.raises(DBAPIError, match="read-only transaction"),
+            directory._engine.begin() as conn,
+        ):
+            conn.execute(text(statement))
+    finally:
+        directory.close()
+    assert _clinic_writes(pg_clinic) == 0
+
+
+def test_a_drill_on_the_clinic_schema_on_postgres_writes_nothing_there(
+    pg_clinic: str, tmp_path: Path
+) -> None:
+    breach = clinic.breach()
+    breach["exposed_tables"].append({"table": "patients", "columns": ["first_nm", "last_nm"]})
+    incident_file = tmp_path / "incident.json"
+    incident_file.write_text(json.dumps(breach), encoding="utf-8")
+    settings = Settings(home=tmp_path / "home", customers_url=pg_clinic, datasource=clinic.MAPPING)
+    run_with(Mode.DRILL, settings, Fakes(tmp_path), tmp_path / "out", incident_file)
+    obligations = json.loads((tmp_path / "out" / "obligations.json").read_text(encoding="utf-8"))
+    owed = {o["id"]: o["affected_count"] for o in obligations["obligations"]}
+    assert (owed["us-wa"], owed["us-il"], owed["us-ca"]) == (1, 2, 1)
+    assert _clinic_writes(pg_clinic) == 0

@@ -105,7 +105,8 @@ def test_customer_database_without_the_tables(small_world: DemoWorld, tmp_path: 
     sqlite3.connect(empty).close()
     settings = Settings(home=tmp_path, customers_url=f"sqlite:///{empty}")
     with pytest.raises(
-        CustomerDataError, match=r"table\(s\) consignor_accounts, customers, favourites, orders, payment_cards, web_accounts missing \(mapped in the data source .*demo-datasource.yaml; BREACHBOOK_DATASOURCE names your own\)"
+        CustomerDataError,
+        match=r"table\(s\) consignor_accounts, customers, favourites, orders, payment_cards, web_accounts missing \(mapped in the data source .*demo-datasource.yaml; BREACHBOOK_DATASOURCE names your own\)",
     ):
         drill(small_world, settings, tmp_path / "out")
 
