@@ -90,7 +90,7 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
         "203.0.113.0/24",
         "198.51.100.23/32",
     }
-    assert [e["verdict"] for e in by_step["snapshot-evidence"]] == ["VERIFIED"] * 5
+    assert [e["verdict"] for e in by_step["snapshot-evidence"]] == ["VERIFIED"] * 7
     assert drill_run["result"] == {
         "run_id": plan["run_id"],
         "out_dir": str(drill_run["out"].resolve()),
@@ -123,6 +123,8 @@ def test_obligations_and_letters_match_the_customer_database(drill_run: dict[str
         "us-fl",
         "us-ma",
         "us-ma-regulators",
+        "us-wa",
+        "us-il",
     }
     assert by_id["us-ca-ag"]["due_at"] is None and by_id["us-ca-ag"]["due_after"] == "us-ca"
     incident = yaml.safe_load((out / "incident.yaml").read_text())
@@ -133,26 +135,42 @@ def test_obligations_and_letters_match_the_customer_database(drill_run: dict[str
     customers = _customers(world.customers_db)
     conn = sqlite3.connect(world.customers_db)
     with_card = {row[0] for row in conn.execute("SELECT customer_id FROM payment_cards")}
+    # California's triggers: a name with a card, bank account or taxpayer number, or a
+    # password alone (tax ids are held for high-value US buyers, bank accounts for consignors).
+    triggering = with_card | {
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM customers WHERE tax_id IS NOT NULL "
+            "UNION SELECT customer_id FROM consignor_accounts "
+            "UNION SELECT customer_id FROM web_accounts"
+        )
+    }
     conn.close()
     eu = {"DE", "FR", "IT", "ES", "NL", "IE"}
     expected = {
         "gdpr-a34": {c["id"] for c in customers if c["country"] in eu},
         "uk-gdpr-a34": {c["id"] for c in customers if c["country"] == "GB"},
         "cn-pipl-57": {c["id"] for c in customers if c["country"] == "CN"},
-        "us-ca": {c["id"] for c in customers if c["region"] == "CA" and c["id"] in with_card},
+        "us-ca": {c["id"] for c in customers if c["region"] == "CA" and c["id"] in triggering},
+        "us-wa": {c["id"] for c in customers if c["region"] == "WA" and c["id"] in triggering},
+        "us-il": {c["id"] for c in customers if c["region"] == "IL" and c["id"] in triggering},
     }
     for rule_id, ids in expected.items():
         assert by_id[rule_id]["affected_count"] == len(ids)
         assert set((out / "recipients" / f"{rule_id}.txt").read_text().split()) == ids
         assert {p.stem for p in (out / "letters" / rule_id).iterdir()} == ids
-    assert obligations["no_rule_for_jurisdiction"]["US-WA"] == sum(
-        1 for c in customers if c["region"] == "WA"
-    )
+    assert expected["us-ca"] < {c["id"] for c in customers if c["region"] == "CA"}
+    assert obligations["no_rule_for_jurisdiction"] == {}
 
 
 def test_a_letter_carries_the_customer_fields_and_the_drill_mark(drill_run: dict[str, Any]) -> None:
     out, world = drill_run["out"], drill_run["world"]
-    ca_id = (out / "recipients" / "us-ca.txt").read_text().split()[0]
+    conn = sqlite3.connect(world.customers_db)
+    with_card = {row[0] for row in conn.execute("SELECT customer_id FROM payment_cards")}
+    conn.close()
+    ca_id = next(
+        c for c in (out / "recipients" / "us-ca.txt").read_text().split() if c in with_card
+    )
     person = next(c for c in _customers(world.customers_db) if c["id"] == ca_id)
     letter = (out / "letters" / "us-ca" / f"{ca_id}.txt").read_text()
     assert letter.startswith("[DRILL]")
@@ -185,6 +203,8 @@ def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(
         "table:orders",
         "table:favourites",
         "table:payment_cards",
+        "table:web_accounts",
+        "table:consignor_accounts",
         "incident-record",
     }
     directory = SqlCustomerDirectory(sqlite_url(world.customers_db, read_only=True), read_only=True)
@@ -212,13 +232,13 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     report = (out / "report.md").read_text()
     for phase in ("contain", "preserve", "notify", "communicate"):
         assert f"| {phase} |" in report
-    assert "- letters: 8," in report
+    assert "- letters: 9," in report
     assert "**UNVERIFIED** `deactivate-keys` on `AKIAZ3MDEMOLEAKED01`" in report
     assert not (out / "RUN-INCOMPLETE.txt").exists()
     result = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
     assert result.exit_code == 0, result.output
-    # the incident's facts, then a preflight and a plan entry for each of the 40 actions
-    assert "incident demo-2026-antiques-leak, 81 entries" in result.output
+    # the incident's facts, then a preflight and a plan entry for each of the 46 actions
+    assert "incident demo-2026-antiques-leak, 93 entries" in result.output
 
 
 AUDIT_STATE = ("anchors", "keys")

@@ -55,7 +55,7 @@ def add_customer(world: DemoWorld, cid: str) -> None:
     db = sqlite3.connect(world.customers_db)
     db.execute(
         "INSERT INTO customers VALUES (?, 'Late Person', 'late@example.org', '+49 30 1234', "
-        "'Hauptstrasse 1', 'Berlin', '10115', '', 'DE', 'de-DE')",
+        "'Hauptstrasse 1', 'Berlin', '10115', '', 'DE', 'de-DE', NULL)",
         (cid,),
     )
     db.execute(
