@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,11 @@ from sqlalchemy import (
     Connection,
     Engine,
     MetaData,
+    Select,
     Table,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     create_engine,
@@ -120,6 +122,26 @@ def in_window(column: ColumnElement[Any], window: Window, sqlite: bool) -> Colum
             day_after = end.astimezone(UTC).date() + timedelta(days=1)
             conditions.append(text < day_after.isoformat())
     return and_(true(), *conditions)
+
+
+TEXT_FIELDS = [
+    (field, f"i_{field}")
+    for field in (
+        "id",
+        "full_name",
+        "given_name",
+        "family_name",
+        "phone",
+        "street",
+        "city",
+        "postal_code",
+        "region",
+        "country",
+        "locale",
+        "honorific",
+    )
+]
+"""Identity fields read as text (NULL -> ""), and their labels in a page's rows."""
 
 
 class SqlCustomerDirectory:
@@ -240,34 +262,37 @@ class SqlCustomerDirectory:
                     for number, (column, category) in enumerate(own.columns.items()):
                         if category is None:
                             continue
-                        held = has_value(table.c[column])
+                        holds = has_value(table.c[column])
                         if own.window is not None:
                             assert mapped.time_column is not None
-                            held = and_(
-                                held,
+                            holds = and_(
+                                holds,
                                 in_window(table.c[mapped.time_column], own.window, self._sqlite),
                             )
-                        selected.append(case((held, 1), else_=0).label(f"x_{number}"))
+                        selected.append(case((holds, 1), else_=0).label(f"x_{number}"))
                         flags.append((f"x_{number}", category))
                 related = [
                     part
                     for part in exposure
                     if isinstance(part.mapped, RelatedTable) and part.categories()
                 ]
+                lookups = [self._held_in(tables, part) for part in related]
                 query = select(*selected).order_by(key).limit(batch_size)
                 last: Any = None
                 while True:
                     page = query if last is None else query.where(key > last)
-                    rows = conn.execute(page).mappings().all()
+                    rows = [dict(row) for row in conn.execute(page).mappings()]
                     if not rows:
                         return
                     ids = [row["i_id"] for row in rows]
                     found: defaultdict[Any, set[DataCategory]] = defaultdict(set)
                     for row in rows:
                         found[row["i_id"]].update(cat for label, cat in flags if row[label])
-                    for part in related:
-                        for customer_id, categories in self._held_in(conn, tables, part, ids):
-                            found[customer_id] |= categories
+                    for lookup, kinds in lookups:
+                        for customer_id, *held in conn.execute(lookup, {"ids": ids}).all():
+                            found[customer_id].update(
+                                kind for kind, flag in zip(kinds, held, strict=True) if flag
+                            )
                     batch: list[Customer | RejectedRecord] = []
                     for row in rows:
                         categories = found[row["i_id"]]
@@ -282,10 +307,12 @@ class SqlCustomerDirectory:
             ) from None
 
     def _held_in(
-        self, conn: Connection, tables: dict[str, Table], part: ExposedPart, ids: Sequence[Any]
-    ) -> Iterator[tuple[Any, set[DataCategory]]]:
-        """For the customers `ids`: the categories of the part's exposed columns that hold a
-        value in at least one of their rows (within the window), joined up to the customer."""
+        self, tables: dict[str, Table], part: ExposedPart
+    ) -> tuple[Select[Any], list[DataCategory]]:
+        """The query that says, for the customers of a page (the `ids` parameter), which of
+        the part's exposed columns hold a value in at least one of their rows (within the
+        window), joined up to the customer: one flag per column, in the order of the
+        categories returned beside it."""
         assert isinstance(part.mapped, RelatedTable)
         customers = tables[self.source.customers.table]
         key = customers.c[self.source.customers.columns.id]
@@ -305,46 +332,35 @@ class SqlCustomerDirectory:
             func.max(case((has_value(start.c[column]), 1), else_=0)).label(f"x_{n}")
             for n, (column, _) in enumerate(columns)
         ]
-        query = select(key.label("cid"), *flags).select_from(joined).where(key.in_(list(ids)))
+        query = (
+            select(key.label("cid"), *flags)
+            .select_from(joined)
+            .where(key.in_(bindparam("ids", expanding=True)))
+        )
         if part.window is not None:
             assert part.mapped.time_column is not None
             query = query.where(
                 in_window(start.c[part.mapped.time_column], part.window, self._sqlite)
             )
-        for row in conn.execute(query.group_by(key)).mappings():
-            held = {cat for n, (_, cat) in enumerate(columns) if row[f"x_{n}"]}
-            if held:
-                yield row["cid"], held
+        return query.group_by(key), [cat for _, cat in columns if cat is not None]
 
-    def _record(self, row: Any, categories: set[DataCategory]) -> dict[str, Any]:
+    def _record(self, row: dict[str, Any], categories: set[DataCategory]) -> dict[str, Any]:
         """A Customer's fields from a row of identity columns; what is absent is empty."""
-
-        def text(field: str) -> str:
-            value = row.get(f"i_{field}")
-            return "" if value is None else str(value)
-
-        given, family = text("given_name"), text("family_name")
-        full_name = text("full_name") or " ".join(p for p in (given, family) if p)
-        record: dict[str, Any] = {
-            field: text(field)
-            for field in (
-                "phone",
-                "street",
-                "city",
-                "postal_code",
-                "region",
-                "country",
-                "honorific",
-            )
+        text = {
+            field: "" if (value := row.get(label)) is None else str(value)
+            for field, label in TEXT_FIELDS
         }
-        record |= {
-            "id": text("id"),
+        full_name = text.pop("full_name") or " ".join(
+            part for part in (text.pop("given_name"), text.pop("family_name")) if part
+        )
+        text.pop("given_name", None)
+        text.pop("family_name", None)
+        return text | {
             "full_name": full_name,
             "email": row.get("i_email"),
-            "locale": text("locale") or self.source.customers.default_locale,
+            "locale": text["locale"] or self.source.customers.default_locale,
             "categories": frozenset(categories),
         }
-        return record
 
     def table_snapshot(self, table: str, columns: list[str]) -> Iterator[bytes]:
         """Rows of the exposed columns as JSON lines, in primary-key order."""
