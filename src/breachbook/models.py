@@ -343,6 +343,8 @@ class Customer(Strict):
     honorific: Annotated[str, Field(max_length=40)] = ""
     """As the customer gave it (Ms, Dr, Herr); letters never guess one from a name."""
     categories: frozenset[DataCategory]
+    """The kinds of this customer's data the incident exposed: the categories of the exposed
+    columns that hold a value for them, across every exposed table (breachbook.datasource)."""
 
     @field_validator("full_name", "phone", "street", "city", "postal_code", "region", "honorific")
     @classmethod
