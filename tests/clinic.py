@@ -113,7 +113,7 @@ PATIENTS = [
     _patient(6, "Finn", "Moss", "US", "WA", contact_email="not an address"),
     _patient(7, "Gus", "Lind", "US", "IL"),
 ]
-DIAGNOSES = [
+DIAGNOSES: list[dict[str, Any]] = [
     {
         "diag_id": 1,
         "patient_ref": 1,
@@ -149,12 +149,12 @@ DIAGNOSES = [
         "icd_code": "K21",
     },
 ]
-VISITS = [
+VISITS: list[dict[str, Any]] = [
     {"visit_id": 10, "patient_ref": 2, "visit_day": date(2026, 11, 3)},
     {"visit_id": 11, "patient_ref": 4, "visit_day": date(2026, 11, 4)},
     {"visit_id": 12, "patient_ref": 7, "visit_day": date(2026, 11, 4)},
 ]
-INVOICES = [
+INVOICES: list[dict[str, Any]] = [
     {
         "invoice_id": 100,
         "visit_ref": 10,
@@ -177,7 +177,7 @@ INVOICES = [
         "insurer_member_no": "",
     },
 ]
-LOGINS = [
+LOGINS: list[dict[str, Any]] = [
     {"login_id": 1, "patient_ref": 4, "pw_hash": "$2b$12$DEMOfakehash"},
     {"login_id": 2, "patient_ref": 7, "pw_hash": "$2b$12$DEMOfakehash2"},
     {"login_id": 3, "patient_ref": 5, "pw_hash": None},

@@ -593,6 +593,7 @@ def demo_world() -> None:
         raise _fail(str(exc)) from None
     console.print(
         f"customers: {world.customers_db}\n"
+        f"their data-source file (BREACHBOOK_DATASOURCE): {world.folder / 'datasource.yaml'}\n"
         f"sample incident (to copy and edit; drills with --demo date it now): {world.incident_file}",
         highlight=False,
     )
