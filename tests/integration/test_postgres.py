@@ -14,10 +14,10 @@ from sqlalchemy.exc import DBAPIError
 
 from breachbook.clock import SystemClock
 from breachbook.connectors.customers_sql import SqlCustomerDirectory
-from breachbook.datasource import load_datasource
+from breachbook.datasource import DataSource, load_datasource
 from breachbook.demo import DemoWorld, metadata
 from breachbook.ledger import AUTOMATION, Entry, ItemStatus, Ledger
-from breachbook.models import Incident
+from breachbook.models import DataCategory, Incident, RejectedRecord
 from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.settings import Settings
@@ -307,3 +307,51 @@ def test_a_drill_on_the_clinic_schema_on_postgres_writes_nothing_there(
     owed = {o["id"]: o["affected_count"] for o in obligations["obligations"]}
     assert (owed["us-wa"], owed["us-il"], owed["us-ca"]) == (1, 2, 1)
     assert _clinic_writes(pg_clinic) == 0
+
+
+def test_a_mapping_reads_tables_in_their_own_postgres_schema(pg_url: str) -> None:
+    """db_schema: the tables live in a schema other than the search path's."""
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA crm"))
+        conn.execute(
+            text("CREATE TABLE crm.people (pid int PRIMARY KEY, nm text, mail text, cc text)")
+        )
+        conn.execute(text("CREATE TABLE crm.ids (pid int, national_id text)"))
+        conn.execute(
+            text(
+                "INSERT INTO crm.people VALUES (1, 'Ana Lima', 'ana@example.org', 'BR'), "
+                "(2, 'Bo Berg', 'bo@example.org', 'SE')"
+            )
+        )
+        conn.execute(text("INSERT INTO crm.ids VALUES (1, '000.000.000-00'), (2, NULL)"))
+    engine.dispose()
+    mapping = DataSource.model_validate(
+        {
+            "version": 1,
+            "db_schema": "crm",
+            "customers": {
+                "table": "people",
+                "columns": {"id": "pid", "full_name": "nm", "email": "mail", "country": "cc"},
+            },
+            "tables": [
+                {
+                    "table": "ids",
+                    "join": {"column": "pid"},
+                    "categories": {"national_id": "government_id"},
+                }
+            ],
+        }
+    )
+    directory = SqlCustomerDirectory(pg_url, True, mapping)
+    incident = clinic.breach(exposed_tables=[{"table": "ids", "columns": ["national_id"]}])
+    try:
+        assert directory.check_readable().verdict == "VERIFIED"
+        found = [
+            c for b in directory.iter_affected(Incident.model_validate(incident), 10) for c in b
+        ]
+    finally:
+        directory.close()
+    assert [(c.id, set(c.categories)) for c in found if not isinstance(c, RejectedRecord)] == [
+        ("1", {DataCategory.GOVERNMENT_ID})
+    ]

@@ -307,3 +307,26 @@ def test_a_hostile_name_in_a_mapping_is_refused_before_any_query() -> None:
     raw["tables"][0]["table"] = 'order"; DROP TABLE "user'
     with pytest.raises(ValueError, match="String should match pattern"):
         DataSource.model_validate(raw)
+
+
+def test_a_demo_world_made_by_an_earlier_version_is_made_again_with_its_mapping(
+    tmp_path: Path,
+) -> None:
+    """A world without the columns this version maps (no tax ids, web accounts or
+    consignors) would fail every drill: it is rebuilt, and its data-source file written."""
+    from breachbook.demo import ensure_demo_world
+
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    old = sqlite3.connect(folder / "customers.sqlite")
+    old.execute("CREATE TABLE customers (id TEXT PRIMARY KEY, full_name TEXT)")
+    old.executemany("INSERT INTO customers VALUES (?, 'x')", [(f"C{n}",) for n in range(20)])
+    old.commit()
+    old.close()
+    world = ensure_demo_world(folder, size=20)
+    mapping = load_datasource(folder / "datasource.yaml")
+    directory = SqlCustomerDirectory(sqlite_url(world.customers_db, True), True, mapping)
+    try:
+        assert directory.check_readable().verdict == "VERIFIED"
+    finally:
+        directory.close()
