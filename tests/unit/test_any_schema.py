@@ -312,12 +312,15 @@ def test_a_hostile_name_in_a_mapping_is_refused_before_any_query() -> None:
 def test_a_demo_world_made_by_an_earlier_version_is_made_again_with_its_mapping(
     tmp_path: Path,
 ) -> None:
-    """A world without the columns this version maps (no tax ids, web accounts or
-    consignors) would fail every drill: it is rebuilt, and its data-source file written."""
-    from breachbook.demo import ensure_demo_world
+    """A world without a column this version maps (customers.tax_id) would fail every drill:
+    it is rebuilt, and its data-source file written."""
+    from breachbook.demo import customers, ensure_demo_world, metadata
 
     folder = tmp_path / "demo"
     folder.mkdir()
+    engine = create_engine(sqlite_url(folder / "customers.sqlite", read_only=False))
+    metadata.create_all(engine, tables=[t for t in metadata.sorted_tables if t is not customers])
+    engine.dispose()
     old = sqlite3.connect(folder / "customers.sqlite")
     old.execute("CREATE TABLE customers (id TEXT PRIMARY KEY, full_name TEXT)")
     old.executemany("INSERT INTO customers VALUES (?, 'x')", [(f"C{n}",) for n in range(20)])
