@@ -12,7 +12,10 @@ from pydantic import BaseModel, Field
 
 from breachbook.actions.base import NOTHING, Action, ActionArgs, Prepared, register, require
 from breachbook.context import RunContext
-from breachbook.journal import Once
+from breachbook.errors import BreachbookError
+from breachbook.journal import STEP_OUTCOME, Once, StepOutcome
+from breachbook.ledger import ItemStatus
+from breachbook.letters import ClaimState, LetterData, StepClaim
 from breachbook.models import Customer
 from breachbook.notify import (
     Assessment,
@@ -22,7 +25,7 @@ from breachbook.notify import (
     iter_valid_customers,
     obligation_record,
 )
-from breachbook.ports import Changed, Check, Mail, OutgoingLetter, not_configured
+from breachbook.ports import Changed, Check, Mail, OutgoingLetter, Verdict, not_configured
 from breachbook.rules import Rule
 
 MAIL_SETTING = "set BREACHBOOK_OUTBOX"
@@ -44,6 +47,56 @@ def assessment(ctx: RunContext) -> Assessment:
         found = assess(ctx.connectors.customers, ctx.rules, ctx.incident)
         ctx.journal.put(ASSESSMENT, "-", found)
     return found
+
+
+DONE_STATUSES = frozenset({"completed", "already-done"})
+"""engine.Status values of a target that is done (the engine is not imported by actions)."""
+
+
+def claim_states(ctx: RunContext) -> list[StepClaim]:
+    """The playbook's steps a letter may claim (their action has texts in claims.yaml), as
+    the ledger shows them: DONE when this run's outcome of every target is done and the
+    target's item in the ledger is done; WOULD when a drill planned every target (nothing is
+    done); else NOT_DONE (failed, refused, waiting, not run yet). A step skipped by its
+    condition is not claimed at all."""
+    claimable = LetterData.load(ctx.renderer.templates_dir).claims
+    claims = []
+    for _, step in ctx.playbook.ordered_steps():
+        if step.action not in claimable:
+            continue
+        outcome = ctx.journal.get(STEP_OUTCOME, step.id, StepOutcome)
+        statuses = set(outcome.statuses.values()) if outcome else set()
+        if outcome is not None and statuses <= {"skipped"}:
+            continue
+        targets = list(outcome.statuses) if outcome else []
+        items = ctx.journal.statuses(step.id)
+        if (
+            targets
+            and statuses <= DONE_STATUSES
+            and all(items.get(t) is ItemStatus.DONE for t in targets)
+        ):
+            state = ClaimState.DONE
+        elif statuses == {"planned"}:
+            state = ClaimState.WOULD
+        else:
+            state = ClaimState.NOT_DONE
+        claims.append(StepClaim(step.id, step.action, state))
+    return claims
+
+
+def letter_writer(ctx: RunContext) -> LetterWriter:
+    """The run's letter writer, with the claims the ledger allows as of now."""
+    return LetterWriter(
+        ctx.renderer,
+        ctx.playbook.organisation,
+        ctx.incident,
+        ctx.connectors.clock.now(),
+        claim_states(ctx),
+    )
+
+
+class ClaimNotDone(BreachbookError):
+    """A letter would state a step done that the ledger does not show done: not sent."""
 
 
 class RenderedLetters(BaseModel):
@@ -179,9 +232,7 @@ class RenderLetters(Action[RenderArgs]):
 
     def prepare(self, args: RenderArgs, ctx: RunContext) -> Prepared:
         found = assessment(ctx)
-        writer = LetterWriter(
-            ctx.renderer, ctx.playbook.organisation, ctx.incident, ctx.connectors.clock.now()
-        )
+        writer = letter_writer(ctx)
         obligations = Obligations(ctx.rules, ctx.incident)
         digests = {rule_id: hashlib.sha256() for rule_id in found.individual}
         rendered: Counter[str] = Counter()
@@ -265,8 +316,21 @@ class RenderLetters(Action[RenderArgs]):
             if untranslated
             else ""
         )
+        writer = letter_writer(ctx)
+        rule = ctx.rules.rule(target)
+        would, waits = writer.would_claim(rule), writer.waits_for(rule)
+        claims = (
+            f"; DRILL: they state {', '.join(would)} done, as LIVE would word them once done "
+            "(nothing was done)"
+            if would
+            else ""
+        ) + (
+            f"; they say {', '.join(waits)} is planned, not done (the ledger does not show it done)"
+            if waits
+            else ""
+        )
         return Check.verified(
-            f"rendered {rendered.letters} letters, every field present{languages}{texts}",
+            f"rendered {rendered.letters} letters, every field present{languages}{texts}{claims}",
             "StrictUndefined render",
         )
 
@@ -293,12 +357,24 @@ class DeliverLetters(Action[NoArgs]):
 
     def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
         mail = ctx.connectors.mail
-        return not_configured("mail", MAIL_SETTING) if mail is None else mail.check_can_send()
+        check = not_configured("mail", MAIL_SETTING) if mail is None else mail.check_can_send()
+        if check.verdict is Verdict.FAILED:
+            return check
+        waits = letter_writer(ctx).waits_for(ctx.rules.rule(target))
+        if waits:
+            return check.waiting_for(
+                waits,
+                f"waits for {', '.join(waits)}: these letters state what was done, and the "
+                "ledger does not show it done yet; a later run sends them once it is",
+            )
+        return check
 
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
         mail = ctx.connectors.mail
         via = mail.describe() if mail else "(no mail connector)"
-        return f"send {assessment(ctx).individual[target].count} letters for {target} via {via}"
+        would = letter_writer(ctx).would_claim(ctx.rules.rule(target))
+        claims = f", once {', '.join(would)} done (the letters state it as done)" if would else ""
+        return f"send {assessment(ctx).individual[target].count} letters for {target} via {via}{claims}"
 
     def apply_items(self, args: NoArgs, target: str, ctx: RunContext) -> Counter[Once]:
         """Each letter is one item: claimed, rendered from the customer database as it is now
@@ -306,9 +382,7 @@ class DeliverLetters(Action[NoArgs]):
         mail = require(ctx.connectors.mail, "mail", MAIL_SETTING)
         obligations = Obligations(ctx.rules, ctx.incident)
         rule = ctx.rules.rule(target)
-        writer = LetterWriter(
-            ctx.renderer, ctx.playbook.organisation, ctx.incident, ctx.connectors.clock.now()
-        )
+        writer = letter_writer(ctx)
         known = ctx.journal.statuses(self.name)
         tally: Counter[Once] = Counter()
         for customer in iter_valid_customers(ctx.connectors.customers, obligations.exposed, []):
@@ -329,7 +403,13 @@ def _send(
     customer: Customer,
     key: str,
 ) -> Changed:
-    """Render one letter from the customer's record as it is now, and send it."""
+    """Render one letter from the customer's record as it is now, and send it; never one
+    that states a step done the ledger does not show done."""
+    held = writer.waits_for(rule) + writer.would_claim(rule)
+    if held:
+        raise ClaimNotDone(
+            f"letter {key} would state {', '.join(held)} done; the ledger does not show it"
+        )
     subject, body = writer.render(customer, rule, obligations.exposed_for(customer))
     reference = mail.send(OutgoingLetter(key, customer.email, subject, body))
     return Changed({"reference": reference, "sha256": _letter_hash(subject, body)})
