@@ -373,7 +373,8 @@ class DeliverLetters(Action[NoArgs]):
         mail = ctx.connectors.mail
         via = mail.describe() if mail else "(no mail connector)"
         would = letter_writer(ctx).would_claim(ctx.rules.rule(target))
-        claims = f", once {', '.join(would)} done (the letters state it as done)" if would else ""
+        verb = "is" if len(would) == 1 else "are"
+        claims = f", once {', '.join(would)} {verb} done (the letters state it)" if would else ""
         return f"send {assessment(ctx).individual[target].count} letters for {target} via {via}{claims}"
 
     def apply_items(self, args: NoArgs, target: str, ctx: RunContext) -> Counter[Once]:
