@@ -313,3 +313,32 @@ def test_a_step_skipped_by_its_condition_is_not_claimed(tmp_path: Path) -> None:
 def test_family_models_are_found_by_template_folder() -> None:
     assert family_model("us-ma") is MassachusettsLetter
     assert "incident_description" in family_model("gdpr-a34").model_fields
+
+
+def test_a_letter_stating_a_step_not_done_is_never_sent_even_past_the_preflight() -> None:
+    """The second line of defence: delivery itself refuses, whatever the preflight said."""
+    from breachbook.actions.notify import ClaimNotDone, _send
+    from breachbook.letters import ClaimState, StepClaim
+    from breachbook.notify import Obligations
+    from tests.fakes import RecordingMail
+
+    mail = RecordingMail()
+    for state in (ClaimState.NOT_DONE, ClaimState.WOULD):
+        letters = LetterWriter(
+            Renderer(TEMPLATES),
+            ORG,
+            incident(),
+            T0,
+            [StepClaim("lock-db-role", "database.lock_role", state)],
+        )
+        reader = person("en", "IE", "")
+        with pytest.raises(ClaimNotDone, match=r"^letter gdpr-a34/C1 would state lock-db-role"):
+            _send(
+                mail,
+                letters,
+                Obligations(RULES, incident()),
+                rule("gdpr-a34"),
+                reader,
+                "gdpr-a34/C1",
+            )
+    assert mail.sent == []
