@@ -238,7 +238,10 @@ def test_live_through_the_flow_waits_resumes_and_keeps_personal_data_out_of_pref
     finally:
         mp.undo()
     sent = list((tmp_path / "outbox").glob("*.eml"))
-    assert len(sent) > 100
+    # This version has no database or cloud adapter, so LIVE cannot lock or deactivate: the
+    # letters that state containment wait for it (tests/unit/test_letters.py); Massachusetts'
+    # letters state nothing done and go out.
+    assert sent and all(path.name.startswith("us-ma_") for path in sent)
     texts: list[str] = []
     for state in (first, second):
         assert state.state_details.flow_run_id is not None

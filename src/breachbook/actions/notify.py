@@ -49,16 +49,12 @@ def assessment(ctx: RunContext) -> Assessment:
     return found
 
 
-DONE_STATUSES = frozenset({"completed", "already-done"})
-"""engine.Status values of a target that is done (the engine is not imported by actions)."""
-
-
 def claim_states(ctx: RunContext) -> list[StepClaim]:
     """The playbook's steps a letter may claim (their action has texts in claims.yaml), as
-    the ledger shows them: DONE when this run's outcome of every target is done and the
-    target's item in the ledger is done; WOULD when a drill planned every target (nothing is
-    done); else NOT_DONE (failed, refused, waiting, not run yet). A step skipped by its
-    condition is not claimed at all."""
+    the ledger shows them now: DONE when the item of every target this run had for the step
+    is done in the ledger (by this run or another: a concurrent run may hold one); WOULD when
+    a drill planned every target (nothing is done); else NOT_DONE (failed, refused, waiting,
+    not run yet). A step skipped by its condition is not claimed at all."""
     claimable = LetterData.load(ctx.renderer.templates_dir).claims
     claims = []
     for _, step in ctx.playbook.ordered_steps():
@@ -70,11 +66,7 @@ def claim_states(ctx: RunContext) -> list[StepClaim]:
             continue
         targets = list(outcome.statuses) if outcome else []
         items = ctx.journal.statuses(step.id)
-        if (
-            targets
-            and statuses <= DONE_STATUSES
-            and all(items.get(t) is ItemStatus.DONE for t in targets)
-        ):
+        if targets and all(items.get(t) is ItemStatus.DONE for t in targets):
             state = ClaimState.DONE
         elif statuses == {"planned"}:
             state = ClaimState.WOULD
