@@ -257,6 +257,8 @@ def test_a_live_letter_claiming_containment_waits_until_the_ledger_shows_it_done
     # Massachusetts' letter states nothing done: it is not held back
     assert entry(first, "deliver-letters", "us-ma").status is Status.COMPLETED
     assert [letter.key for letter in fakes.mail.sent] == ["us-ma/C2"]
+    report = (tmp_path / "run1" / "report.md").read_text()
+    assert "- `deliver-letters` `gdpr-a34`: waits for lock-db-role" in report
     rendered = (tmp_path / "run1" / "letters" / "gdpr-a34" / "C1.txt").read_text()
     assert LOCKING in rendered and LOCKED not in rendered
 
