@@ -257,6 +257,8 @@ def test_a_live_letter_claiming_containment_waits_until_the_ledger_shows_it_done
     # Massachusetts' letter states nothing done: it is not held back
     assert entry(first, "deliver-letters", "us-ma").status is Status.COMPLETED
     assert [letter.key for letter in fakes.mail.sent] == ["us-ma/C2"]
+    statement = (tmp_path / "run1" / "statement.md").read_text()
+    assert LOCKING in statement and LOCKED not in statement
     report = (tmp_path / "run1" / "report.md").read_text()
     assert "- `deliver-letters` `gdpr-a34`: waits for lock-db-role" in report
     rendered = (tmp_path / "run1" / "letters" / "gdpr-a34" / "C1.txt").read_text()
@@ -270,6 +272,7 @@ def test_a_live_letter_claiming_containment_waits_until_the_ledger_shows_it_done
     assert set(sent) == {"us-ma/C2", "gdpr-a34/C1"}
     assert LOCKED in sent["gdpr-a34/C1"] and LOCKING not in sent["gdpr-a34/C1"]
     assert "We engaged an independent forensic firm." in sent["gdpr-a34/C1"]
+    assert LOCKED in (tmp_path / "run2" / "statement.md").read_text()
 
 
 def test_a_drill_letter_says_what_live_would_claim_once_done_and_the_plan_marks_it(

@@ -457,7 +457,24 @@ def statement_context(ctx: RunContext) -> dict[str, Any]:
         **incident_context(ctx),
         "affected_customers": found.affected,
         "affected_by_country": dict(sorted(countries.items())),
+        **claimed_measures(ctx),
     }
+
+
+def claimed_measures(ctx: RunContext, language: str = "en") -> dict[str, list[str]]:
+    """The playbook's steps in claims.yaml's words: `measures_done` as the ledger shows them
+    done (in a drill, as LIVE would word them once done), `measures_planned` while not."""
+    data = LetterData.load(ctx.renderer.templates_dir)
+    done, planned = [], []
+    for claim in claim_states(ctx):
+        text = data.claim_text(claim.action, language)
+        if text is None:
+            continue
+        if claim.state is ClaimState.NOT_DONE:
+            planned.append(text.planned)
+        else:
+            done.append(text.done)
+    return {"measures_done": done, "measures_planned": planned}
 
 
 def incident_context(ctx: RunContext) -> dict[str, Any]:
