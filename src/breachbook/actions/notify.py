@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from breachbook.actions.base import NOTHING, Action, ActionArgs, Prepared, register, require
 from breachbook.context import RunContext
 from breachbook.errors import BreachbookError
-from breachbook.journal import STEP_OUTCOME, Once, StepOutcome
+from breachbook.journal import SETTLE_WAITS, STEP_OUTCOME, Once, StepOutcome
 from breachbook.ledger import ItemStatus
 from breachbook.letters import ClaimState, LetterData, StepClaim
 from breachbook.models import Customer
@@ -49,12 +49,14 @@ def assessment(ctx: RunContext) -> Assessment:
     return found
 
 
-def claim_states(ctx: RunContext) -> list[StepClaim]:
+def claim_states(ctx: RunContext, settle: bool = False) -> list[StepClaim]:
     """The playbook's steps a letter may claim (their action has texts in claims.yaml), as
     the ledger shows them now: DONE when the item of every target this run had for the step
     is done in the ledger (by this run or another: a concurrent run may hold one); WOULD when
     a drill planned every target (nothing is done); else NOT_DONE (failed, refused, waiting,
-    not run yet). A step skipped by its condition is not claimed at all."""
+    not run yet). With `settle` (before sending), a target another run holds is looked at
+    again for a few seconds, as the engine does. A step skipped by its condition is not
+    claimed at all."""
     claimable = LetterData.load(ctx.renderer.templates_dir).claims
     claims = []
     for _, step in ctx.playbook.ordered_steps():
@@ -66,6 +68,11 @@ def claim_states(ctx: RunContext) -> list[StepClaim]:
             continue
         targets = list(outcome.statuses) if outcome else []
         items = ctx.journal.statuses(step.id)
+        for pause in SETTLE_WAITS if settle else ():  # another run holds one: it settles
+            if not any(items.get(t) is ItemStatus.CLAIMED for t in targets):
+                break
+            ctx.connectors.clock.sleep(pause)
+            items = ctx.journal.statuses(step.id)
         if targets and all(items.get(t) is ItemStatus.DONE for t in targets):
             state = ClaimState.DONE
         elif statuses == {"planned"}:
@@ -76,14 +83,14 @@ def claim_states(ctx: RunContext) -> list[StepClaim]:
     return claims
 
 
-def letter_writer(ctx: RunContext) -> LetterWriter:
+def letter_writer(ctx: RunContext, settle: bool = False) -> LetterWriter:
     """The run's letter writer, with the claims the ledger allows as of now."""
     return LetterWriter(
         ctx.renderer,
         ctx.playbook.organisation,
         ctx.incident,
         ctx.connectors.clock.now(),
-        claim_states(ctx),
+        claim_states(ctx, settle),
     )
 
 
@@ -352,7 +359,7 @@ class DeliverLetters(Action[NoArgs]):
         check = not_configured("mail", MAIL_SETTING) if mail is None else mail.check_can_send()
         if check.verdict is Verdict.FAILED:
             return check
-        waits = letter_writer(ctx).waits_for(ctx.rules.rule(target))
+        waits = letter_writer(ctx, settle=True).waits_for(ctx.rules.rule(target))
         if waits:
             return check.waiting_for(
                 waits,
