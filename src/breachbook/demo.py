@@ -376,9 +376,9 @@ def demo_incident(now: datetime) -> dict[str, Any]:
         "access_key_ids": ["AKIAZ3MDEMOLEAKED01"],
         "hosts": ["i-0a1b2c3d4e5f60718"],
         "source_addresses": ["203.0.113.0/24", "198.51.100.23/32"],
+        # Only what the playbook does not do itself: its steps (lock, keys, hosts, addresses)
+        # are stated in letters from the ledger, as done only once they are.
         "measures_taken": [
-            "We locked the database account that was misused and ended its sessions.",
-            "We deactivated the leaked access key and isolated the affected server.",
             "We engaged an independent forensic firm and informed the police.",
         ],
         "likely_consequences": (

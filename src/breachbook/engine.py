@@ -21,7 +21,7 @@ from breachbook.context import RunContext
 from breachbook.errors import BreachbookError
 from breachbook.expressions import evaluate, resolve
 from breachbook.facts import incident_as_of_now
-from breachbook.journal import Once
+from breachbook.journal import STEP_OUTCOME, Once, StepOutcome
 from breachbook.ledger import ItemStatus
 from breachbook.models import describe_validation_error
 from breachbook.playbook import Phase, Step
@@ -236,6 +236,11 @@ class StepExecutor(ABC):
                 ctx.record(step.id, target, "outcome", refused, {"reason": check.reason})
                 entries.append(_entry(phase, step, target, refused, check, would))
                 continue
+            if check.waits_for:
+                held = {"reason": check.reason, "waits_for": list(check.waits_for)}
+                ctx.record(step.id, target, "outcome", Status.BLOCKED, held)
+                entries.append(_entry(phase, step, target, Status.BLOCKED, check, would, held))
+                continue
             if step.approval:
                 stop, check = self.gate(ctx, step, step.approval, check, would)
                 if stop is not None:
@@ -404,6 +409,8 @@ def _run_step(
     due = run_started + step.deadline if isinstance(step.deadline, timedelta) else None
 
     def finish(entries: list[PlanEntry], prepared: Prepared | None = None) -> StepResult:
+        outcome = StepOutcome(statuses={e.target: e.status.value for e in entries})
+        ctx.journal.put(STEP_OUTCOME, step.id, outcome)
         return StepResult(
             phase=phase.id,
             step_id=step.id,

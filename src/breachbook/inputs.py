@@ -63,6 +63,8 @@ TEMPLATE = Kind("template", 256 * KIB)
 """The longest template is about 1 KB; a letter is read by a person."""
 LABELS = Kind("category labels file", 256 * KIB)
 """templates/letters/category-labels.yaml is 3 KB for seven languages."""
+LETTER_DATA = Kind("letter data file", 256 * KIB)
+"""templates/letters/{advice,greetings,claims,credit-bureaus}.yaml; advice.yaml is 30 KB."""
 
 MAX_YAML_DEPTH = 50
 """Nesting of mappings and sequences; the shipped playbook and rules nest 6 deep, and a step

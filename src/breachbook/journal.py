@@ -29,6 +29,17 @@ class OutcomeUnknown(BreachbookError):
     The item is left `unknown` for reconciliation instead of being retried or called done."""
 
 
+STEP_OUTCOME = "step-outcome"
+
+
+class StepOutcome(BaseModel):
+    """What became of each target of one step in this run (engine Status values), kept as a
+    run record so a later step can tell done from planned, skipped or held back: letters
+    claim only what the ledger shows done."""
+
+    statuses: dict[str, str]
+
+
 class Once(StrEnum):
     """What `RunJournal.once` did with one item."""
 

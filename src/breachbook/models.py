@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network
@@ -65,6 +65,20 @@ class Contact(Strict):
     postal: str
 
 
+class IdentityTheftOffer(Strict):
+    """The identity-theft prevention and mitigation service the organisation offers, at no
+    cost, to people whose Social Security, driver's licence or ID number was exposed. California
+    asks for at least 12 months (Cal. Civ. Code 1798.82(d)(2)(G)); Massachusetts for 18 months
+    of credit monitoring (M.G.L. c. 93H, s. 3A)."""
+
+    provider: str = Field(min_length=1, max_length=200)
+    months: int = Field(ge=12, le=120, description="Length of the service, at least 12")
+    how_to_enrol: str = Field(
+        min_length=1, max_length=1000, description="All a person needs to take up the offer"
+    )
+    enrol_by: date = Field(description="Last day to enrol")
+
+
 class Organisation(Strict):
     """Who is writing to customers and regulators; every letter names them."""
 
@@ -72,6 +86,8 @@ class Organisation(Strict):
     contact: Contact
     dpo_contact: str
     lead_supervisory_authority: str = "the lead supervisory authority"
+    identity_theft_offer: IdentityTheftOffer | None = None
+    """Needed when a California letter covers an exposed government id (else a clear error)."""
 
 
 Network = IPv4Network | IPv6Network

@@ -7,19 +7,32 @@ customer personal data (only customer ids, which are internal keys).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from breachbook.errors import TemplateFieldError
 from breachbook.inputs import LABELS, read_yaml
+from breachbook.letters import (
+    ClaimState,
+    LetterContext,
+    LetterData,
+    Offer,
+    StepClaim,
+    date_range,
+    describe_context_error,
+    long_date,
+    number,
+    rule_model,
+)
 from breachbook.models import (
     Customer,
     DataCategory,
     Incident,
+    LetterTexts,
     Organisation,
     RejectedRecord,
     base_language,
@@ -113,6 +126,7 @@ def without_customer_data(message: str, customer: Customer) -> str:
         customer.city,
         customer.postal_code,
         customer.region,
+        customer.honorific,
         *customer.full_name.split(),
         customer.email.split("@")[0],
     ]
@@ -225,39 +239,65 @@ def obligation_record(
 
 
 class LetterWriter:
-    """Builds each customer's letter context and renders it; checks every required field."""
+    """Builds each customer's letter context as the template family's model (required fields
+    non-empty, forbidden ones absent) and renders it. What is the same in many letters (the
+    organisation, the incident's texts, dates and claims per rule and language; the advice
+    per set of exposed categories) is built once and shared."""
 
     def __init__(
-        self, renderer: Renderer, org: Organisation, incident: Incident, notice_date: datetime
+        self,
+        renderer: Renderer,
+        org: Organisation,
+        incident: Incident,
+        notice_date: datetime,
+        claims: Sequence[StepClaim] = (),
     ) -> None:
         self.renderer = renderer
         self.org = org
         self.incident = incident
-        self.notice_date = notice_date.date().isoformat()
+        self.notice_day = notice_date.date()
         self.labels = self._load_labels(renderer.templates_dir / LABELS_FILE)
+        self.data = LetterData.load(renderer.templates_dir)
+        self.claims = tuple(claims)
+        """The playbook's claimable steps as the ledger shows them (see letters.ClaimState)."""
         self._template_for: dict[tuple[str, str], str] = {}
         self.fallbacks: Counter[tuple[str, str]] = Counter()
         """(rule, customer locale) -> letters written in another language than the customer's."""
         self.untranslated: Counter[tuple[str, str]] = Counter()
         """(rule, letter language) -> letters whose incident texts are not in that language."""
-        self._shared = self._same_in_every_letter()
-        self._texts: dict[str, tuple[dict[str, Any], bool]] = {}
+        self._texts: dict[str, tuple[LetterTexts, bool]] = {}
+        self._shared: dict[tuple[str, str], dict[str, Any]] = {}
+        self._about: dict[tuple[str, frozenset[DataCategory]], tuple[list[str], ...]] = {}
 
-    def _same_in_every_letter(self) -> dict[str, Any]:
-        """Fields from the organisation and the incident, built once rather than per letter.
-        Letters share them safely: templates run in jinja2's immutable sandbox."""
-        incident = self.incident
-        return {
-            "org_legal_name": self.org.legal_name,
-            "org_contact": self.org.contact.model_dump(),
-            "dpo_contact": self.org.dpo_contact,
-            "notice_date": self.notice_date,
-            "breach_date_or_range": f"{incident.started_at.date()} to {incident.discovered_at.date()}",
-            "discovery_date": incident.discovered_at.date().isoformat(),
-            "law_enforcement_delay": incident.law_enforcement_delay,
-        }
+    def model(self, rule: Rule) -> type[LetterContext]:
+        spec = rule.letter
+        assert spec is not None
+        return rule_model(
+            rule.id, spec.template, tuple(spec.required_fields), tuple(spec.forbidden_fields)
+        )
 
-    def _texts_in(self, language: str) -> tuple[dict[str, Any], bool]:
+    def states_claims(self, rule: Rule) -> bool:
+        """Whether this rule's letters say what the organisation did (Massachusetts' do not)."""
+        spec = rule.letter
+        assert spec is not None
+        return (
+            "org_measures_taken" in self.model(rule).model_fields
+            and "org_measures_taken" not in spec.forbidden_fields
+        )
+
+    def waits_for(self, rule: Rule) -> list[str]:
+        """Steps a LIVE letter for `rule` must wait for: it claims them and they are not done."""
+        if not self.states_claims(rule):
+            return []
+        return [c.step_id for c in self.claims if c.state is ClaimState.NOT_DONE]
+
+    def would_claim(self, rule: Rule) -> list[str]:
+        """Steps a drill's letter claims as LIVE would word them once done (none is done)."""
+        if not self.states_claims(rule):
+            return []
+        return [c.step_id for c in self.claims if c.state is ClaimState.WOULD]
+
+    def _texts_in(self, language: str) -> tuple[LetterTexts, bool]:
         """The incident's texts for a letter in `language`, and whether they are in it (if
         not, they are the incident's own and the letter is counted as untranslated)."""
         if language not in self._texts:
@@ -266,17 +306,78 @@ class LetterWriter:
             if texts is None:
                 texts = self.incident.texts_in(self.incident.language)
                 assert texts is not None
-            self._texts[language] = (
-                {
-                    "incident_description": texts.description,
-                    "incident_cause": texts.cause,
-                    "likely_consequences": texts.likely_consequences or "",
-                    "org_measures_taken": list(texts.measures_taken or []),
-                    "individual_steps": list(texts.individual_steps or []),
-                },
-                translated,
-            )
+            self._texts[language] = (texts, translated)
         return self._texts[language]
+
+    def _measures(self, language: str, texts: LetterTexts) -> list[str]:
+        """What was done as the ledger shows it, the incident's other measures, then what is
+        planned but not done, worded as planned."""
+        done, planned = [], []
+        for claim in self.claims:
+            text = self.data.claim_text(claim.action, language)
+            if text is None:
+                continue
+            if claim.state is ClaimState.NOT_DONE:
+                planned.append(text.planned)
+            else:
+                done.append(text.done)
+        return [*done, *(texts.measures_taken or []), *planned]
+
+    def _offer(self, language: str, at_least: int) -> Offer | None:
+        offer = self.org.identity_theft_offer
+        if offer is None or offer.months < at_least:
+            return None
+        return Offer(
+            provider=offer.provider,
+            months=number(offer.months, language),
+            how_to_enrol=offer.how_to_enrol,
+            enrol_by=long_date(offer.enrol_by, language),
+        )
+
+    def _shared_for(self, rule: Rule, language: str) -> dict[str, Any]:
+        """Fields from the organisation, the incident and the ledger, once per rule and
+        language. Letters share them safely: templates run in jinja2's immutable sandbox."""
+        key = (rule.id, language)
+        shared = self._shared.get(key)
+        if shared is None:
+            incident = self.incident
+            texts = self._texts_in(language)[0]
+            everything: dict[str, Any] = {
+                "org_legal_name": self.org.legal_name,
+                "org_contact": self.org.contact.model_dump(),
+                "dpo_contact": self.org.dpo_contact,
+                "notice_date": long_date(self.notice_day, language),
+                "breach_date_or_range": date_range(
+                    incident.started_at.date(), incident.discovered_at.date(), language
+                ),
+                "discovery_date": long_date(incident.discovered_at.date(), language),
+                "law_enforcement_delay": incident.law_enforcement_delay,
+                "notice_title": rule.title,
+                "citation": rule.citation,
+                "incident_description": texts.description or "",
+                "incident_cause": texts.cause or "",
+                "org_measures_taken": self._measures(language, texts),
+            }
+            fields = self.model(rule).model_fields
+            shared = {name: value for name, value in everything.items() if name in fields}
+            self._shared[key] = shared
+        return shared
+
+    def _about_for(self, language: str, exposed: frozenset[DataCategory]) -> tuple[list[str], ...]:
+        """(category labels, consequences, advice) for one set of exposed categories: a
+        customer is told only about data of theirs that was exposed."""
+        key = (language, exposed)
+        about = self._about.get(key)
+        if about is None:
+            advice = self.data.advice_for(language)
+            present = [cat for cat in DataCategory if cat in exposed]
+            about = (
+                [self._label(cat, language) for cat in present],
+                list(dict.fromkeys(advice[cat].consequence for cat in present)),
+                list(dict.fromkeys(advice[cat].advice for cat in present)),
+            )
+            self._about[key] = about
+        return about
 
     @staticmethod
     def _load_labels(path: Path) -> dict[str, dict[str, str]]:
@@ -300,13 +401,20 @@ class LetterWriter:
         rule: Rule,
         exposed: frozenset[DataCategory],
         language: str | None = None,
+        template: str = "",
     ) -> dict[str, Any]:
-        """The fields of one letter written in `language` (default: the customer's)."""
+        """The fields of one letter written in `language` (default: the customer's),
+        validated by the rule's context model; raises naming rule, template and field."""
         language = language or customer.locale
-        context: dict[str, Any] = {
-            **self._shared,
-            **self._texts_in(language)[0],
+        spec = rule.letter
+        assert spec is not None
+        model = self.model(rule)
+        fields = model.model_fields
+        labels, consequences, steps = self._about_for(language, exposed)
+        government_id = DataCategory.GOVERNMENT_ID in exposed
+        mine: dict[str, Any] = {
             "customer_id": customer.id,
+            "greeting": self.data.greeting(language).say(customer.honorific, customer.full_name),
             "recipient_name": customer.full_name,
             "recipient_email": customer.email,
             "recipient_address": [
@@ -323,22 +431,28 @@ class LetterWriter:
             "recipient_postal_code": customer.postal_code,
             "recipient_region": customer.region,
             "recipient_country": customer.country,
-            "notice_title": rule.title,
-            "citation": rule.citation,
-            "data_categories": [
-                self._label(cat, language) for cat in DataCategory if cat in exposed
-            ],
+            "data_categories": labels,
+            "likely_consequences": consequences,
+            "individual_steps": steps,
         }
-        spec = rule.letter
-        assert spec is not None
+        if "government_id_exposed" in fields:  # California
+            mine["government_id_exposed"] = government_id
+            mine["credit_bureaus"] = self.data.bureaus.bureaus if government_id else []
+            mine["identity_theft_offer"] = self._offer(language, 12) if government_id else None
+        if "ssn_exposed" in fields:  # Massachusetts
+            mine["ssn_exposed"] = government_id
+            mine["credit_bureaus"] = self.data.bureaus.bureaus
+            mine["credit_monitoring"] = self._offer(language, 18) if government_id else None
+        try:
+            checked = model.model_validate({**self._shared_for(rule, language), **mine})
+        except ValidationError as exc:
+            where = template or f"letters/{spec.template}"
+            raise TemplateFieldError(
+                f"rule {rule.id}, template {where}: {describe_context_error(exc)}"
+            ) from None
+        context = dict(checked.__dict__)
         for forbidden in spec.forbidden_fields:
             context.pop(forbidden, None)
-        missing = [name for name in spec.required_fields if not context.get(name)]
-        if missing:
-            raise TemplateFieldError(
-                f"rule {rule.id}: required letter field(s) {', '.join(missing)} are empty; "
-                "fill them in the incident file or the playbook's organisation"
-            )
         return context
 
     def render(
@@ -360,7 +474,7 @@ class LetterWriter:
         if not self._texts_in(language)[1]:
             self.untranslated[(rule.id, language)] += 1
         try:
-            text = self.renderer.render(name, self.context(customer, rule, exposed, language))
+            text = self.renderer.render(name, self.context(customer, rule, exposed, language, name))
         except TemplateFieldError as exc:
             raise TemplateFieldError(
                 f"customer {customer.id}: {without_customer_data(str(exc), customer)}"

@@ -38,6 +38,9 @@ class Check(BaseModel):
     holds_back_dependents: bool = True
     """A FAILED check on one customer's record sets that record aside; it must not stop the
     steps that serve everyone else (False), where a failed lock or key must (True)."""
+    waits_for: tuple[str, ...] = ()
+    """Steps that must be done first (letters that claim a containment step wait for it):
+    the target is BLOCKED, naming them, and a later run acts once they are done."""
 
     @classmethod
     def verified(cls, reason: str, method: str) -> Check:
@@ -52,6 +55,12 @@ class Check(BaseModel):
         """FAILED for one record only: reported, handled by a person, nobody else held back."""
         return cls(
             verdict=Verdict.FAILED, reason=reason, method=method, holds_back_dependents=False
+        )
+
+    def waiting_for(self, steps: list[str], reason: str) -> Check:
+        """This check, holding the target back until `steps` are done."""
+        return self.model_copy(
+            update={"waits_for": tuple(steps), "reason": f"{self.reason}; {reason}"}
         )
 
     @classmethod

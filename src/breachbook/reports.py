@@ -168,6 +168,19 @@ def report_markdown(ctx: RunContext, result: RunResult) -> str:
             "",
         ]
         lines += [f"- `{item.step_id}` `{item.key}`: {item.status.value}" for item in uncertain]
+    held = [e for e in result.entries() if e.details.get("waits_for")]
+    if held:
+        lines += [
+            "",
+            "## Held until the ledger shows what they state",
+            "",
+            "These letters say a step was done that is not done yet; a later run sends them once it is.",
+            "",
+        ]
+        lines += [
+            f"- `{e.step_id}` `{e.target}`: waits for {', '.join(e.details['waits_for'])}"
+            for e in held
+        ]
     lines += ["", "## Documents", ""]
     for step in result.steps:
         lines += [f"- `{doc}` ({step.step_id})" for doc in step.documents]

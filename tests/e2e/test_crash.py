@@ -73,9 +73,11 @@ from pathlib import Path
 from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.settings import Settings
-from breachbook.wiring import RunRequest, demo_settings
+from breachbook.wiring import Adapters, RunRequest, demo_settings
+from tests.fakes import RecordingCloud, RecordingDatabaseAdmin
 home, run_id = Path(sys.argv[1]), sys.argv[2]
 settings = demo_settings(Settings(home=home), home / "demo" / "customers.sqlite", home / "demo")
+# containment done by recording fakes: letters that state it are sent only once it is
 _, result = execute(
     RunRequest(
         mode=Mode.LIVE,
@@ -84,6 +86,7 @@ _, result = execute(
         run_id=run_id,
     ),
     settings=settings,
+    adapters=Adapters(database=RecordingDatabaseAdmin(), cloud=RecordingCloud()),
 )
 print(result.run_id, ",".join(result.waiting_for))
 """

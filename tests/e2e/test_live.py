@@ -98,10 +98,18 @@ def test_two_live_runs_at_once_never_send_a_letter_twice(
 ) -> None:
     shared = Fakes(tmp_path)
     failures: list[BaseException] = []
+    # Without hosts: two runs snapshotting the evidence at once each leave part of it to the
+    # other, so neither quarantines a host, and letters stating that it was are held in both.
+    # Here the letters themselves are what the two runs contend for.
+    facts = yaml.safe_load(world.incident_file.read_text())
+    del facts["hosts"]
+    incident = tmp_path / "incident.yaml"
+    incident.write_text(yaml.safe_dump(facts))
 
     def respond(n: int) -> None:
         try:
-            live(settings, Fakes(tmp_path / f"r{n}", mail=shared.mail), world)
+            fakes = Fakes(tmp_path / f"r{n}", mail=shared.mail)
+            run_with(Mode.LIVE, settings, fakes, None, incident)
         except BaseException as exc:
             failures.append(exc)
 
@@ -238,7 +246,10 @@ def test_live_through_the_flow_waits_resumes_and_keeps_personal_data_out_of_pref
     finally:
         mp.undo()
     sent = list((tmp_path / "outbox").glob("*.eml"))
-    assert len(sent) > 100
+    # This version has no database or cloud adapter, so LIVE cannot lock or deactivate: the
+    # letters that state containment wait for it (tests/unit/test_letters.py); Massachusetts'
+    # letters state nothing done and go out.
+    assert sent and all(path.name.startswith("us-ma_") for path in sent)
     texts: list[str] = []
     for state in (first, second):
         assert state.state_details.flow_run_id is not None

@@ -273,6 +273,9 @@ def test_live_waits_suspended_for_each_decision_and_resumes_the_same_run(
     ]
     assert runs == {flow_run_id.replace("-", "")[:12]}  # one breachbook run across the waits
     assert set(letters.values()) == {ItemStatus.DONE}
-    assert len(list(outbox.glob("*.eml"))) == len(letters) > 50
+    # no database or cloud adapter in this version: LIVE cannot contain, so only the letters
+    # that state nothing done (Massachusetts') go out; the rest wait (tests/unit/test_letters.py)
+    sent = list(outbox.glob("*.eml"))
+    assert len(sent) == len(letters) > 0 and all(p.name.startswith("us-ma_") for p in sent)
     joined = "\n".join(server.texts_of(flow_run_id))
     assert customers_named_in(joined, small_world.customers_db) == []

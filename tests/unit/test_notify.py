@@ -139,7 +139,7 @@ def test_california_letter_has_the_required_headings_and_fields() -> None:
     assert "Maria Lopez" in body and "Springfield, CA 12345" in body
     assert "your bank account details" in body  # financial_account: an account, not a card
     assert "card" not in body
-    assert "Date of notice: 2026-11-28" in body
+    assert "Date of notice: November 28, 2026" in body
 
 
 def test_letters_use_the_customer_language_and_count_fallbacks() -> None:
@@ -266,9 +266,10 @@ def test_unusable_records_are_counted_not_dropped() -> None:
 def test_missing_template_field_names_template_and_field(tmp_path: Path) -> None:
     folder = tmp_path / "letters" / "gdpr-a34"
     folder.mkdir(parents=True)
-    (tmp_path / "letters" / "category-labels.yaml").write_text(
-        (ROOT / "templates/letters/category-labels.yaml").read_text()
-    )
+    for data in ("category-labels", "advice", "greetings", "claims", "credit-bureaus"):
+        (tmp_path / "letters" / f"{data}.yaml").write_text(
+            (ROOT / f"templates/letters/{data}.yaml").read_text()
+        )
     (folder / "en.txt.j2").write_text("Subject: x\nDear {{ recipient_nmae }},\n")
     rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
     with pytest.raises(TemplateFieldError) as caught:
@@ -282,9 +283,12 @@ def test_missing_template_field_names_template_and_field(tmp_path: Path) -> None
 
 def test_empty_required_field_is_an_error_naming_it() -> None:
     rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
-    letters = LetterWriter(Renderer(ROOT / "templates"), ORG, incident(likely_consequences=""), T0)
+    nobody = ORG.model_copy(update={"dpo_contact": ""})
+    letters = LetterWriter(Renderer(ROOT / "templates"), nobody, incident(), T0)
     with pytest.raises(
-        TemplateFieldError, match=r"rule gdpr-a34: required letter field\(s\) likely_consequences"
+        TemplateFieldError,
+        match=r"^customer C1: rule gdpr-a34, template letters/gdpr-a34/en.txt.j2: "
+        r"required field dpo_contact is empty$",
     ):
         letters.render(customer("C1", "DE"), rule, frozenset(incident().data_categories))
 

@@ -771,7 +771,8 @@ def test_the_massachusetts_letter_never_states_the_nature_of_the_breach() -> Non
     _, body = writer.render(person, rule, person.categories & frozenset(WITH_CARD))
     for said in ("Records were copied.", "A leaked key.", "We locked the account."):
         assert said not in body
-    assert "police report" in body and "security freeze" in body and "18 months" in body
+    assert "police report" in body and "security freeze" in body
+    assert "Credit monitoring" not in body  # offered when a Social Security number was exposed
 
 
 def notice_context(record: dict[str, Any], about: Incident) -> dict[str, Any]:

@@ -12,7 +12,10 @@ from pydantic import BaseModel, Field
 
 from breachbook.actions.base import NOTHING, Action, ActionArgs, Prepared, register, require
 from breachbook.context import RunContext
-from breachbook.journal import Once
+from breachbook.errors import BreachbookError
+from breachbook.journal import SETTLE_WAITS, STEP_OUTCOME, Once, StepOutcome
+from breachbook.ledger import ItemStatus
+from breachbook.letters import ClaimState, LetterData, StepClaim
 from breachbook.models import Customer
 from breachbook.notify import (
     Assessment,
@@ -22,7 +25,7 @@ from breachbook.notify import (
     iter_valid_customers,
     obligation_record,
 )
-from breachbook.ports import Changed, Check, Mail, OutgoingLetter, not_configured
+from breachbook.ports import Changed, Check, Mail, OutgoingLetter, Verdict, not_configured
 from breachbook.rules import Rule
 
 MAIL_SETTING = "set BREACHBOOK_OUTBOX"
@@ -44,6 +47,55 @@ def assessment(ctx: RunContext) -> Assessment:
         found = assess(ctx.connectors.customers, ctx.rules, ctx.incident)
         ctx.journal.put(ASSESSMENT, "-", found)
     return found
+
+
+def claim_states(ctx: RunContext, settle: bool = False) -> list[StepClaim]:
+    """The playbook's steps a letter may claim (their action has texts in claims.yaml), as
+    the ledger shows them now: DONE when the item of every target this run had for the step
+    is done in the ledger (by this run or another: a concurrent run may hold one); WOULD when
+    a drill planned every target (nothing is done); else NOT_DONE (failed, refused, waiting,
+    not run yet). With `settle` (before sending), a target another run holds is looked at
+    again for a few seconds, as the engine does. A step skipped by its condition is not
+    claimed at all."""
+    claimable = LetterData.load(ctx.renderer.templates_dir).claims
+    claims = []
+    for _, step in ctx.playbook.ordered_steps():
+        if step.action not in claimable:
+            continue
+        outcome = ctx.journal.get(STEP_OUTCOME, step.id, StepOutcome)
+        statuses = set(outcome.statuses.values()) if outcome else set()
+        if outcome is not None and statuses <= {"skipped"}:
+            continue
+        targets = list(outcome.statuses) if outcome else []
+        items = ctx.journal.statuses(step.id)
+        for pause in SETTLE_WAITS if settle else ():  # another run holds one: it settles
+            if not any(items.get(t) is ItemStatus.CLAIMED for t in targets):
+                break
+            ctx.connectors.clock.sleep(pause)
+            items = ctx.journal.statuses(step.id)
+        if targets and all(items.get(t) is ItemStatus.DONE for t in targets):
+            state = ClaimState.DONE
+        elif statuses == {"planned"}:
+            state = ClaimState.WOULD
+        else:
+            state = ClaimState.NOT_DONE
+        claims.append(StepClaim(step.id, step.action, state))
+    return claims
+
+
+def letter_writer(ctx: RunContext, settle: bool = False) -> LetterWriter:
+    """The run's letter writer, with the claims the ledger allows as of now."""
+    return LetterWriter(
+        ctx.renderer,
+        ctx.playbook.organisation,
+        ctx.incident,
+        ctx.connectors.clock.now(),
+        claim_states(ctx, settle),
+    )
+
+
+class ClaimNotDone(BreachbookError):
+    """A letter would state a step done that the ledger does not show done: not sent."""
 
 
 class RenderedLetters(BaseModel):
@@ -179,9 +231,7 @@ class RenderLetters(Action[RenderArgs]):
 
     def prepare(self, args: RenderArgs, ctx: RunContext) -> Prepared:
         found = assessment(ctx)
-        writer = LetterWriter(
-            ctx.renderer, ctx.playbook.organisation, ctx.incident, ctx.connectors.clock.now()
-        )
+        writer = letter_writer(ctx)
         obligations = Obligations(ctx.rules, ctx.incident)
         digests = {rule_id: hashlib.sha256() for rule_id in found.individual}
         rendered: Counter[str] = Counter()
@@ -265,8 +315,21 @@ class RenderLetters(Action[RenderArgs]):
             if untranslated
             else ""
         )
+        writer = letter_writer(ctx)
+        rule = ctx.rules.rule(target)
+        would, waits = writer.would_claim(rule), writer.waits_for(rule)
+        claims = (
+            f"; DRILL: they state {', '.join(would)} done, as LIVE would word them once done "
+            "(nothing was done)"
+            if would
+            else ""
+        ) + (
+            f"; they say {', '.join(waits)} is planned, not done (the ledger does not show it done)"
+            if waits
+            else ""
+        )
         return Check.verified(
-            f"rendered {rendered.letters} letters, every field present{languages}{texts}",
+            f"rendered {rendered.letters} letters, every field present{languages}{texts}{claims}",
             "StrictUndefined render",
         )
 
@@ -293,12 +356,25 @@ class DeliverLetters(Action[NoArgs]):
 
     def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
         mail = ctx.connectors.mail
-        return not_configured("mail", MAIL_SETTING) if mail is None else mail.check_can_send()
+        check = not_configured("mail", MAIL_SETTING) if mail is None else mail.check_can_send()
+        if check.verdict is Verdict.FAILED:
+            return check
+        waits = letter_writer(ctx, settle=True).waits_for(ctx.rules.rule(target))
+        if waits:
+            return check.waiting_for(
+                waits,
+                f"waits for {', '.join(waits)}: these letters state what was done, and the "
+                "ledger does not show it done yet; a later run sends them once it is",
+            )
+        return check
 
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
         mail = ctx.connectors.mail
         via = mail.describe() if mail else "(no mail connector)"
-        return f"send {assessment(ctx).individual[target].count} letters for {target} via {via}"
+        would = letter_writer(ctx).would_claim(ctx.rules.rule(target))
+        verb = "is" if len(would) == 1 else "are"
+        claims = f", once {', '.join(would)} {verb} done (the letters state it)" if would else ""
+        return f"send {assessment(ctx).individual[target].count} letters for {target} via {via}{claims}"
 
     def apply_items(self, args: NoArgs, target: str, ctx: RunContext) -> Counter[Once]:
         """Each letter is one item: claimed, rendered from the customer database as it is now
@@ -306,9 +382,7 @@ class DeliverLetters(Action[NoArgs]):
         mail = require(ctx.connectors.mail, "mail", MAIL_SETTING)
         obligations = Obligations(ctx.rules, ctx.incident)
         rule = ctx.rules.rule(target)
-        writer = LetterWriter(
-            ctx.renderer, ctx.playbook.organisation, ctx.incident, ctx.connectors.clock.now()
-        )
+        writer = letter_writer(ctx)
         known = ctx.journal.statuses(self.name)
         tally: Counter[Once] = Counter()
         for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
@@ -329,7 +403,13 @@ def _send(
     customer: Customer,
     key: str,
 ) -> Changed:
-    """Render one letter from the customer's record as it is now, and send it."""
+    """Render one letter from the customer's record as it is now, and send it; never one
+    that states a step done the ledger does not show done."""
+    held = writer.waits_for(rule) + writer.would_claim(rule)
+    if held:
+        raise ClaimNotDone(
+            f"letter {key} would state {', '.join(held)} done; the ledger does not show it"
+        )
     subject, body = writer.render(customer, rule, obligations.exposed_for(customer))
     reference = mail.send(OutgoingLetter(key, customer.email, subject, body))
     return Changed({"reference": reference, "sha256": _letter_hash(subject, body)})
@@ -384,7 +464,24 @@ def statement_context(ctx: RunContext) -> dict[str, Any]:
         **incident_context(ctx),
         "affected_customers": found.affected,
         "affected_by_country": dict(sorted(countries.items())),
+        **claimed_measures(ctx),
     }
+
+
+def claimed_measures(ctx: RunContext, language: str = "en") -> dict[str, list[str]]:
+    """The playbook's steps in claims.yaml's words: `measures_done` as the ledger shows them
+    done (in a drill, as LIVE would word them once done), `measures_planned` while not."""
+    data = LetterData.load(ctx.renderer.templates_dir)
+    done, planned = [], []
+    for claim in claim_states(ctx):
+        text = data.claim_text(claim.action, language)
+        if text is None:
+            continue
+        if claim.state is ClaimState.NOT_DONE:
+            planned.append(text.planned)
+        else:
+            done.append(text.done)
+    return {"measures_done": done, "measures_planned": planned}
 
 
 def incident_context(ctx: RunContext) -> dict[str, Any]:
