@@ -39,7 +39,10 @@ DATA = Path(__file__).parents[1] / "data"
 MINIMAL_INCIDENT = DATA / "incidents" / "valid" / "minimal.yaml"
 MINIMAL_PLAYBOOK = DATA / "playbooks" / "valid" / "minimal.yaml"
 HUGE = 50 * 1024 * 1024
-MAX_SECONDS = 1.0
+MAX_SECONDS = 10.0
+"""A guard against unbounded work, not a speed target (an alias bomb took 132 s before the
+bounds; refusals take milliseconds, and -s prints each one's time): loose enough that a
+loaded CI machine never fails it, tight enough that unbounded parsing always does."""
 MAX_PEAK_MB = 100
 
 
@@ -198,7 +201,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
-def test_a_hostile_file_is_refused_in_under_a_second_and_100_mb(
+def test_a_hostile_file_is_refused_at_once_within_100_mb(
     case: Hostile, refusals: dict[str, dict[str, Any]]
 ) -> None:
     result = refusals[case.name]

@@ -45,7 +45,7 @@ OFFER = IdentityTheftOffer(
     enrol_by=date(2027, 3, 31),
 )
 ORG_WITH_OFFER = ORG.model_copy(update={"identity_theft_offer": OFFER})
-CARD = DataCategory.FINANCIAL_ACCOUNT
+CARD = DataCategory.PAYMENT_CARD
 GOV_ID = DataCategory.GOVERNMENT_ID
 CONTACT = frozenset({DataCategory.NAME, DataCategory.EMAIL, DataCategory.POSTAL_ADDRESS})
 EVERYTHING = frozenset(DataCategory)

@@ -138,7 +138,7 @@ def test_california_letter_has_the_required_headings_and_fields() -> None:
         assert heading in body
     assert "Maria Lopez" in body and "Springfield, CA 12345" in body
     assert "your bank account details" in body  # financial_account: an account, not a card
-    assert "card" not in body
+    assert "payment card" not in body and "card statements" not in body
     assert "Date of notice: November 28, 2026" in body
 
 
