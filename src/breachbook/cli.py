@@ -281,6 +281,56 @@ def approve(
 
 
 @app.command()
+def filed(
+    incident: Annotated[str, typer.Option("--incident", help="The incident id.")],
+    rule: Annotated[str, typer.Option("--rule", help="The regulator obligation, e.g. gdpr-a33.")],
+    by: Annotated[str, typer.Option("--by", help="Who filed it (recorded in the register).")],
+    phase: Annotated[
+        str, typer.Option("--phase", help="initial, follow-up or final (GDPR Art. 33(4)).")
+    ] = "initial",
+    reference: Annotated[
+        str, typer.Option("--reference", help="The regulator's case or submission number.")
+    ] = "",
+) -> None:
+    """Record that a drafted regulator notice was filed; the deadline clock then counts it."""
+    from breachbook.anchors import Anchoring
+    from breachbook.clock import SystemClock
+    from breachbook.register import PHASES, Phase, filings, record_filed
+    from breachbook.settings import Settings
+    from breachbook.wiring import incident_journal, mode_profile
+
+    if phase not in PHASES:
+        raise _fail(f"--phase: {phase!r} is not one of {', '.join(PHASES)}", 2)
+    chosen: Phase = phase
+    try:
+        settings = Settings()
+        clock = SystemClock()
+        journal = incident_journal(mode_profile(Mode.LIVE), incident, settings, clock, "filing", by)
+        try:
+            done = filings(journal).get(rule, [])
+            if not done:
+                drafted = ", ".join(sorted(filings(journal))) or "none"
+                raise BreachbookError(
+                    f"incident {incident}: no notice {rule!r} was drafted; drafted: {drafted}"
+                )
+            earlier = PHASES[: PHASES.index(chosen)]
+            missing = [
+                p for p in earlier if p not in {f.phase for f in done if f.status == "filed"}
+            ]
+            if missing:
+                raise BreachbookError(
+                    f"incident {incident}: {rule} {phase} cannot be filed before {', '.join(missing)}"
+                )
+            record_filed(journal, rule, chosen, by, clock.now(), reference)
+            Anchoring.from_settings(settings).checkpoint(journal, f"filed {rule} {phase}")
+        finally:
+            journal.ledger.close()
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    console.print(escape(f"{rule} ({phase}): filed by {by}"), highlight=False)
+
+
+@app.command()
 def restore(
     incident: Annotated[str, typer.Option("--incident", help="The incident id.")],
     confirm: Annotated[
