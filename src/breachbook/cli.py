@@ -8,6 +8,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -291,6 +292,10 @@ def filed(
     reference: Annotated[
         str, typer.Option("--reference", help="The regulator's case or submission number.")
     ] = "",
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="When it was filed, ISO 8601 with a zone (default: now)."),
+    ] = None,
 ) -> None:
     """Record that a drafted regulator notice was filed; the deadline clock then counts it."""
     from breachbook.anchors import Anchoring
@@ -302,6 +307,12 @@ def filed(
     if phase not in PHASES:
         raise _fail(f"--phase: {phase!r} is not one of {', '.join(PHASES)}", 2)
     chosen: Phase = phase
+    try:
+        when = datetime.fromisoformat(at) if at else None
+    except ValueError:
+        raise _fail(f"--at: {at!r} is not an ISO 8601 time", 2) from None
+    if when is not None and when.tzinfo is None:
+        raise _fail(f"--at: {at!r} has no time zone (add +00:00 or Z)", 2)
     try:
         settings = Settings()
         clock = SystemClock()
@@ -321,7 +332,7 @@ def filed(
                 raise BreachbookError(
                     f"incident {incident}: {rule} {phase} cannot be filed before {', '.join(missing)}"
                 )
-            record_filed(journal, rule, chosen, by, clock.now(), reference)
+            record_filed(journal, rule, chosen, by, when or clock.now(), reference)
             Anchoring.from_settings(settings).checkpoint(journal, f"filed {rule} {phase}")
         finally:
             journal.ledger.close()

@@ -17,7 +17,6 @@ from breachbook.journal import RunJournal
 from breachbook.ledger import ItemStatus
 from breachbook.models import Incident
 from breachbook.notify import Assessment
-from breachbook.playbook import Playbook
 from breachbook.register import Filing, filings
 from breachbook.rules import RuleBook, describe_deadline
 
@@ -32,20 +31,19 @@ class Deliveries:
     last: datetime | None
 
 
-def deliveries(journal: RunJournal, playbook: Playbook) -> dict[str, Deliveries]:
-    """Delivered letters per rule id, read from the ledger's items."""
+def deliveries(journal: RunJournal) -> dict[str, Deliveries]:
+    """Delivered letters per rule id, read from the ledger's items (each letter is an item of
+    the delivery action, keyed rule/customer), across every run of the incident."""
     counts: dict[str, int] = {}
     last: dict[str, datetime] = {}
-    steps = [step.id for _, step in playbook.ordered_steps() if step.action == DELIVER_ACTION]
-    for step_id in steps:
-        for item in journal.items(step_id):
-            if item.status is not ItemStatus.DONE:
-                continue
-            rule_id = item.key.split("/", 1)[0]
-            counts[rule_id] = counts.get(rule_id, 0) + 1
-            if item.updated_at:
-                at = datetime.fromisoformat(item.updated_at)
-                last[rule_id] = max(at, last.get(rule_id, at))
+    for item in journal.items(DELIVER_ACTION):
+        if item.status is not ItemStatus.DONE:
+            continue
+        rule_id = item.key.split("/", 1)[0]
+        counts[rule_id] = counts.get(rule_id, 0) + 1
+        if item.updated_at:
+            at = datetime.fromisoformat(item.updated_at)
+            last[rule_id] = max(at, last.get(rule_id, at))
     return {rule_id: Deliveries(n, last.get(rule_id)) for rule_id, n in counts.items()}
 
 
@@ -109,11 +107,10 @@ def deadline_clock(
     book: RuleBook,
     incident: Incident,
     journal: RunJournal,
-    playbook: Playbook,
     now: datetime,
 ) -> list[ClockRow]:
     """One row per obligation: regulators first, then letters, each by rule id."""
-    sent = deliveries(journal, playbook)
+    sent = deliveries(journal)
     fulfilled = fulfilled_times(found, sent)
     filed = filings(journal)
     rows = []

@@ -197,7 +197,7 @@ def obligation_sections(ctx: RunContext) -> list[str]:
             "goes into the breach register (register.md)."
         )
     now = ctx.connectors.clock.now()
-    rows = deadline_clock(found, ctx.rules, ctx.incident, ctx.journal, ctx.playbook, now)
+    rows = deadline_clock(found, ctx.rules, ctx.incident, ctx.journal, now)
     lines += ["", f"## Deadline clock (at {now.isoformat(timespec='seconds')})", ""]
     lines += clock_markdown(rows)
     return lines

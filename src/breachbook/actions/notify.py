@@ -376,7 +376,7 @@ class DraftRegulatorNotices(Action[NoArgs]):
         and what it still lacks are ledger records (a draft is not a filing)."""
         found = assessment(ctx)
         now = ctx.connectors.clock.now()
-        sent = deliveries(ctx.journal, ctx.playbook)
+        sent = deliveries(ctx.journal)
         fulfilled = fulfilled_times(found, sent)
         filed = filings(ctx.journal)
         base = statement_context(ctx)
