@@ -187,6 +187,10 @@ def record_draft(
     journal: RunJournal, rule_id: str, phase: Phase, document: str, at: datetime
 ) -> Filing:
     """A run drafted the notice for this phase; a phase already filed is never un-filed."""
+    key = f"{rule_id}/{phase}"
+    known = journal.get(FILING, key, Filing, scope=INCIDENT_SCOPE)
+    if known is not None and known.status == "filed":
+        return known
     filing = Filing(
         rule_id=rule_id,
         phase=phase,
@@ -195,7 +199,7 @@ def record_draft(
         by=journal.actor,
         document=document,
     )
-    journal.put(FILING, f"{rule_id}/{phase}", filing, scope=INCIDENT_SCOPE)
+    journal.put(FILING, key, filing, scope=INCIDENT_SCOPE)
     return filing
 
 

@@ -142,8 +142,9 @@ def _assess(
         level = _LEVEL_OF[worst]
         for sensitivity in ("high", "medium", "low"):
             if sensitivity in by_level:
+                named = ", ".join(c.replace("_", " ") for c in by_level[sensitivity])
                 reasons.append(
-                    f"{sensitivity} sensitivity: {', '.join(by_level[sensitivity])}"
+                    f"{sensitivity} sensitivity: {named}"
                     + (
                         " (the most sensitive exposed sets the starting level)"
                         if sensitivity == worst

@@ -35,8 +35,8 @@ class Case:
 CASES = [
     Case("contact-only", ["name", "email"], "unlikely", "low sensitivity: email, name"),
     Case("address-and-phone", ["name", "phone", "postal_address"], "risk", "medium sensitivity"),
-    Case("card", ["name", "financial_account"], "high", "high sensitivity: financial_account"),
-    Case("ssn", ["name", "government_id"], "high", "high sensitivity: government_id"),
+    Case("card", ["name", "financial_account"], "high", "high sensitivity: financial account"),
+    Case("ssn", ["name", "government_id"], "high", "high sensitivity: government id"),
     Case("children", ["name", "children"], "high", "high sensitivity: children"),
     Case(
         "card-encrypted-key-safe",
