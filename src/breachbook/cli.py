@@ -397,6 +397,7 @@ def obligations(
     from breachbook.demo import demo_inputs
     from breachbook.models import Incident
     from breachbook.notify import assess, obligation_record
+    from breachbook.register import no_rule_line
     from breachbook.rules import RuleBook
     from breachbook.settings import Settings, project_root
     from breachbook.wiring import open_customers
@@ -439,8 +440,11 @@ def obligations(
             when.strip(),
         )
     console.print(table)
+    for rule_id, reason in found.not_owed.items():
+        console.print(escape(f"not owed: {rule_id}: {reason}"), highlight=False)
     for place, count in found.not_covered.items():
-        console.print(escape(f"no rule for {place}: {count:,} affected residents"), highlight=False)
+        gap = no_rule_line(place, count, found.not_covered_categories.get(place, {}))
+        console.print(escape(f"{gap}: a person decides"), highlight=False)
 
 
 @app.command()

@@ -27,8 +27,10 @@ def test_obligations_lists_who_is_owed_what_and_the_places_without_a_rule(
     assert result.exit_code == 0, result.output
     for rule_id in ("gdpr-a33", "gdpr-a34", "cn-pipl-57", "us-ca", "us-tx", "us-ny"):
         assert rule_id in result.output
-    assert "us-ca-ag" not in result.output  # 400 customers: not more than 500 Californians
-    assert "no rule for US-WA:" in result.output
+    # 400 customers: not more than 500 Californians, so the AG is not owed, and the output says why
+    assert result.output.count("us-ca-ag") == 1 and "not owed: us-ca-ag: " in result.output
+    assert "below its threshold" in result.output.split("not owed: us-ca-ag: ")[1].split("\n")[0]
+    assert "no rule for US-WA:" in result.output and "categories email (" in result.output
     assert customers_named_in(result.output, small_world.customers_db) == []
     assert small_world.customers_db.read_bytes() == before
     assert not (tmp_path / "home").exists()
