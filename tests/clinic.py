@@ -208,7 +208,13 @@ def breach(**changes: Any) -> dict[str, Any]:
             {"table": "invoices", "columns": ["iban", "insurer_member_no"]},
             {"table": "portal_logins", "columns": ["pw_hash"]},
         ],
-        "risk": "high",
+        "risk_assessment": {
+            "override": {
+                "level": "high",
+                "by": "legal: test",
+                "justification": "Diagnoses and contact details of patients were copied.",
+            }
+        },
         "measures_taken": ["We changed the database password."],
         "likely_consequences": "Someone may learn about your health or misuse your account.",
         "individual_steps": ["Change your portal password."],

@@ -8,6 +8,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -281,6 +282,66 @@ def approve(
 
 
 @app.command()
+def filed(
+    incident: Annotated[str, typer.Option("--incident", help="The incident id.")],
+    rule: Annotated[str, typer.Option("--rule", help="The regulator obligation, e.g. gdpr-a33.")],
+    by: Annotated[str, typer.Option("--by", help="Who filed it (recorded in the register).")],
+    phase: Annotated[
+        str, typer.Option("--phase", help="initial, follow-up or final (GDPR Art. 33(4)).")
+    ] = "initial",
+    reference: Annotated[
+        str, typer.Option("--reference", help="The regulator's case or submission number.")
+    ] = "",
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="When it was filed, ISO 8601 with a zone (default: now)."),
+    ] = None,
+) -> None:
+    """Record that a drafted regulator notice was filed; the deadline clock then counts it."""
+    from breachbook.anchors import Anchoring
+    from breachbook.clock import SystemClock
+    from breachbook.register import PHASES, Phase, filings, record_filed
+    from breachbook.settings import Settings
+    from breachbook.wiring import incident_journal, mode_profile
+
+    if phase not in PHASES:
+        raise _fail(f"--phase: {phase!r} is not one of {', '.join(PHASES)}", 2)
+    chosen: Phase = phase
+    try:
+        when = datetime.fromisoformat(at) if at else None
+    except ValueError:
+        raise _fail(f"--at: {at!r} is not an ISO 8601 time", 2) from None
+    if when is not None and when.tzinfo is None:
+        raise _fail(f"--at: {at!r} has no time zone (add +00:00 or Z)", 2)
+    try:
+        settings = Settings()
+        clock = SystemClock()
+        journal = incident_journal(mode_profile(Mode.LIVE), incident, settings, clock, "filing", by)
+        try:
+            done = filings(journal).get(rule, [])
+            if not done:
+                drafted = ", ".join(sorted(filings(journal))) or "none"
+                raise BreachbookError(
+                    f"incident {incident}: no notice {rule!r} was drafted; drafted: {drafted}"
+                )
+            earlier = PHASES[: PHASES.index(chosen)]
+            missing = [
+                p for p in earlier if p not in {f.phase for f in done if f.status == "filed"}
+            ]
+            if missing:
+                raise BreachbookError(
+                    f"incident {incident}: {rule} {phase} cannot be filed before {', '.join(missing)}"
+                )
+            record_filed(journal, rule, chosen, by, when or clock.now(), reference)
+            Anchoring.from_settings(settings).checkpoint(journal, f"filed {rule} {phase}")
+        finally:
+            journal.ledger.close()
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    console.print(escape(f"{rule} ({phase}): filed by {by}"), highlight=False)
+
+
+@app.command()
 def restore(
     incident: Annotated[str, typer.Option("--incident", help="The incident id.")],
     confirm: Annotated[
@@ -336,6 +397,7 @@ def obligations(
     from breachbook.demo import demo_inputs
     from breachbook.models import Incident
     from breachbook.notify import assess, obligation_record
+    from breachbook.register import no_rule_line
     from breachbook.rules import RuleBook
     from breachbook.settings import Settings, project_root
     from breachbook.wiring import open_customers, with_exposure
@@ -379,8 +441,11 @@ def obligations(
             when.strip(),
         )
     console.print(table)
+    for rule_id, reason in found.not_owed.items():
+        console.print(escape(f"not owed: {rule_id}: {reason}"), highlight=False)
     for place, count in found.not_covered.items():
-        console.print(escape(f"no rule for {place}: {count:,} affected residents"), highlight=False)
+        gap = no_rule_line(place, count, found.not_covered_categories.get(place, {}))
+        console.print(escape(f"{gap}: a person decides"), highlight=False)
 
 
 @app.command()

@@ -370,7 +370,12 @@ def demo_incident(now: datetime) -> dict[str, Any]:
             "account_credentials",
             "government_id",
         ],
-        "risk": "high",
+        "risk_assessment": {
+            "identifiable": "directly",
+            "mitigation": "partial",
+            "mitigation_notes": "The leaked key and the database account were disabled within "
+            "hours; the copied data itself cannot be recalled.",
+        },
         "data_encrypted": False,
         "database_role": "analytics_etl",
         "access_key_ids": ["AKIAZ3MDEMOLEAKED01"],

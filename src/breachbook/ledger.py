@@ -261,6 +261,8 @@ class Item:
     done_order: int | None
     details: dict[str, Any]
     prior: dict[str, Any] | None
+    updated_at: str = ""
+    """When its latest outcome was recorded (ISO 8601, the ledger's clock)."""
 
 
 def _content_hash(seq: int, row: Mapping[str, Any], prev_hash: str) -> str:
@@ -611,6 +613,7 @@ class Ledger:
                     done_order=row.done_order,
                     details=dict(row.details),
                     prior=dict(row.prior) if row.prior is not None else None,
+                    updated_at=row.updated_at,
                 )
                 for row in session.scalars(query.order_by(ItemRow.step_id, ItemRow.item_key))
             ]

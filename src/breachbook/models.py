@@ -10,7 +10,7 @@ from enum import StrEnum
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import email_validator
 from pydantic import (
@@ -19,13 +19,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     ValidationError,
+    computed_field,
     field_validator,
     model_validator,
 )
 
 from breachbook.errors import IncidentFileError
 from breachbook.inputs import INCIDENT, InputError, check_text, load_yaml, read_text
+from breachbook.risk import RiskFactors, RiskLevel, RiskResult, assess_risk
 
 
 class DataCategory(StrEnum):
@@ -79,6 +82,20 @@ class IdentityTheftOffer(Strict):
     enrol_by: date = Field(description="Last day to enrol")
 
 
+class Establishment(Strict):
+    """One place the organisation is established, for the GDPR one-stop shop (Art. 56)."""
+
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    main: bool = Field(
+        default=False,
+        description="The place of central administration in the EEA (GDPR Art. 4(16))",
+    )
+    authority: Annotated[str, Field(max_length=300)] = Field(
+        default="", description="Its supervisory authority; default: from rules/authorities.yaml"
+    )
+
+
 class Organisation(Strict):
     """Who is writing to customers and regulators; every letter names them."""
 
@@ -88,6 +105,23 @@ class Organisation(Strict):
     lead_supervisory_authority: str = "the lead supervisory authority"
     identity_theft_offer: IdentityTheftOffer | None = None
     """Needed when a California letter covers an exposed government id (else a clear error)."""
+    establishments: list[Establishment] = Field(
+        default=[],
+        max_length=1_000,
+        description="Where the organisation is established: the GDPR lead authority is the "
+        "one of the main (or only) establishment in the EEA (Art. 56); with none there, "
+        "every authority where affected people live is notified",
+    )
+
+    @model_validator(mode="after")
+    def _one_main_establishment(self) -> Organisation:
+        main = [e.country for e in self.establishments if e.main]
+        if len(main) > 1:
+            raise ValueError(
+                f"establishments: {len(main)} marked main ({', '.join(main)}); the main "
+                "establishment is one place of central administration (GDPR Art. 4(16))"
+            )
+        return self
 
 
 Network = IPv4Network | IPv6Network
@@ -191,8 +225,10 @@ class Incident(Strict):
         "columns can hold (per the data-source file); with no exposed_tables, every mapped "
         "column of these categories counts as exposed",
     )
-    risk: Literal["unlikely", "risk", "high"] | None = None
-    """Not yet assessed when absent."""
+    risk_assessment: RiskFactors | None = None
+    """The facts the risk level rests on (breachbook.risk); not yet assessed when absent."""
+    reasons_for_delay: Text | None = None
+    """Why a regulator is notified late (GDPR Art. 33(1): reasons for a delay past 72 hours)."""
     data_encrypted: bool = False
     key_compromised: bool = False
     law_enforcement_delay: bool = False
@@ -224,6 +260,40 @@ class Incident(Strict):
                 individual_steps=self.individual_steps,
             )
         return self.translations.get(language) or self.translations.get(base_language(language))
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _risk_is_assessed(cls, data: Any, handler: ModelWrapValidatorHandler[Incident]) -> Incident:
+        """`risk` is computed from risk_assessment; a dump read back carries it, and it must
+        agree. A bare level (the old `risk: high`) without the assessment is refused."""
+        if not isinstance(data, dict) or "risk" not in data:
+            return handler(data)
+        echoed = data["risk"]
+        incident = handler({k: v for k, v in data.items() if k != "risk"})
+        if echoed != incident.risk:
+            raise ValueError(
+                "risk: a bare level is no longer accepted; describe risk_assessment (people, "
+                "identifiable, mitigation; an override needs level, justification and by)"
+            )
+        return incident
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def risk(self) -> RiskLevel | None:
+        """The assessed level (or a person's override), None while not assessed."""
+        assessed = self.assessed_risk()
+        return None if assessed is None else assessed.level
+
+    def assessed_risk(self) -> RiskResult | None:
+        """The level with its reasons, None while the incident has no risk_assessment."""
+        if self.risk_assessment is None:
+            return None
+        return assess_risk(
+            (c.value for c in self.data_categories),
+            self.data_encrypted,
+            self.key_compromised,
+            self.risk_assessment,
+        )
 
     @model_validator(mode="after")
     def _times_in_order(self) -> Incident:

@@ -52,12 +52,24 @@ class Tally(BaseModel):
     count: int = 0
     by_jurisdiction: dict[str, int] = Field(default_factory=dict)
     customer_ids: list[str] = Field(default_factory=list)
+    records: int = 0
+    """Personal data records concerned: one per person and category of data exposed."""
+    categories: dict[str, int] = Field(default_factory=dict)
+    """People per exposed data category."""
 
-    def add(self, place: str, customer_id: str | None = None) -> None:
+    def add(
+        self,
+        place: str,
+        customer_id: str | None = None,
+        exposed: frozenset[DataCategory] = frozenset(),
+    ) -> None:
         self.count += 1
         self.by_jurisdiction[place] = self.by_jurisdiction.get(place, 0) + 1
         if customer_id is not None:
             self.customer_ids.append(customer_id)
+        self.records += len(exposed)
+        for category in exposed:
+            self.categories[category.value] = self.categories.get(category.value, 0) + 1
 
 
 class Rejected(BaseModel):
@@ -76,6 +88,10 @@ class Assessment(BaseModel):
     not_covered: dict[str, int] = Field(default_factory=dict)
     below_threshold: dict[str, int] = Field(default_factory=dict)
     rejected: list[Rejected] = Field(default_factory=list)
+    not_covered_categories: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """Place with no rule -> data category -> people there with it exposed (counts only)."""
+    not_owed: dict[str, str] = Field(default_factory=dict)
+    """Rule id -> why it is not owed, for every rule of a place where people are affected."""
 
 
 class Obligations:
@@ -162,24 +178,27 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
     ]
     reg_places = {rule.id: book.expand(rule.applies_to) for rule in regulators}
     at_scale: dict[str, Tally] = {}
+    uncovered_categories: dict[str, Counter[str]] = {}
     for customer in iter_valid_customers(directory, incident, rejected):
         place = customer.jurisdiction
         by_jurisdiction[place] += 1
         rules = obligations.for_customer(customer)
+        exposed = obligations.exposed_for(customer)
         if not obligations.covered(customer):
             not_covered[place] += 1
+            gap = uncovered_categories.setdefault(place, Counter())
+            gap.update(category.value for category in exposed)
         elif not rules:
             below_threshold[place] += 1
         for rule in rules:
-            individual.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, customer.id)
-        exposed = obligations.exposed_for(customer)
+            individual.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, customer.id, exposed)
         for rule in regulators:
             if not {place, customer.country, WORLDWIDE} & reg_places[rule.id]:
                 continue
             if rule.applies_to_incident(incident) and rule.applies_to_data(exposed):
-                regulator.setdefault(rule.id, Tally(rule_id=rule.id)).add(place)
+                regulator.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, None, exposed)
             if rule.applies_at_scale(incident):
-                at_scale.setdefault(rule.id, Tally(rule_id=rule.id)).add(place)
+                at_scale.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, None, exposed)
     owed: dict[str, Tally] = {}
     for rule in regulators:
         everyone, triggered = at_scale.get(rule.id), regulator.get(rule.id)
@@ -195,7 +214,62 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
         not_covered=dict(sorted(not_covered.items())),
         below_threshold=dict(sorted(below_threshold.items())),
         rejected=[Rejected(customer_id=r.customer_id, problem=r.problem) for r in rejected],
+        not_covered_categories={
+            place: dict(sorted(uncovered_categories[place].items()))
+            for place in sorted(uncovered_categories)
+        },
+        not_owed=why_not_owed(
+            book, incident, set(by_jurisdiction), individual, owed, regulator, at_scale
+        ),
     )
+
+
+def why_not_owed(
+    book: RuleBook,
+    incident: Incident,
+    places: set[str],
+    individual: Mapping[str, Tally],
+    owed: Mapping[str, Tally],
+    triggered: Mapping[str, Tally],
+    at_scale: Mapping[str, Tally],
+) -> dict[str, str]:
+    """For each rule of a place where people are affected (and of this kind of organisation)
+    that is not owed, the reason, in words for the breach register."""
+    countries = {place.split("-")[0] for place in places}
+    reasons: dict[str, str] = {}
+    for rule in book.rules:
+        covers = book.expand(rule.applies_to)
+        if not book.owed_by_organisation(rule) or not covers & (places | countries | {WORLDWIDE}):
+            continue
+        if rule.id in individual or rule.id in owed:
+            continue
+        reasons[rule.id] = _why_not(rule, incident, triggered.get(rule.id), at_scale.get(rule.id))
+    return dict(sorted(reasons.items()))
+
+
+def _why_not(
+    rule: Rule, incident: Incident, triggered: Tally | None, everyone: Tally | None
+) -> str:
+    if rule.safe_harbour(incident):
+        return (
+            "encrypted data whose key was not compromised: the rule's encryption safe harbour "
+            "applies"
+        )
+    risk = incident.risk or "high"
+    if not rule.applies_to_incident(incident) and not rule.applies_at_scale(incident):
+        return f"risk assessed {risk}; the rule is owed from {rule.min_risk} to {rule.max_risk}"
+    if triggered is not None and rule.audience == "regulator":
+        per = " in one jurisdiction" if rule.min_affected_per == "jurisdiction" else ""
+        return (
+            f"{triggered.count:,} people whose exposed data triggers it, below its threshold "
+            f"of {rule.min_affected:,}{per}"
+        )
+    if everyone is not None and rule.or_min_affected is not None:
+        reach = f"{everyone.count:,} people affected, below the {rule.or_min_affected:,} that oblige it whatever the data"
+        if not rule.applies_to_incident(incident):
+            return f"risk assessed {risk} (owed from {rule.min_risk}); {reach}"
+        return f"no affected person's exposed data triggers it; {reach}"
+    return "no affected person's exposed data includes what triggers it"
 
 
 def obligation_record(

@@ -8,10 +8,14 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from breachbook.actions.notify import ASSESSMENT
 from breachbook.context import RunContext
+from breachbook.deadlines import clock_markdown, deadline_clock
 from breachbook.engine import RunResult, Status, StepResult
 from breachbook.ledger import ItemStatus
+from breachbook.notify import Assessment
 from breachbook.ports import Verdict
+from breachbook.register import no_rule_line, register_json, register_markdown
 
 
 def _md_cell(text: str) -> str:
@@ -157,6 +161,7 @@ def report_markdown(ctx: RunContext, result: RunResult) -> str:
         lines.append("Every action was verified.")
     for e in problems:
         lines.append(f"- **{e.verdict}** `{e.step_id}` on `{e.target}`: {e.reason}")
+    lines += obligation_sections(ctx)
     uncertain = ctx.journal.items_in(UNSETTLED)
     if uncertain:
         lines += [
@@ -187,6 +192,30 @@ def report_markdown(ctx: RunContext, result: RunResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def obligation_sections(ctx: RunContext) -> list[str]:
+    """Places no rule covers, and the deadline clock of every obligation, from the ledger."""
+    found = ctx.journal.get(ASSESSMENT, "-", Assessment)
+    if found is None:
+        return []
+    lines: list[str] = []
+    if found.not_covered:
+        lines += ["", "## Places with no rule", ""]
+        lines += [
+            f"- {no_rule_line(place, people, found.not_covered_categories.get(place, {}))}"
+            for place, people in found.not_covered.items()
+        ]
+        lines.append("")
+        lines.append(
+            "Nobody decided what these residents are owed: a person decides, and the decision "
+            "goes into the breach register (register.md)."
+        )
+    now = ctx.connectors.clock.now()
+    rows = deadline_clock(found, ctx.rules, ctx.incident, ctx.journal, now)
+    lines += ["", f"## Deadline clock (at {now.isoformat(timespec='seconds')})", ""]
+    lines += clock_markdown(rows)
+    return lines
+
+
 def obligations_markdown(ctx: RunContext) -> str:
     """Obligations table from obligations.json, for the artifact: counts and deadlines only."""
     path = ctx.workspace.path("obligations.json")
@@ -213,5 +242,7 @@ def write_outputs(ctx: RunContext, result: RunResult) -> None:
     """plan.json, plan.md and, last, report.md; then the run is marked complete."""
     ctx.workspace.write_json("plan.json", plan_data(ctx, result))
     ctx.workspace.write_raw("plan.md", plan_markdown(result))
+    ctx.workspace.write_json("register.json", register_json(ctx.journal))
+    ctx.workspace.write_document("register.md", register_markdown(ctx.journal))
     ctx.workspace.write_document("report.md", report_markdown(ctx, result))
     ctx.workspace.mark_complete()

@@ -104,6 +104,11 @@ class Rule(Strict):
     )
     letter: LetterSpec | None = None
     notice_template: str | None = None
+    notice_language: str = Field(
+        default="en",
+        pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        description="The language the regulator's notice is written in (zh-CN for the CAC)",
+    )
     verified: bool = True
     notes: str = ""
 

@@ -163,8 +163,10 @@ def _assert_only_in_doubt(returncode: int, unfinished: str) -> None:
     """Every step done, or (exit 1) only items left in doubt (claimed by a killed or a
     concurrent run): live_process prints each entry that did not end done."""
     lines = unfinished.splitlines()
+    # residents of a place no rule covers are set aside for a person, in every run (exit 1)
+    rest = [line for line in lines if not line.startswith("assess-obligations no-rule:")]
     assert returncode == 0 or (
-        returncode == 1 and lines and all(line.endswith(": incomplete") for line in lines)
+        returncode == 1 and lines and all(line.endswith(": incomplete") for line in rest)
     ), unfinished
 
 

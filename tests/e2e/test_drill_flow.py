@@ -65,6 +65,12 @@ def drill_run(
     mp.undo()
 
 
+def no_rule_targets(out: Path) -> set[str]:
+    """The plan's targets for places where customers live and no rule covers them."""
+    obligations = json.loads((out / "obligations.json").read_text())
+    return {f"no-rule:{place}" for place in obligations["no_rule_for_jurisdiction"]}
+
+
 def _customers(db: Path) -> list[dict[str, Any]]:
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
@@ -77,8 +83,14 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
     plan = json.loads((drill_run["out"] / "plan.json").read_text())
     assert plan["mode"] == "drill"
     by_step: dict[str, list[dict[str, Any]]] = {}
+    gaps = no_rule_targets(drill_run["out"])
     for entry in plan["entries"]:
         by_step.setdefault(entry["step_id"], []).append(entry)
+        if entry["target"] in gaps:
+            # residents of a place no rule covers: FAILED for a person, never silent
+            assert (entry["status"], entry["verdict"]) == ("set-aside", "FAILED")
+            assert entry["reason"].startswith(f"no rule for {entry['target'][8:]}: ")
+            continue
         assert entry["status"] == "planned"
         assert entry["verdict"] in {"VERIFIED", "FAILED", "UNVERIFIED"}
         assert entry["reason"]
@@ -95,7 +107,7 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
         "run_id": plan["run_id"],
         "out_dir": str(drill_run["out"].resolve()),
     }
-    assert plan["verdicts"]["FAILED"] == 0
+    assert plan["verdicts"]["FAILED"] == len(gaps)
     assert (
         "| lock-db-role | database.lock_role | analytics_etl | planned | UNVERIFIED |"
         in (drill_run["out"] / "plan.md").read_text()
@@ -237,8 +249,10 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     assert not (out / "RUN-INCOMPLETE.txt").exists()
     result = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
     assert result.exit_code == 0, result.output
-    # the incident's facts, then a preflight and a plan entry for each of the 46 actions
-    assert "incident demo-2026-antiques-leak, 93 entries" in result.output
+    # the incident's facts, then a preflight and a plan entry for each action, and a
+    # preflight and an outcome for each place no rule covers
+    entries = 93 + 2 * len(no_rule_targets(out))
+    assert f"incident demo-2026-antiques-leak, {entries} entries" in result.output
 
 
 AUDIT_STATE = ("anchors", "keys")

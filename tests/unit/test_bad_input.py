@@ -77,12 +77,15 @@ def test_malformed_incident_names_file_and_field(
 def test_incident_with_a_wrong_field_value(
     small_world: DemoWorld, demo_run_settings: Settings, tmp_path: Path
 ) -> None:
-    text = small_world.incident_file.read_text().replace("risk: high", "risk: catastrophic")
+    text = small_world.incident_file.read_text()
+    assert "identifiable: directly" in text
+    text = text.replace("identifiable: directly", "identifiable: catastrophic")
     incident = tmp_path / "incident.yaml"
     incident.write_text(text)
     with pytest.raises(
         IncidentFileError,
-        match=r"incident.yaml: risk: Input should be 'unlikely', 'risk' or 'high'",
+        match=r"incident.yaml: risk_assessment.identifiable: Input should be 'directly', "
+        r"'with_effort' or 'hardly'",
     ):
         drill(small_world, demo_run_settings, tmp_path / "out", incident)
 

@@ -81,7 +81,13 @@ def incident(**changes: object) -> Incident:
         "title": "Clinic records copied",
         "started_at": "2026-11-20T08:00:00+00:00",
         "discovered_at": "2026-11-27T16:30:00+00:00",
-        "risk": "high",
+        "risk_assessment": {
+            "override": {
+                "level": "high",
+                "by": "legal: test",
+                "justification": "Diagnoses and contact details of patients were copied.",
+            }
+        },
     }
     data.update(changes)
     return Incident.model_validate(data)

@@ -50,11 +50,20 @@ def incident(**changes: object) -> Incident:
         "discovered_at": T0,
         "exposed_tables": [{"table": "customers", "columns": ["full_name"]}],
         "data_categories": ["name", "email", "postal_address", "financial_account"],
-        "risk": "high",
+        "risk_assessment": {},
         "measures_taken": ["We locked the account."],
         "likely_consequences": "Phishing.",
         "individual_steps": ["Watch your statements."],
     }
+    level = changes.pop("risk", None)
+    if level is not None:
+        data["risk_assessment"] = {
+            "override": {
+                "level": level,
+                "justification": "The test sets this level to check the rules that need it.",
+                "by": "tests",
+            }
+        }
     data.update(changes)
     return Incident.model_validate(data)
 

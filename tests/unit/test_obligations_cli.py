@@ -29,7 +29,9 @@ def test_obligations_lists_who_is_owed_what_and_the_places_without_a_rule(
         assert rule_id in result.output
     for rule_id in ("us-wa", "us-il"):  # the demo's last places without a rule
         assert rule_id in result.output
-    assert "us-ca-ag" not in result.output  # 400 customers: not more than 500 Californians
+    # 400 customers: not more than 500 Californians, so the AG is not owed, and the output says why
+    assert result.output.count("us-ca-ag") == 1 and "not owed: us-ca-ag: " in result.output
+    assert "below its threshold" in result.output.split("not owed: us-ca-ag: ")[1].split("\n")[0]
     assert "no rule for" not in result.output
     assert customers_named_in(result.output, small_world.customers_db) == []
     assert small_world.customers_db.read_bytes() == before

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from breachbook.models import Customer, DataCategory, Incident, RejectedRecord
-from breachbook.notify import LetterWriter, Tally, assess, obligation_record
+from breachbook.notices import NoticeWriter
+from breachbook.notify import Assessment, LetterWriter, Tally, assess, obligation_record
 from breachbook.rules import Rule, RuleBook, RulesError, check_rule_templates
 from breachbook.templates import Renderer
 from tests.conftest import ROOT, T0
@@ -527,6 +528,12 @@ def people_of(case: Case) -> list[Customer | RejectedRecord]:
     return out
 
 
+def set_by_a_person(level: str) -> dict[str, Any]:
+    """The table gives each case its level outright: a person's override of the assessment."""
+    justification = "The table case sets this level to test the rules that depend on it."
+    return {"override": {"level": level, "justification": justification, "by": "tests"}}
+
+
 def incident_of(case: Case) -> Incident:
     return Incident.model_validate(
         {
@@ -538,7 +545,7 @@ def incident_of(case: Case) -> Incident:
             "discovered_at": DISCOVERED,
             "aware_at": AWARE,
             "data_categories": list(case.exposed),
-            "risk": case.risk,
+            "risk_assessment": None if case.risk is None else set_by_a_person(case.risk),
             "data_encrypted": case.encrypted,
             "key_compromised": case.key_taken,
         }
@@ -775,9 +782,10 @@ def test_the_massachusetts_letter_never_states_the_nature_of_the_breach() -> Non
     assert "Credit monitoring" not in body  # offered when a Social Security number was exposed
 
 
-def notice_context(record: dict[str, Any], about: Incident) -> dict[str, Any]:
-    """What DraftRegulatorNotices gives a notice: statement_context(ctx) and the obligation."""
-    return {
+def notice_context(tally: Tally, rule: Rule, about: Incident) -> dict[str, Any]:
+    """What DraftRegulatorNotices gives a notice: statement_context(ctx) and the fields the
+    product's NoticeWriter adds for this obligation."""
+    base = {
         "org": ORG.model_dump(),
         "incident": {
             "id": about.id,
@@ -792,10 +800,13 @@ def notice_context(record: dict[str, Any], about: Incident) -> dict[str, Any]:
             "likely_consequences": about.likely_consequences,
         },
         "today": T0.date().isoformat(),
-        "affected_customers": record["affected_count"],
-        "affected_by_country": {"US": record["affected_count"]},
-        "obligation": record,
+        "affected_customers": tally.count,
+        "affected_by_country": {"US": tally.count},
     }
+    writer = NoticeWriter(Renderer(ROOT / "templates"), ORG, RULES, about)
+    found = Assessment(affected=tally.count, regulator={rule.id: tally})
+    context, _ = writer.context(found, rule, T0, {}, {}, [], base)
+    return context
 
 
 @pytest.mark.parametrize(
@@ -806,15 +817,16 @@ def test_every_notice_renders_with_its_due_time(rule: Rule) -> None:
     tally = Tally(rule_id=rule.id, count=600, by_jurisdiction={"US-WA": 600})
     record = obligation_record(tally, rule, about, T0)
     assert rule.notice_template is not None
-    text = Renderer(ROOT / "templates").render(rule.notice_template, notice_context(record, about))
+    text = Renderer(ROOT / "templates").render(
+        rule.notice_template, notice_context(tally, rule, about)
+    )
     assert about.id in text and record["due"] in text
 
 
 def test_the_california_ag_notice_says_when_it_is_due_without_inventing_a_date() -> None:
     tally, about = california_501()
-    record = obligation_record(tally, RULES.rule("us-ca-ag"), about, T0)
     text = Renderer(ROOT / "templates").render(
-        "regulators/us-ca-ag.md.j2", notice_context(record, about)
+        "regulators/us-ca-ag.md.j2", notice_context(tally, RULES.rule("us-ca-ag"), about)
     )
     assert "**Due:** 15 days after us-ca is fulfilled" in text
     assert "None" not in text

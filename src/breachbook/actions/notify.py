@@ -12,11 +12,13 @@ from pydantic import BaseModel, Field
 
 from breachbook.actions.base import NOTHING, Action, ActionArgs, Prepared, register, require
 from breachbook.context import RunContext
+from breachbook.deadlines import deliveries, fulfilled_times
 from breachbook.errors import BreachbookError
 from breachbook.journal import SETTLE_WAITS, STEP_OUTCOME, Once, StepOutcome
 from breachbook.ledger import ItemStatus
 from breachbook.letters import ClaimState, LetterData, StepClaim
 from breachbook.models import Customer
+from breachbook.notices import NoticeDraft, NoticeWriter
 from breachbook.notify import (
     Assessment,
     LetterWriter,
@@ -26,6 +28,7 @@ from breachbook.notify import (
     obligation_record,
 )
 from breachbook.ports import Changed, Check, Mail, OutgoingLetter, Verdict, not_configured
+from breachbook.register import decisions, filings, no_rule_line, record_decisions, record_draft
 from breachbook.rules import Rule
 
 MAIL_SETTING = "set BREACHBOOK_OUTBOX"
@@ -37,6 +40,7 @@ class NoArgs(ActionArgs):
 
 ASSESSMENT = "assessment"
 LETTERS = "letters"
+NOTICE = "notice"
 
 
 def assessment(ctx: RunContext) -> Assessment:
@@ -155,9 +159,15 @@ class AssessObligations(Action[NoArgs]):
     changes = NOTHING
     args_model = NoArgs
 
+    def targets(self, args: NoArgs, ctx: RunContext) -> list[str]:
+        """The incident, and each place where people are affected but no rule says what is
+        owed: a FAILED entry of its own, so the gap is never only a number in a file."""
+        return ["incident"] + [f"{NO_RULE}{place}" for place in assessment(ctx).not_covered]
+
     def prepare(self, args: NoArgs, ctx: RunContext) -> Prepared:
         found = assessment(ctx)
         now = ctx.connectors.clock.now()
+        record_decisions(ctx.journal, decisions(found, ctx.rules, ctx.incident, ctx.actor, now))
         documents = ["obligations.json"]
         for rule_id, tally in found.individual.items():
             path = f"recipients/{rule_id}.txt"
@@ -174,6 +184,8 @@ class AssessObligations(Action[NoArgs]):
                     for t in [*found.regulator.values(), *found.individual.values()]
                 ],
                 "no_rule_for_jurisdiction": found.not_covered,
+                "no_rule_categories": found.not_covered_categories,
+                "not_owed": found.not_owed,
                 "covered_but_not_triggered": found.below_threshold,
                 "unusable_records": [r.customer_id for r in found.rejected],
             },
@@ -189,9 +201,22 @@ class AssessObligations(Action[NoArgs]):
         )
 
     def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
+        if target.startswith(NO_RULE):
+            place = target.removeprefix(NO_RULE)
+            found = assessment(ctx)
+            line = no_rule_line(
+                place, found.not_covered[place], found.not_covered_categories.get(place, {})
+            )
+            return Check.set_aside(
+                f"{line}: no rule says what they are owed; a person decides (add a rule to "
+                "rules/obligations.yaml or record the decision in the breach register)",
+                "rule coverage",
+            )
         return _readable(ctx)
 
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
+        if target.startswith(NO_RULE):
+            return "nothing: a person decides what these residents are owed"
         return "record the obligations and their deadlines"
 
     def apply(self, args: NoArgs, target: str, ctx: RunContext) -> Changed:
@@ -216,6 +241,7 @@ class RenderArgs(ActionArgs):
 
 
 RECORD = "record:"
+NO_RULE = "no-rule:"
 
 
 @register
@@ -426,26 +452,52 @@ class DraftRegulatorNotices(Action[NoArgs]):
         return sorted(assessment(ctx).regulator)
 
     def prepare(self, args: NoArgs, ctx: RunContext) -> Prepared:
+        """Each notice with everything its regulator asks for; the phase it is drafted for
+        and what it still lacks are ledger records (a draft is not a filing)."""
         found = assessment(ctx)
         now = ctx.connectors.clock.now()
+        sent = deliveries(ctx.journal)
+        fulfilled = fulfilled_times(found, sent)
+        filed = filings(ctx.journal)
+        base = statement_context(ctx)
+        writer = NoticeWriter(ctx.renderer, ctx.playbook.organisation, ctx.rules, ctx.incident)
         documents = []
-        for rule_id, tally in sorted(found.regulator.items()):
+        for rule_id in sorted(found.regulator):
             rule = ctx.rules.rule(rule_id)
             assert rule.notice_template is not None
-            text = ctx.renderer.render(
-                rule.notice_template,
-                {
-                    **statement_context(ctx),
-                    "obligation": obligation_record(tally, rule, ctx.incident, now),
-                },
+            context, problems = writer.context(
+                found, rule, now, fulfilled, sent, filed.get(rule_id, []), base
             )
             path = f"regulators/{rule_id}.md"
-            ctx.workspace.write_document(path, text)
+            ctx.workspace.write_document(path, ctx.renderer.render(rule.notice_template, context))
+            record_draft(ctx.journal, rule_id, context["phase"], path, now)
+            ctx.journal.put(
+                NOTICE,
+                rule_id,
+                NoticeDraft(
+                    rule_id=rule_id, phase=context["phase"], document=path, problems=problems
+                ),
+            )
             documents.append(path)
         return Prepared(documents, {"regulator_notices": len(documents)})
 
     def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
-        return Check.verified(f"drafted regulators/{target}.md", "template render")
+        draft = ctx.journal.get(NOTICE, target, NoticeDraft)
+        if draft is None:
+            return Check.failed(f"no draft of regulators/{target}.md was made", "template render")
+        if draft.problems:
+            return Check(
+                verdict=Verdict.FAILED,
+                reason=f"regulators/{target}.md ({draft.phase}) cannot be filed as drafted: "
+                + "; ".join(draft.problems),
+                method="notice completeness",
+                holds_back_dependents=False,
+            )
+        return Check.verified(
+            f"drafted regulators/{target}.md ({draft.phase} notification), every element "
+            "present; not filed until a person files it",
+            "template render and notice completeness",
+        )
 
     def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
         return f"keep the draft notice for {target} for legal to review and file"
