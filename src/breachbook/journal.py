@@ -50,9 +50,10 @@ class Once(StrEnum):
     BUSY = "busy"
 
 
-SETTLE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
-"""Seconds between looks at an item another run holds (about 3 s in all): a concurrent run
-settles its claim in that time; a claim left by a killed run never settles and is reported."""
+SETTLE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
+"""Seconds between looks at an item another run holds (about 13 s in all): a concurrent run
+settles a claim in that time, even a table's snapshot on a loaded machine; a claim left by a
+killed run never settles and is reported, at that cost per item, on the run that meets it."""
 
 RETRY_DELAYS = (1.0, 4.0, 16.0)
 """Seconds to wait before each retry of a change that failed for a passing reason (a dropped

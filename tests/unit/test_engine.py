@@ -496,4 +496,4 @@ def test_a_change_another_run_holds_is_waited_for_then_done_or_left_in_doubt(
     else:
         assert result[("lock-db-role", "analytics_etl")] is Status.INCOMPLETE
         assert result[("end-db-sessions", "-")] is Status.BLOCKED
-        assert fakes.database.changes == [] and 3 < clock.slept < 4
+        assert fakes.database.changes == [] and 12 < clock.slept < 13
