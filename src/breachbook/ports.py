@@ -114,12 +114,13 @@ class CustomerDirectory(Protocol):
 
 
 class DatabaseAdmin(Protocol):
-    """Containment on the production database: lock a role, end its sessions."""
+    """Containment on the production database: lock a role, end its sessions, revoke its
+    privileges on a table or schema (target `table:NAME`, `table:SCHEMA.NAME`, `schema:NAME`)."""
 
     @reads
     def check_lock_role(self, role: str) -> Check: ...
 
-    def lock_role(self, role: str) -> Changed: ...
+    def lock_role(self, role: str, connection_limit: int | None = None) -> Changed: ...
 
     def restore_role(self, role: str, prior: Mapping[str, Any]) -> Changed: ...
 
@@ -127,6 +128,13 @@ class DatabaseAdmin(Protocol):
     def check_end_sessions(self, role: str) -> Check: ...
 
     def end_sessions(self, role: str) -> Changed: ...
+
+    @reads
+    def check_revoke_privileges(self, role: str, target: str) -> Check: ...
+
+    def revoke_privileges(self, role: str, target: str) -> Changed: ...
+
+    def restore_privileges(self, role: str, target: str, prior: Mapping[str, Any]) -> Changed: ...
 
 
 class Cloud(Protocol):

@@ -16,11 +16,13 @@ from typing import Any, TypeVar, cast
 from pydantic import SecretStr
 
 from breachbook.clock import Clock, SystemClock
+from breachbook.connectors.aws import AwsCloud, AwsConfig
 from breachbook.connectors.customers_sql import SqlCustomerDirectory
 from breachbook.connectors.evidence_fs import FilesystemEvidenceStore
 from breachbook.connectors.guard import read_only
 from breachbook.connectors.ledger_approvals import LedgerApprovals
 from breachbook.connectors.outbox import OutboxMail
+from breachbook.connectors.postgres_admin import PostgresAdmin
 from breachbook.context import Connectors, RunContext
 from breachbook.engine import ApplyChanges, PlanOnly, StepExecutor, new_run_id
 from breachbook.errors import BreachbookError, CustomerDataError, LiveNotConfirmed
@@ -111,6 +113,9 @@ class ModeProfile:
     needs_confirmation: bool
     ledger_in_output_folder: bool
     guard: Guard
+    transport_read_only: bool = True
+    """Adapters refuse writes at the transport too (a read-only database session, a botocore
+    hook), so a bug behind a read method cannot change anything either."""
 
 
 def mode_profile(mode: Mode) -> ModeProfile:
@@ -132,6 +137,7 @@ def mode_profile(mode: Mode) -> ModeProfile:
             needs_confirmation=True,
             ledger_in_output_folder=False,
             guard=_unchanged,
+            transport_read_only=False,
         )
     raise BreachbookError("TABLETOP mode needs the simulated world, which is not built yet")
 
@@ -187,8 +193,8 @@ def build_connectors(
         or (OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None),
         "evidence": given.evidence
         or (FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None),
-        "database": given.database,
-        "cloud": given.cloud,
+        "database": given.database or database_admin(settings, profile.transport_read_only),
+        "cloud": given.cloud or cloud(settings, profile.transport_read_only),
         "chat": given.chat,
         "publisher": given.publisher,
     }
@@ -197,6 +203,28 @@ def build_connectors(
         for name, port in port_types().items()
     }
     return Connectors(clock=clock, executor=profile.executor, **cast(dict[str, Any], guarded))
+
+
+def database_admin(settings: Settings, read_only: bool) -> PostgresAdmin | None:
+    """Containment on PostgreSQL when BREACHBOOK_DATABASE_ADMIN_URL is set."""
+    if settings.database_admin_url is None:
+        return None
+    return PostgresAdmin(settings.database_admin_url.get_secret_value(), read_only=read_only)
+
+
+def cloud(settings: Settings, read_only: bool) -> AwsCloud | None:
+    """Containment on AWS when BREACHBOOK_AWS_REGION is set."""
+    if settings.aws_region is None:
+        return None
+    config = AwsConfig(
+        region=settings.aws_region,
+        profile=settings.aws_profile,
+        endpoint_url=settings.aws_endpoint_url,
+        quarantine_group=settings.aws_quarantine_group,
+        rule_base=settings.aws_acl_rule_base,
+        vpc_id=settings.aws_vpc_id,
+    )
+    return AwsCloud(config, read_only=read_only)
 
 
 @dataclass(frozen=True)
