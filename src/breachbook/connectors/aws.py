@@ -12,6 +12,7 @@ known to honour it: moto, for one, applies `CreateNetworkAclEntry` even with Dry
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from breachbook.errors import ContainmentRefused, DrillWriteBlocked
 from breachbook.ports import Changed, Check
@@ -79,7 +81,7 @@ class AwsCloud:
 
     def __init__(self, config: AwsConfig, read_only: bool = False) -> None:
         self._config = config
-        session = boto3.Session(profile_name=config.profile, region_name=config.region)
+        session = _session(config.profile, config.region)
         client_config = Config(
             retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30
         )
@@ -115,7 +117,8 @@ class AwsCloud:
             )
         except ClientError as exc:
             return f"IAM policy simulation refused ({_code(exc)})"
-        except BotoCoreError as exc:
+        except (BotoCoreError, ResponseParserError) as exc:
+            # moto answers a 500 (NotImplementedError) that botocore cannot parse.
             return f"IAM policy simulation is not available here ({type(exc).__name__})"
         decisions = [r["EvalDecision"] for r in result["EvaluationResults"]]
         if decisions and all(d == "allowed" for d in decisions):
@@ -386,6 +389,13 @@ class AwsCloud:
             )
             removed += 1
         return removed
+
+
+@functools.cache
+def _session(profile: str | None, region: str) -> boto3.Session:
+    """One session per profile and region in a process: a session reads the services' API
+    models (about a second for EC2) once, not once per run."""
+    return boto3.Session(profile_name=profile, region_name=region)
 
 
 def _principal_arn(caller: str) -> str:
