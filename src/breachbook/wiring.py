@@ -11,18 +11,16 @@ import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import SecretStr
 
 from breachbook.clock import Clock, SystemClock
-from breachbook.connectors.aws import AwsCloud, AwsConfig
 from breachbook.connectors.customers_sql import SqlCustomerDirectory
 from breachbook.connectors.evidence_fs import FilesystemEvidenceStore
 from breachbook.connectors.guard import read_only
 from breachbook.connectors.ledger_approvals import LedgerApprovals
 from breachbook.connectors.outbox import OutboxMail
-from breachbook.connectors.postgres_admin import PostgresAdmin
 from breachbook.context import Connectors, RunContext
 from breachbook.engine import ApplyChanges, PlanOnly, StepExecutor, new_run_id
 from breachbook.errors import BreachbookError, CustomerDataError, LiveNotConfirmed
@@ -47,6 +45,10 @@ from breachbook.rules import RuleBook, check_rule_templates
 from breachbook.settings import Settings, project_root
 from breachbook.templates import Renderer
 from breachbook.workspace import Workspace
+
+if TYPE_CHECKING:
+    from breachbook.connectors.aws import AwsCloud
+    from breachbook.connectors.postgres_admin import PostgresAdmin
 
 
 @dataclass(frozen=True)
@@ -205,17 +207,34 @@ def build_connectors(
     return Connectors(clock=clock, executor=profile.executor, **cast(dict[str, Any], guarded))
 
 
+CONTAIN_EXTRA = "pip install 'breachbook[contain]'"
+
+
 def database_admin(settings: Settings, read_only: bool) -> PostgresAdmin | None:
-    """Containment on PostgreSQL when BREACHBOOK_DATABASE_ADMIN_URL is set."""
+    """Containment on PostgreSQL when BREACHBOOK_DATABASE_ADMIN_URL is set; `read_only`
+    makes the session read-only and refuses every statement but the adapter's reads."""
     if settings.database_admin_url is None:
         return None
+    try:
+        from breachbook.connectors.postgres_admin import PostgresAdmin
+    except ImportError as exc:
+        raise BreachbookError(
+            f"BREACHBOOK_DATABASE_ADMIN_URL needs psycopg 3 ({exc.name} is missing): {CONTAIN_EXTRA}"
+        ) from None
     return PostgresAdmin(settings.database_admin_url.get_secret_value(), read_only=read_only)
 
 
 def cloud(settings: Settings, read_only: bool) -> AwsCloud | None:
-    """Containment on AWS when BREACHBOOK_AWS_REGION is set."""
+    """Containment on AWS when BREACHBOOK_AWS_REGION is set; `read_only` hooks every
+    client so that only reads and honoured dry runs are sent."""
     if settings.aws_region is None:
         return None
+    try:
+        from breachbook.connectors.aws import AwsCloud, AwsConfig
+    except ImportError as exc:
+        raise BreachbookError(
+            f"BREACHBOOK_AWS_REGION needs boto3 ({exc.name} is missing): {CONTAIN_EXTRA}"
+        ) from None
     config = AwsConfig(
         region=settings.aws_region,
         profile=settings.aws_profile,
