@@ -13,14 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+from pydantic import SecretStr
 
 from breachbook.connectors.aws import AwsCloud, AwsConfig
+from breachbook.demo import DemoWorld
 from breachbook.engine import Status
 from breachbook.errors import DrillWriteBlocked
 from breachbook.modes import Mode
 from breachbook.ports import Changed, Check
+from breachbook.run import execute
 from breachbook.settings import Settings
-from breachbook.wiring import cloud, mode_profile
+from breachbook.wiring import Adapters, RunRequest, cloud, mode_profile
+from tests.fakes import ScriptedApprovals
 from tests.integration.contain import by_target, restore_cli, run_contain, write_incident
 from tests.integration.moto_server import REGION, MotoServer, Request, start_moto
 
@@ -271,3 +275,51 @@ def test_a_failed_block_leaves_no_half_made_entries(
         adapter.block_address(ADDRESSES[1])
     adapter.unblock_address(ADDRESSES[0], changed.prior)
     assert account.state() == before
+
+
+def test_the_demo_drill_with_both_connectors_leaves_no_containment_step_unconfigured(
+    moto: MotoServer,
+    account: Account,
+    pg_admin_url: str,
+    demo_run_settings: Settings,
+    small_world: DemoWorld,
+    tmp_path: Path,
+) -> None:
+    """The reference playbook on the demo incident, with the database-admin and cloud
+    settings set: each containment entry is checked against the real servers (the demo's
+    key and host do not exist in the emulated account, so they are FAILED, with the reason)."""
+    settings = demo_run_settings.model_copy(
+        update={
+            "database_admin_url": SecretStr(pg_admin_url),
+            "aws_region": REGION,
+            "aws_endpoint_url": moto.endpoint,
+        }
+    )
+    before = account.state()
+    start = len(moto.recorder.since(0))
+    _, result = execute(
+        RunRequest(
+            mode=Mode.DRILL, incident_file=small_world.incident_file, out_dir=tmp_path / "o"
+        ),
+        settings=settings,
+        adapters=Adapters(approvals=ScriptedApprovals({"legal", "comms", "incident-lead"})),
+    )
+    contain = {
+        (e.step_id, e.target): (e.verdict, e.reason)
+        for e in result.entries()
+        if e.phase == "contain" and e.action.startswith(("database.", "cloud.", "network."))
+    }
+    assert len(contain) >= 6
+    assert not [r for r in contain.values() if "connector configured" in r[1]]
+    # Whether the shared test server has a role analytics_etl is not this test's business.
+    assert contain[("lock-db-role", "analytics_etl")][0] in ("VERIFIED", "FAILED")
+    assert contain[("deactivate-keys", "AKIAZ3MDEMOLEAKED01")] == (
+        "FAILED",
+        "access key AKIAZ3MDEMOLEAKED01 not found in the account",
+    )
+    assert contain[("quarantine-hosts", "i-0a1b2c3d4e5f60718")][0] == "FAILED"
+    for address in ("203.0.113.0/24", "198.51.100.23/32"):
+        verdict, reason = contain[("block-addresses", address)]
+        assert verdict == "UNVERIFIED" and NO_SIMULATION in reason
+    assert account.state() == before
+    assert [r for r in moto.recorder.since(start) if changes_state(r)] == []
