@@ -94,8 +94,14 @@ class AwsCloud:
         self.sts: STSClient = session.client(
             "sts", endpoint_url=config.endpoint_url, config=client_config
         )
+        # A simulation that fails leaves the check UNVERIFIED; waiting to retry it gains little.
+        self.simulator: IAMClient = session.client(
+            "iam",
+            endpoint_url=config.endpoint_url,
+            config=client_config.merge(Config(retries={"max_attempts": 1, "mode": "standard"})),
+        )
         if read_only:
-            for client in (self.iam, self.ec2, self.sts):
+            for client in (self.iam, self.ec2, self.sts, self.simulator):
                 client.meta.events.register("before-send", refuse_writes)
 
     # -- IAM policy simulation ----------------------------------------------------------
@@ -112,7 +118,7 @@ class AwsCloud:
                 f"responder is the account's root user: {action} allowed", SIMULATION
             )
         try:
-            result = self.iam.simulate_principal_policy(
+            result = self.simulator.simulate_principal_policy(
                 PolicySourceArn=principal, ActionNames=[action], ResourceArns=[resource]
             )
         except ClientError as exc:
