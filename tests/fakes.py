@@ -54,6 +54,18 @@ class RecordingCloud:
         self.changes.append(("unblock_address", network))
         return Changed({"rule": "removed"})
 
+    def check_deny_principal(self, principal: str) -> Check:
+        self.checks.append(("deny_principal", principal))
+        return self.check_answer
+
+    def deny_principal(self, principal: str) -> Changed:
+        self.changes.append(("deny_principal", principal))
+        return Changed({"policy": "breachbook-deny-all"}, {"policy": None})
+
+    def allow_principal(self, principal: str, prior: Mapping[str, Any]) -> Changed:
+        self.changes.append(("allow_principal", principal))
+        return Changed({"policy": "removed"})
+
 
 @dataclass
 class RecordingDatabaseAdmin:

@@ -161,6 +161,15 @@ class Cloud(Protocol):
 
     def unblock_address(self, network: str, prior: Mapping[str, Any]) -> Changed: ...
 
+    @reads
+    def check_deny_principal(self, principal: str) -> Check:
+        """`principal` is `user/NAME` or `role/NAME`."""
+        ...
+
+    def deny_principal(self, principal: str) -> Changed: ...
+
+    def allow_principal(self, principal: str, prior: Mapping[str, Any]) -> Changed: ...
+
 
 @dataclass(frozen=True)
 class OutgoingLetter:

@@ -19,6 +19,7 @@ from tests.conftest import ROOT
 from tests.fakes import InMemoryCustomers, ScriptedApprovals
 
 CONTAIN_PLAYBOOK = ROOT / "tests" / "data" / "contain" / "playbook.yaml"
+DENY_PLAYBOOK = ROOT / "tests" / "data" / "contain" / "deny.yaml"
 
 
 def write_incident(folder: Path, incident_id: str, **targets: Any) -> Path:
@@ -36,7 +37,13 @@ def write_incident(folder: Path, incident_id: str, **targets: Any) -> Path:
     return path
 
 
-def run_contain(mode: Mode, settings: Settings, incident_file: Path, out: Path) -> RunResult:
+def run_contain(
+    mode: Mode,
+    settings: Settings,
+    incident_file: Path,
+    out: Path,
+    playbook: Path = CONTAIN_PLAYBOOK,
+) -> RunResult:
     """The contain playbook through the product's path; only customers and approvals are
     stand-ins (the contain phase reads no customer), database and cloud come from settings."""
     incident_id = str(yaml.safe_load(incident_file.read_text())["id"])
@@ -45,7 +52,7 @@ def run_contain(mode: Mode, settings: Settings, incident_file: Path, out: Path) 
             mode=mode,
             incident_file=incident_file,
             out_dir=out,
-            playbook_file=CONTAIN_PLAYBOOK,
+            playbook_file=playbook,
             confirm_incident_id=incident_id if mode is Mode.LIVE else None,
         ),
         settings=settings,

@@ -25,7 +25,13 @@ from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.wiring import Adapters, RunRequest, cloud, mode_profile
 from tests.fakes import ScriptedApprovals
-from tests.integration.contain import by_target, restore_cli, run_contain, write_incident
+from tests.integration.contain import (
+    DENY_PLAYBOOK,
+    by_target,
+    restore_cli,
+    run_contain,
+    write_incident,
+)
 from tests.integration.moto_server import REGION, MotoServer, Request, start_moto
 
 if TYPE_CHECKING:
@@ -323,3 +329,50 @@ def test_the_demo_drill_with_both_connectors_leaves_no_containment_step_unconfig
         assert verdict == "UNVERIFIED" and NO_SIMULATION in reason
     assert account.state() == before
     assert [r for r in moto.recorder.since(start) if changes_state(r)] == []
+
+
+def test_deny_all_policy_drill_live_with_one_unknown_principal_and_restore(
+    moto: MotoServer, account: Account, tmp_path: Path
+) -> None:
+    """The deny-all inline policy; one principal that does not exist is refused while the
+    others are still denied (partial failure), and restore takes off only what was put on."""
+    trust = '{"Version": "2012-10-17", "Statement": []}'
+    account.iam.create_role(RoleName="etl-job", AssumeRolePolicyDocument=trust)
+    settings = settings_for(tmp_path, moto)
+    incident = write_incident(tmp_path / "incident", "inc-aws-deny")
+
+    def policies() -> tuple[list[str], list[str]]:
+        users = account.iam.list_user_policies(UserName="etl")["PolicyNames"]
+        roles = account.iam.list_role_policies(RoleName="etl-job")["PolicyNames"]
+        return users, roles
+
+    start = len(moto.recorder.since(0))
+    drill = run_contain(Mode.DRILL, settings, incident, tmp_path / "drill", DENY_PLAYBOOK)
+    entries = by_target(drill, "deny-principals")
+    assert entries["user/etl"].verdict == "UNVERIFIED"
+    assert entries["user/etl"].reason.startswith(
+        "IAM user etl exists; permission for iam:PutUserPolicy"
+    )
+    assert NO_SIMULATION in entries["role/etl-job"].reason
+    assert (entries["user/nobody"].verdict, entries["user/nobody"].reason) == (
+        "FAILED",
+        "IAM user nobody not found in the account",
+    )
+    assert policies() == ([], [])
+    assert [r for r in moto.recorder.since(start) if changes_state(r)] == []
+
+    live = run_contain(Mode.LIVE, settings, incident, tmp_path / "live", DENY_PLAYBOOK)
+    statuses = {t: e.status for t, e in by_target(live, "deny-principals").items()}
+    assert statuses == {
+        "user/etl": Status.COMPLETED,
+        "role/etl-job": Status.COMPLETED,
+        "user/nobody": Status.REFUSED,
+    }
+    assert policies() == (["breachbook-deny-all"], ["breachbook-deny-all"])
+    document = account.iam.get_user_policy(UserName="etl", PolicyName="breachbook-deny-all")
+    assert document["PolicyDocument"]["Statement"] == [
+        {"Effect": "Deny", "Action": "*", "Resource": "*"}
+    ]
+
+    assert "2 change(s) considered" in restore_cli(settings, "inc-aws-deny")
+    assert policies() == ([], [])

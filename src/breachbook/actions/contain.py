@@ -56,6 +56,13 @@ class HostsArgs(ActionArgs):
     hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]]
 
 
+class PrincipalsArgs(ActionArgs):
+    principals: list[Annotated[str, Field(pattern=r"^(user|role)/[A-Za-z0-9+=,.@_-]{1,64}$")]] = (
+        Field(max_length=MAX_TARGETS)
+    )
+    """IAM users and roles as `user/NAME` or `role/NAME`."""
+
+
 class AddressesArgs(ActionArgs):
     addresses: list[str]
 
@@ -257,3 +264,25 @@ class BlockAddresses(CloudCall[AddressesArgs]):
 
     def revert(self, port: Cloud, target: str, prior: Mapping[str, Any]) -> Changed:
         return port.unblock_address(target, prior)
+
+
+@register
+class DenyPrincipals(CloudCall[PrincipalsArgs]):
+    name = "cloud.deny_principals"
+    summary = "Attach an explicit deny-all inline policy to IAM users or roles."
+    changes = "IAM PutUserPolicy / PutRolePolicy breachbook-deny-all (Deny * on *)"
+    args_model = PrincipalsArgs
+    reversible = True
+    would_text = "attach the deny-all inline policy to {target}"
+
+    def targets(self, args: PrincipalsArgs, ctx: RunContext) -> list[str]:
+        return list(args.principals)
+
+    def check(self, port: Cloud, args: PrincipalsArgs, target: str) -> Check:
+        return port.check_deny_principal(target)
+
+    def change(self, port: Cloud, args: PrincipalsArgs, target: str) -> Changed:
+        return port.deny_principal(target)
+
+    def revert(self, port: Cloud, target: str, prior: Mapping[str, Any]) -> Changed:
+        return port.allow_principal(target, prior)

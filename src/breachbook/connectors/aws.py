@@ -1,4 +1,5 @@
-"""Containment on AWS (boto3): deactivate access keys, quarantine hosts, deny addresses.
+"""Containment on AWS (boto3): deactivate access keys, attach a deny-all inline policy to a
+user or role, quarantine hosts, deny addresses.
 
 Checks use the APIs' own dry run where AWS honours it (EC2 `DryRun=True`: DryRunOperation
 means allowed, UnauthorizedOperation means not) and IAM policy simulation elsewhere; where the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +41,10 @@ DRY_RUN_HONOURED = frozenset({"ModifyInstanceAttribute", "CreateSecurityGroup"})
 DRY_RUN = "EC2 DryRun"
 SIMULATION = "IAM policy simulation"
 QUARANTINE_DESCRIPTION = "breachbook quarantine: no ingress, no egress"
+DENY_POLICY = "breachbook-deny-all"
+DENY_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}
+)
 FIRST_ALLOW_FALLBACK = 32766
 MAX_RULE = 32766
 
@@ -195,6 +201,90 @@ class AwsCloud:
         except ClientError as exc:
             raise _refused("iam:UpdateAccessKey", exc) from exc
         return Changed({"user": user, "status": status}, {"user": user, "status": before})
+
+    # -- deny-all inline policy ----------------------------------------------------------
+
+    def _principal(self, principal: str) -> tuple[str, str, str | None]:
+        """Kind, name and ARN of `user/NAME` or `role/NAME`; the ARN is None if absent."""
+        kind, _, name = principal.partition("/")
+        if kind not in ("user", "role") or not name:
+            raise ContainmentRefused(f"principal {principal} is neither user/NAME nor role/NAME")
+        try:
+            if kind == "user":
+                return kind, name, self.iam.get_user(UserName=name)["User"]["Arn"]
+            return kind, name, self.iam.get_role(RoleName=name)["Role"]["Arn"]
+        except ClientError as exc:
+            if _code(exc) == "NoSuchEntity":
+                return kind, name, None
+            raise
+
+    def _inline(self, kind: str, name: str) -> str | None:
+        """The current document of breachbook's inline policy on the principal, if any."""
+        try:
+            if kind == "user":
+                document: Any = self.iam.get_user_policy(UserName=name, PolicyName=DENY_POLICY)[
+                    "PolicyDocument"
+                ]
+            else:
+                document = self.iam.get_role_policy(RoleName=name, PolicyName=DENY_POLICY)[
+                    "PolicyDocument"
+                ]
+        except ClientError as exc:
+            if _code(exc) == "NoSuchEntity":
+                return None
+            raise
+        return document if isinstance(document, str) else json.dumps(document)
+
+    def check_deny_principal(self, principal: str) -> Check:
+        try:
+            kind, name, arn = self._principal(principal)
+            if arn is None:
+                return Check.failed(f"IAM {kind} {name} not found in the account", "IAM read")
+            present = self._inline(kind, name) is not None
+        except (ClientError, ContainmentRefused) as exc:
+            reason = f"IAM read refused: {_code(exc)}" if isinstance(exc, ClientError) else str(exc)
+            return Check.failed(reason, "IAM read")
+        found = f"IAM {kind} {name} exists" + (f", already has {DENY_POLICY}" if present else "")
+        action = "iam:PutUserPolicy" if kind == "user" else "iam:PutRolePolicy"
+        return self._with_permission(found, action, arn)
+
+    def deny_principal(self, principal: str) -> Changed:
+        operation = "iam:PutRolePolicy" if principal.startswith("role/") else "iam:PutUserPolicy"
+        try:
+            kind, name, arn = self._principal(principal)
+            if arn is None:
+                raise ContainmentRefused(f"IAM {kind} {name} not found in the account")
+            before = self._inline(kind, name)
+            self._put_inline(kind, name, DENY_ALL)
+        except ClientError as exc:
+            raise _refused(operation, exc) from exc
+        return Changed({"principal": principal, "policy": DENY_POLICY}, {"document": before})
+
+    def allow_principal(self, principal: str, prior: Mapping[str, Any]) -> Changed:
+        """Take breachbook's deny-all policy off again (or put back the document it replaced)."""
+        operation = "iam:DeleteRolePolicy" if principal.startswith("role/") else "iam:DeleteUserPolicy"
+        try:
+            kind, name, arn = self._principal(principal)
+            if arn is None:
+                raise ContainmentRefused(f"IAM {kind} {name} not found in the account")
+            document = prior.get("document")
+            if document is not None:
+                self._put_inline(kind, name, str(document))
+                return Changed({"principal": principal, "policy": "previous document"})
+            if self._inline(kind, name) is not None:
+                if kind == "user":
+                    self.iam.delete_user_policy(UserName=name, PolicyName=DENY_POLICY)
+                else:
+                    self.iam.delete_role_policy(RoleName=name, PolicyName=DENY_POLICY)
+        except ClientError as exc:
+            raise _refused(operation, exc) from exc
+        return Changed({"principal": principal, "policy": "removed"})
+
+    def _put_inline(self, kind: str, name: str, document: str) -> None:
+        if kind == "user":
+            self.iam.put_user_policy(UserName=name, PolicyName=DENY_POLICY, PolicyDocument=document)
+        else:
+            self.iam.put_role_policy(RoleName=name, PolicyName=DENY_POLICY, PolicyDocument=document)
 
     # -- hosts ----------------------------------------------------------------------------
 
