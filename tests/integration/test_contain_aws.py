@@ -6,6 +6,7 @@ simulation must say UNVERIFIED and why: that path is asserted here too."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,7 +371,8 @@ def test_deny_all_policy_drill_live_with_one_unknown_principal_and_restore(
     }
     assert policies() == (["breachbook-deny-all"], ["breachbook-deny-all"])
     document = account.iam.get_user_policy(UserName="etl", PolicyName="breachbook-deny-all")
-    assert document["PolicyDocument"]["Statement"] == [
+    raw: Any = document["PolicyDocument"]  # typed str; boto3 hands back the parsed JSON
+    assert (json.loads(raw) if isinstance(raw, str) else raw)["Statement"] == [
         {"Effect": "Deny", "Action": "*", "Resource": "*"}
     ]
 
