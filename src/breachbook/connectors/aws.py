@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -87,7 +88,14 @@ class AwsCloud:
 
     def __init__(self, config: AwsConfig, read_only: bool = False) -> None:
         self._config = config
-        session = _session(config.profile, config.region)
+        with _SESSIONS_LOCK:  # a boto3 session is not safe for threads making clients at once
+            session = _session(config.profile, config.region)
+            self._make_clients(session, config)
+        if read_only:
+            for client in (self.iam, self.ec2, self.sts, self.simulator):
+                client.meta.events.register("before-send", refuse_writes)
+
+    def _make_clients(self, session: boto3.Session, config: AwsConfig) -> None:
         client_config = Config(
             retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30
         )
@@ -106,9 +114,6 @@ class AwsCloud:
             endpoint_url=config.endpoint_url,
             config=client_config.merge(Config(retries={"max_attempts": 1, "mode": "standard"})),
         )
-        if read_only:
-            for client in (self.iam, self.ec2, self.sts, self.simulator):
-                client.meta.events.register("before-send", refuse_writes)
 
     # -- IAM policy simulation ----------------------------------------------------------
 
@@ -262,7 +267,9 @@ class AwsCloud:
 
     def allow_principal(self, principal: str, prior: Mapping[str, Any]) -> Changed:
         """Take breachbook's deny-all policy off again (or put back the document it replaced)."""
-        operation = "iam:DeleteRolePolicy" if principal.startswith("role/") else "iam:DeleteUserPolicy"
+        operation = (
+            "iam:DeleteRolePolicy" if principal.startswith("role/") else "iam:DeleteUserPolicy"
+        )
         try:
             kind, name, arn = self._principal(principal)
             if arn is None:
@@ -485,6 +492,9 @@ class AwsCloud:
             )
             removed += 1
         return removed
+
+
+_SESSIONS_LOCK = threading.Lock()
 
 
 @functools.cache
