@@ -82,7 +82,7 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
         assert entry["status"] == "planned"
         assert entry["verdict"] in {"VERIFIED", "FAILED", "UNVERIFIED"}
         assert entry["reason"]
-    assert len(by_step) == 15
+    assert len(by_step) == 16
     assert by_step["lock-db-role"][0]["target"] == "analytics_etl"
     assert by_step["lock-db-role"][0]["verdict"] == "UNVERIFIED"
     assert "no database admin connector configured" in by_step["lock-db-role"][0]["reason"]
@@ -218,7 +218,7 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     result = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
     assert result.exit_code == 0, result.output
     # the incident's facts, then a preflight and a plan entry for each of the 40 actions
-    assert "incident demo-2026-antiques-leak, 81 entries" in result.output
+    assert "incident demo-2026-antiques-leak, 89 entries" in result.output
 
 
 AUDIT_STATE = ("anchors", "keys")
@@ -300,7 +300,7 @@ def test_the_flow_run_shows_its_progress_to_the_end(drill_run: dict[str, Any]) -
     mine = [a for a in found if a.flow_run_id == drill_run["flow_run_id"]]
     assert len(mine) == 1 and mine[0].type == "progress"
     assert float(str(mine[0].data)) == 100.0
-    assert mine[0].description == "15 of 15 steps done; last: communicate/war-room-update"
+    assert mine[0].description == "16 of 16 steps done; last: communicate/war-room-update"
 
 
 def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) -> None:
