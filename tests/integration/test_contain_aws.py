@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from breachbook.connectors.aws import AwsCloud, AwsConfig
 from breachbook.demo import DemoWorld
 from breachbook.engine import Status
-from breachbook.errors import DrillWriteBlocked
+from breachbook.errors import BreachbookError, DrillWriteBlocked
 from breachbook.modes import Mode
 from breachbook.ports import Changed, Check
 from breachbook.run import execute
@@ -378,3 +378,12 @@ def test_deny_all_policy_drill_live_with_one_unknown_principal_and_restore(
 
     assert "2 change(s) considered" in restore_cli(settings, "inc-aws-deny")
     assert policies() == ([], [])
+
+
+def test_a_profile_that_does_not_exist_is_one_line_naming_the_setting(
+    account: Account, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path / "home", aws_region=REGION, aws_profile="nope")
+    with pytest.raises(BreachbookError) as caught:
+        cloud(settings, read_only=True)
+    assert str(caught.value) == "BREACHBOOK_AWS_PROFILE: no profile 'nope' in the AWS config files"

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 from botocore.parsers import ResponseParserError
 
 from breachbook.errors import ContainmentRefused, DrillWriteBlocked
@@ -89,8 +89,15 @@ class AwsCloud:
     def __init__(self, config: AwsConfig, read_only: bool = False) -> None:
         self._config = config
         with _SESSIONS_LOCK:  # a boto3 session is not safe for threads making clients at once
-            session = _session(config.profile, config.region)
-            self._make_clients(session, config)
+            try:
+                session = _session(config.profile, config.region)
+                self._make_clients(session, config)
+            except ProfileNotFound:
+                raise ContainmentRefused(
+                    f"BREACHBOOK_AWS_PROFILE: no profile {config.profile!r} in the AWS config files"
+                ) from None
+            except BotoCoreError as exc:
+                raise ContainmentRefused(f"the AWS connector cannot start: {exc}") from None
         if read_only:
             for client in (self.iam, self.ec2, self.sts, self.simulator):
                 client.meta.events.register("before-send", refuse_writes)
