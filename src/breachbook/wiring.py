@@ -130,6 +130,7 @@ def mode_profile(mode: Mode) -> ModeProfile:
             needs_confirmation=False,
             ledger_in_output_folder=True,
             guard=read_only,
+            transport_read_only=True,
         )
     if mode is Mode.LIVE:
         return ModeProfile(
