@@ -54,6 +54,18 @@ class RecordingCloud:
         self.changes.append(("unblock_address", network))
         return Changed({"rule": "removed"})
 
+    def check_deny_principal(self, principal: str) -> Check:
+        self.checks.append(("deny_principal", principal))
+        return self.check_answer
+
+    def deny_principal(self, principal: str) -> Changed:
+        self.changes.append(("deny_principal", principal))
+        return Changed({"policy": "breachbook-deny-all"}, {"policy": None})
+
+    def allow_principal(self, principal: str, prior: Mapping[str, Any]) -> Changed:
+        self.changes.append(("allow_principal", principal))
+        return Changed({"policy": "removed"})
+
 
 @dataclass
 class RecordingDatabaseAdmin:
@@ -65,7 +77,7 @@ class RecordingDatabaseAdmin:
         self.checks.append(("lock_role", role))
         return self.check_answer
 
-    def lock_role(self, role: str) -> Changed:
+    def lock_role(self, role: str, connection_limit: int | None = None) -> Changed:
         self.changes.append(("lock_role", role))
         return Changed({"role": role, "login": "disabled"}, {"login": True})
 
@@ -80,6 +92,18 @@ class RecordingDatabaseAdmin:
     def end_sessions(self, role: str) -> Changed:
         self.changes.append(("end_sessions", role))
         return Changed({"terminated": "2"})
+
+    def check_revoke_privileges(self, role: str, target: str) -> Check:
+        self.checks.append(("revoke_privileges", target))
+        return self.check_answer
+
+    def revoke_privileges(self, role: str, target: str) -> Changed:
+        self.changes.append(("revoke_privileges", target))
+        return Changed({"revoked": 1}, {"role": role, "table": [["SELECT", False]]})
+
+    def restore_privileges(self, role: str, target: str, prior: Mapping[str, Any]) -> Changed:
+        self.changes.append(("restore_privileges", target))
+        return Changed({"granted": 1})
 
 
 @dataclass

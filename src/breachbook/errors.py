@@ -52,3 +52,8 @@ class OutputFolderError(BreachbookError):
 class UnknownSetting(BreachbookError):
     """A BREACHBOOK_* environment variable names no setting; ignored, a misspelt one would
     leave the run on a default without a word."""
+
+
+class ContainmentRefused(BreachbookError):
+    """The database or cloud refused a containment change (a missing privilege, an unknown
+    role, key or host); definite, so it is recorded as failed, not retried."""

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from breachbook.errors import BreachbookError, UnknownSetting
@@ -48,6 +48,24 @@ class Settings(BaseSettings):
     anchors_dir: Path | None = None
     """Where signed anchors are published, one JSON-lines file per incident; default: the
     home's `anchors/`. Never inside a run folder."""
+    database_admin_url: SecretStr | None = None
+    """PostgreSQL URL of the production database as the responder's role, for containment
+    (lock a role, end its sessions, revoke its privileges); none: those steps are UNVERIFIED."""
+    aws_region: str | None = None
+    """AWS region for containment (keys, hosts, network ACLs); none: no cloud connector. The
+    credentials come the standard AWS way (environment, shared files, instance role)."""
+    aws_profile: str | None = None
+    """A named profile of the shared AWS config and credentials files."""
+    aws_endpoint_url: str | None = None
+    """Another endpoint for every AWS service (moto, LocalStack); default: AWS's own, or
+    the standard AWS_ENDPOINT_URL variable."""
+    aws_quarantine_group: str = "breachbook-quarantine"
+    """Name of the security group (no ingress, no egress) hosts are moved into; created in the
+    host's VPC when missing."""
+    aws_acl_rule_base: int = Field(default=1, ge=1, le=32766)
+    """Lowest network ACL rule number the deny entries use (they must come before the allows)."""
+    aws_vpc_id: str | None = None
+    """Block addresses in this VPC's network ACLs; default: every network ACL of the region."""
 
     @model_validator(mode="before")
     @classmethod

@@ -11,7 +11,7 @@ import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import SecretStr
 
@@ -46,6 +46,10 @@ from breachbook.rules import RuleBook, check_rule_templates
 from breachbook.settings import Settings, project_root
 from breachbook.templates import Renderer
 from breachbook.workspace import Workspace
+
+if TYPE_CHECKING:
+    from breachbook.connectors.aws import AwsCloud
+    from breachbook.connectors.postgres_admin import PostgresAdmin
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,9 @@ class ModeProfile:
     needs_confirmation: bool
     ledger_in_output_folder: bool
     guard: Guard
+    transport_read_only: bool = True
+    """Adapters refuse writes at the transport too (a read-only database session, a botocore
+    hook), so a bug behind a read method cannot change anything either."""
 
 
 def mode_profile(mode: Mode) -> ModeProfile:
@@ -140,6 +147,7 @@ def mode_profile(mode: Mode) -> ModeProfile:
             needs_confirmation=False,
             ledger_in_output_folder=True,
             guard=read_only,
+            transport_read_only=True,
         )
     if mode is Mode.LIVE:
         return ModeProfile(
@@ -149,6 +157,7 @@ def mode_profile(mode: Mode) -> ModeProfile:
             needs_confirmation=True,
             ledger_in_output_folder=False,
             guard=_unchanged,
+            transport_read_only=False,
         )
     raise BreachbookError("TABLETOP mode needs the simulated world, which is not built yet")
 
@@ -204,8 +213,8 @@ def build_connectors(
         or (OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None),
         "evidence": given.evidence
         or (FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None),
-        "database": given.database,
-        "cloud": given.cloud,
+        "database": given.database or database_admin(settings, profile.transport_read_only),
+        "cloud": given.cloud or cloud(settings, profile.transport_read_only),
         "chat": given.chat,
         "publisher": given.publisher,
     }
@@ -214,6 +223,45 @@ def build_connectors(
         for name, port in port_types().items()
     }
     return Connectors(clock=clock, executor=profile.executor, **cast(dict[str, Any], guarded))
+
+
+CONTAIN_EXTRA = "pip install 'breachbook[contain]'"
+
+
+def database_admin(settings: Settings, read_only: bool) -> PostgresAdmin | None:
+    """Containment on PostgreSQL when BREACHBOOK_DATABASE_ADMIN_URL is set; `read_only`
+    makes the session read-only and refuses every statement but the adapter's reads."""
+    if settings.database_admin_url is None:
+        return None
+    try:
+        from breachbook.connectors.postgres_admin import PostgresAdmin
+    except ImportError as exc:
+        raise BreachbookError(
+            f"BREACHBOOK_DATABASE_ADMIN_URL needs psycopg 3 ({exc.name} is missing): {CONTAIN_EXTRA}"
+        ) from None
+    return PostgresAdmin(settings.database_admin_url.get_secret_value(), read_only=read_only)
+
+
+def cloud(settings: Settings, read_only: bool) -> AwsCloud | None:
+    """Containment on AWS when BREACHBOOK_AWS_REGION is set; `read_only` hooks every
+    client so that only reads and honoured dry runs are sent."""
+    if settings.aws_region is None:
+        return None
+    try:
+        from breachbook.connectors.aws import AwsCloud, AwsConfig
+    except ImportError as exc:
+        raise BreachbookError(
+            f"BREACHBOOK_AWS_REGION needs boto3 ({exc.name} is missing): {CONTAIN_EXTRA}"
+        ) from None
+    config = AwsConfig(
+        region=settings.aws_region,
+        profile=settings.aws_profile,
+        endpoint_url=settings.aws_endpoint_url,
+        quarantine_group=settings.aws_quarantine_group,
+        rule_base=settings.aws_acl_rule_base,
+        vpc_id=settings.aws_vpc_id,
+    )
+    return AwsCloud(config, read_only=read_only)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
         assert entry["status"] == "planned"
         assert entry["verdict"] in {"VERIFIED", "FAILED", "UNVERIFIED"}
         assert entry["reason"]
-    assert len(by_step) == 15
+    assert len(by_step) == 16
     assert by_step["lock-db-role"][0]["target"] == "analytics_etl"
     assert by_step["lock-db-role"][0]["verdict"] == "UNVERIFIED"
     assert "no database admin connector configured" in by_step["lock-db-role"][0]["reason"]
@@ -251,7 +251,7 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     assert result.exit_code == 0, result.output
     # the incident's facts, then a preflight and a plan entry for each action, and a
     # preflight and an outcome for each place no rule covers
-    entries = 93 + 2 * len(no_rule_targets(out))
+    entries = 101 + 2 * len(no_rule_targets(out))
     assert f"incident demo-2026-antiques-leak, {entries} entries" in result.output
 
 
@@ -334,7 +334,7 @@ def test_the_flow_run_shows_its_progress_to_the_end(drill_run: dict[str, Any]) -
     mine = [a for a in found if a.flow_run_id == drill_run["flow_run_id"]]
     assert len(mine) == 1 and mine[0].type == "progress"
     assert float(str(mine[0].data)) == 100.0
-    assert mine[0].description == "15 of 15 steps done; last: communicate/war-room-update"
+    assert mine[0].description == "16 of 16 steps done; last: communicate/war-room-update"
 
 
 def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) -> None:
