@@ -191,7 +191,34 @@ class EvidenceStore(Protocol):
     def check_writable(self) -> Check: ...
 
     def put(self, item_id: str, chunks: Iterator[bytes]) -> str:
-        """Store one evidence item; returns its SHA-256."""
+        """Store one file of an evidence bundle (a sealed item or the manifest) under the
+        relative name `item_id`, whole or not at all; returns the SHA-256 of the bytes stored."""
+        ...
+
+
+@dataclass(frozen=True)
+class EvidenceRead:
+    """One item of a consistent database read: its id, where it came from, and its bytes
+    (JSON lines), which must be consumed before the next item is asked for."""
+
+    item_id: str
+    source: str
+    chunks: Iterator[bytes]
+
+
+class EvidenceSource(Protocol):
+    """The production database as evidence: tables and query results read once, inside one
+    consistent read-only snapshot."""
+
+    @reads
+    def describe(self) -> str: ...
+
+    @reads
+    def read_consistently(
+        self, tables: list[tuple[str, list[str]]], queries: list[tuple[str, str]]
+    ) -> Iterator[EvidenceRead]:
+        """Each table's (name, columns) rows in primary-key order, then each (name, SQL)
+        query's rows, all from one snapshot (REPEATABLE READ, read-only)."""
         ...
 
 

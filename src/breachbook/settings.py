@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     anchors_dir: Path | None = None
     """Where signed anchors are published, one JSON-lines file per incident; default: the
     home's `anchors/`. Never inside a run folder."""
+    evidence_key: SecretStr | None = None
+    """The AES-256 key that encrypts evidence at rest: base64 of 32 random bytes. Else
+    BREACHBOOK_EVIDENCE_KEY_FILE; else the home's `keys/evidence-key`, created once."""
+    evidence_key_file: Path | None = None
+    """A file holding the evidence key (base64, mode 0600). Never inside a run folder or
+    the evidence it protects."""
+    evidence_drill_contents: Literal["omitted", "encrypted"] = "omitted"
+    """What a drill keeps of the evidence it reads: only the signed manifest of hashes
+    (omitted, the default: drills do not multiply copies of leaked data), or the contents
+    too, encrypted."""
 
     @model_validator(mode="before")
     @classmethod

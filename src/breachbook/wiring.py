@@ -18,10 +18,12 @@ from pydantic import SecretStr
 from breachbook.clock import Clock, SystemClock
 from breachbook.connectors.customers_sql import SqlCustomerDirectory
 from breachbook.connectors.evidence_fs import FilesystemEvidenceStore
+from breachbook.connectors.evidence_sql import DirectoryEvidenceSource, SqlEvidenceSource
 from breachbook.connectors.guard import read_only
 from breachbook.connectors.ledger_approvals import LedgerApprovals
 from breachbook.connectors.outbox import OutboxMail
 from breachbook.context import Connectors, RunContext
+from breachbook.custody import Contents, EvidencePolicy, run_signer
 from breachbook.engine import ApplyChanges, PlanOnly, StepExecutor, new_run_id
 from breachbook.errors import BreachbookError, CustomerDataError, LiveNotConfirmed
 from breachbook.facts import record_facts
@@ -37,6 +39,7 @@ from breachbook.ports import (
     Cloud,
     CustomerDirectory,
     DatabaseAdmin,
+    EvidenceSource,
     EvidenceStore,
     Mail,
     Publisher,
@@ -44,6 +47,7 @@ from breachbook.ports import (
 from breachbook.rules import RuleBook, check_rule_templates
 from breachbook.settings import Settings, project_root
 from breachbook.templates import Renderer
+from breachbook.vault import vault_key
 from breachbook.workspace import Workspace
 
 
@@ -111,6 +115,9 @@ class ModeProfile:
     needs_confirmation: bool
     ledger_in_output_folder: bool
     guard: Guard
+    evidence_contents_optional: bool = False
+    """Whether evidence contents may be left out (BREACHBOOK_EVIDENCE_DRILL_CONTENTS), or
+    are always kept, encrypted."""
 
 
 def mode_profile(mode: Mode) -> ModeProfile:
@@ -123,6 +130,7 @@ def mode_profile(mode: Mode) -> ModeProfile:
             needs_confirmation=False,
             ledger_in_output_folder=True,
             guard=read_only,
+            evidence_contents_optional=True,
         )
     if mode is Mode.LIVE:
         return ModeProfile(
@@ -149,6 +157,7 @@ class Adapters:
     chat: Chat | None = None
     evidence: EvidenceStore | None = None
     publisher: Publisher | None = None
+    evidence_source: EvidenceSource | None = None
 
 
 NOT_PORTS = frozenset({"clock", "executor"})
@@ -180,8 +189,9 @@ def build_connectors(
 ) -> Connectors:
     """The adapters for a run, every port passed through the profile's guard."""
     given = given or Adapters()
+    customers = given.customers or open_customers(settings)
     built: dict[str, object | None] = {
-        "customers": given.customers or open_customers(settings),
+        "customers": customers,
         "approvals": given.approvals or LedgerApprovals(journal, clock),
         "mail": given.mail
         or (OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None),
@@ -191,6 +201,7 @@ def build_connectors(
         "cloud": given.cloud,
         "chat": given.chat,
         "publisher": given.publisher,
+        "evidence_source": given.evidence_source or evidence_source(settings, customers),
     }
     guarded = {
         name: None if built.get(name) is None else profile.guard(built[name], port)
@@ -241,6 +252,7 @@ def open_run(
         given = dataclasses.replace(given, customers=open_customers(settings))
     run_id = request.run_id or new_run_id()
     out = request.out_dir or settings.home / "runs" / incident.id / run_id
+    evidence = evidence_policy(profile, settings, out)
     workspace = Workspace.claim(
         out, profile.banner, run_id, f"breachbook {profile.label} run {run_id}"
     )
@@ -272,7 +284,31 @@ def open_run(
         rules=inputs.rules,
         renderer=Renderer(inputs.templates),
         actor=settings.actor,
+        evidence=evidence,
     )
+
+
+def evidence_source(
+    settings: Settings, customers: CustomerDirectory | None
+) -> EvidenceSource | None:
+    """The database evidence is read from: the customer database's URL (one consistent
+    snapshot), else the given customer directory (each table once)."""
+    if settings.customers_url is not None:
+        return SqlEvidenceSource(settings.customers_url.get_secret_value())
+    return DirectoryEvidenceSource(customers) if customers is not None else None
+
+
+def evidence_policy(profile: ModeProfile, settings: Settings, run_folder: Path) -> EvidencePolicy:
+    """The signing key and, unless a drill leaves contents out, the evidence key, kept away
+    from the run folder and the evidence folder. A key problem stops the run before it starts."""
+    contents = (
+        Contents(settings.evidence_drill_contents)
+        if profile.evidence_contents_optional
+        else Contents.ENCRYPTED
+    )
+    away = [run_folder] + ([settings.evidence_dir] if settings.evidence_dir else [])
+    key = vault_key(settings, away_from=away) if contents is Contents.ENCRYPTED else None
+    return EvidencePolicy(profile.label, run_signer(settings), key)
 
 
 def incident_journal(
