@@ -90,7 +90,7 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
         "203.0.113.0/24",
         "198.51.100.23/32",
     }
-    assert [e["verdict"] for e in by_step["snapshot-evidence"]] == ["VERIFIED"] * 5
+    assert [e["verdict"] for e in by_step["snapshot-evidence"]] == ["VERIFIED"] * 6
     assert drill_run["result"] == {
         "run_id": plan["run_id"],
         "out_dir": str(drill_run["out"].resolve()),
@@ -178,15 +178,19 @@ def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(
     drill_run: dict[str, Any],
 ) -> None:
     out, world = drill_run["out"], drill_run["world"]
-    manifest = json.loads((out / "evidence" / "manifest.json").read_text())
-    items = {item["item_id"]: item for item in manifest["items"]}
+    lines = (out / "evidence" / "manifest.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records[0]["event"] == "opened" and records[0]["contents"] == "omitted"
+    items = {r["item"]: r for r in records if r["event"] == "collected"}
     assert set(items) == {
         "table:customers",
         "table:orders",
         "table:favourites",
         "table:payment_cards",
         "incident-record",
+        "ledger",
     }
+    assert not (out / "evidence" / "items").exists()  # a drill keeps hashes, not the data
     directory = SqlCustomerDirectory(sqlite_url(world.customers_db, read_only=True), read_only=True)
     columns = ["card_number", "customer_id", "expiry"]
     sha, size = snapshot_digest(
@@ -199,10 +203,9 @@ def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(
         items["table:payment_cards"]["sha256"] == sha
         and items["table:payment_cards"]["size_bytes"] == size
     )
-    previous = "0" * 64
-    for item in manifest["items"]:
-        assert item["prev_record_sha256"] == previous
-        previous = item["record_sha256"]
+    result = CliRunner().invoke(app, ["evidence", "verify", str(out / "evidence")])
+    assert result.exit_code == 0, result.output
+    assert "result: intact" in result.output
 
 
 def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
@@ -217,8 +220,8 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     assert not (out / "RUN-INCOMPLETE.txt").exists()
     result = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
     assert result.exit_code == 0, result.output
-    # the incident's facts, then a preflight and a plan entry for each of the 40 actions
-    assert "incident demo-2026-antiques-leak, 81 entries" in result.output
+    # the incident's facts, then a preflight and a plan entry for each of the 41 actions
+    assert "incident demo-2026-antiques-leak, 83 entries" in result.output
 
 
 AUDIT_STATE = ("anchors", "keys")
@@ -254,8 +257,8 @@ def test_the_drill_keeps_the_incident_it_rehearsed(drill_run: dict[str, Any]) ->
     out = drill_run["out"]
     incident = yaml.safe_load((out / "incident.yaml").read_text())
     assert incident["id"] == "demo-2026-antiques-leak"
-    manifest = json.loads((out / "evidence" / "manifest.json").read_text())
-    record = next(i for i in manifest["items"] if i["item_id"] == "incident-record")
+    lines = (out / "evidence" / "manifest.jsonl").read_text().splitlines()
+    record = next(r for r in map(json.loads, lines) if r.get("item") == "incident-record")
     assert record["sha256"] == _sha(out / "incident.yaml")
 
 
