@@ -229,4 +229,6 @@ class VanishingSource:
 
     def _cut(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield next(chunks)
-        raise EvidenceReadError(f"{self.describe()}: reading {self.vanishing} failed: the source vanished mid-read")
+        raise EvidenceReadError(
+            f"{self.describe()}: reading {self.vanishing} failed: the source vanished mid-read"
+        )

@@ -711,7 +711,9 @@ def evidence_export(
     except BreachbookError as exc:
         raise _fail(str(exc)) from None
     console.print(
-        escape(f"exported {len(written)} item(s) to {to}; custody-report.md and {MANIFEST} beside them"),
+        escape(
+            f"exported {len(written)} item(s) to {to}; custody-report.md and {MANIFEST} beside them"
+        ),
         highlight=False,
     )
 

@@ -31,7 +31,9 @@ class FileItem:
     """Why the file is not collected (over a size limit), or None."""
 
 
-def find_files(root: Path, pattern: str, max_file_bytes: int, max_total_bytes: int) -> list[FileItem]:
+def find_files(
+    root: Path, pattern: str, max_file_bytes: int, max_total_bytes: int
+) -> list[FileItem]:
     """The regular files under `root` matching `pattern`, in name order, each under the
     per-file limit and all together under the total (the rest are listed, refused)."""
     if not root.is_dir():
@@ -43,7 +45,9 @@ def find_files(root: Path, pattern: str, max_file_bytes: int, max_total_bytes: i
             continue
         size = path.stat().st_size
         if size > max_file_bytes:
-            found.append(FileItem(path, size, f"{size} bytes, over max_file_bytes {max_file_bytes}"))
+            found.append(
+                FileItem(path, size, f"{size} bytes, over max_file_bytes {max_file_bytes}")
+            )
         elif total + size > max_total_bytes:
             found.append(FileItem(path, size, f"over max_total_bytes {max_total_bytes} for {root}"))
         else:
@@ -65,7 +69,9 @@ def read_file(path: Path) -> Iterator[bytes]:
             try:
                 chunk = os.read(fd, READ)
             except OSError as exc:
-                raise SourceError(f"{path}: read failed after {seen} bytes ({exc.strerror})") from None
+                raise SourceError(
+                    f"{path}: read failed after {seen} bytes ({exc.strerror})"
+                ) from None
             if not chunk:
                 break
             seen += len(chunk)
@@ -81,7 +87,5 @@ def read_file(path: Path) -> Iterator[bytes]:
 def ledger_entries(ledger: Ledger, incident_id: str) -> Iterator[bytes]:
     """The incident's audit entries as JSON lines, in chain order."""
     for row in ledger.entries(incident_id):
-        data = {
-            column.name: getattr(row, column.name) for column in row.__table__.columns
-        }
+        data = {column.name: getattr(row, column.name) for column in row.__table__.columns}
         yield json.dumps(data, sort_keys=True, default=str).encode() + b"\n"

@@ -281,7 +281,9 @@ def verify_bundle(bundle: Bundle, trusted: VerifyKey) -> Verdict:
     else:
         verdict.notes.append("contents left out (a drill): hashes and custody checked, no items")
         if bundle.vault.stored():
-            verdict.problems.append("items/ holds items although the bundle says contents are left out")
+            verdict.problems.append(
+                "items/ holds items although the bundle says contents are left out"
+            )
     return verdict
 
 

@@ -116,7 +116,9 @@ def vault_key(
     home's default key (created when `create`, else None if absent). A key file inside a run
     folder, or inside any of `away_from` (the evidence it protects), is refused."""
     if settings.evidence_key is not None:
-        return VaultKey.from_text(settings.evidence_key.get_secret_value(), "BREACHBOOK_EVIDENCE_KEY")
+        return VaultKey.from_text(
+            settings.evidence_key.get_secret_value(), "BREACHBOOK_EVIDENCE_KEY"
+        )
     path = settings.evidence_key_file or settings.home / DEFAULT_KEY
     refuse_inside_run_folder(path, "the evidence key (BREACHBOOK_EVIDENCE_KEY_FILE)")
     resolved = path.expanduser().resolve()
@@ -299,7 +301,9 @@ class Vault:
     def open(self, sha256: str) -> Iterator[bytes]:
         """The plaintext of an item, checked chunk by chunk (and its hash at the end)."""
         if self.key is None:
-            raise VaultError("no evidence key: set BREACHBOOK_EVIDENCE_KEY or BREACHBOOK_EVIDENCE_KEY_FILE")
+            raise VaultError(
+                "no evidence key: set BREACHBOOK_EVIDENCE_KEY or BREACHBOOK_EVIDENCE_KEY_FILE"
+            )
         name = f"{ITEMS}/{sha256}"
         digest = hashlib.sha256()
         with self.path(sha256).open("rb") as handle:
@@ -307,7 +311,9 @@ class Vault:
                 digest.update(chunk)
                 yield chunk
         if digest.hexdigest() != sha256:
-            raise ItemUnreadable(f"{name}: decrypts, but to other content (sha256 {digest.hexdigest()[:12]}...)")
+            raise ItemUnreadable(
+                f"{name}: decrypts, but to other content (sha256 {digest.hexdigest()[:12]}...)"
+            )
 
     def stored(self) -> set[str]:
         """The names of the sealed items present."""

@@ -97,13 +97,19 @@ def drill(
     playbook = base / "playbook.yaml"
     playbook.write_text(PLAYBOOK.format(logs=logs))
     settings = demo_settings(
-        Settings(home=home, evidence_drill_contents=contents, **extra),  # type: ignore[arg-type]
+        Settings(home=home, evidence_drill_contents=contents, **extra),
         world.customers_db,
         base / "demo",
     )
     out = base / "out" if mode is Mode.DRILL else None
     result = run_with(mode, settings, Fakes(base), out, world.incident_file, playbook)
-    return Drill(out or settings.home / "runs" / result.incident_id / result.run_id, home, logs, world, settings)
+    return Drill(
+        out or settings.home / "runs" / result.incident_id / result.run_id,
+        home,
+        logs,
+        world,
+        settings,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +164,11 @@ def test_a_drill_seals_every_source_read_once_and_verifies(sealed: Drill) -> Non
     app_log = (logs / "app.log").read_bytes()
     assert collected[f"file:{logs / 'app.log'}"]["sha256"] == hashlib.sha256(app_log).hexdigest()
     # sealed, never in plaintext: not one log line, card number or name in the bundle
-    card = sqlite3.connect(sealed.world.customers_db).execute(
-        "SELECT card_number FROM payment_cards LIMIT 1"
-    ).fetchone()[0]
+    card = (
+        sqlite3.connect(sealed.world.customers_db)
+        .execute("SELECT card_number FROM payment_cards LIMIT 1")
+        .fetchone()[0]
+    )
     for blob in (sealed.bundle / "items").iterdir():
         data = blob.read_bytes()
         assert b"GET /customers" not in data and card.encode() not in data
@@ -171,7 +179,9 @@ def test_a_drill_seals_every_source_read_once_and_verifies(sealed: Drill) -> Non
     assert records(sealed.bundle)[-1]["event"] == "verified"
 
 
-def test_export_gives_legal_the_plaintext_and_a_custody_report(sealed: Drill, tmp_path: Path) -> None:
+def test_export_gives_legal_the_plaintext_and_a_custody_report(
+    sealed: Drill, tmp_path: Path
+) -> None:
     to = tmp_path / "legal"
     result = runner.invoke(
         app,
@@ -228,7 +238,7 @@ def test_one_flipped_byte_in_an_item_is_found(sealed: Drill, copy: Path) -> None
 
 
 def test_an_item_cut_after_a_chunk_is_found(sealed: Drill, copy: Path) -> None:
-    blob = (copy / "items" / item_of(copy, f"file:{sealed.logs.resolve() / 'app.log'}")["sha256"])
+    blob = copy / "items" / item_of(copy, f"file:{sealed.logs.resolve() / 'app.log'}")["sha256"]
     # app.log is 1.9 MB: one chunk; seal a bigger item? cut inside the only chunk instead
     data = blob.read_bytes()
     blob.write_bytes(data[: len(data) - 100])
@@ -241,12 +251,17 @@ def test_one_flipped_byte_in_the_manifest_is_found(sealed: Drill, copy: Path) ->
     manifest = copy / "manifest.jsonl"
     text = manifest.read_text()
     record = item_of(copy, "table:payment_cards")
-    edited = text.replace(f'"size_bytes":{record["size_bytes"]}', f'"size_bytes":{record["size_bytes"] + 1}')
+    edited = text.replace(
+        f'"size_bytes":{record["size_bytes"]}', f'"size_bytes":{record["size_bytes"] + 1}'
+    )
     assert edited != text
     manifest.write_text(edited)
     result = verify(copy, sealed.home)
     assert result.exit_code == 1
-    assert f"record {record['seq']} (collected table:payment_cards): signature does not verify" in result.output
+    assert (
+        f"record {record['seq']} (collected table:payment_cards): signature does not verify"
+        in result.output
+    )
     assert f"record {record['seq'] + 1}: does not chain to record {record['seq']}" in result.output
 
 

@@ -125,7 +125,9 @@ class _Collection:
             _close(chunks)
             return
         try:
-            record, stored = self.bundle.collect(item_id, source, self.ctx.actor, self.now(), chunks)
+            record, stored = self.bundle.collect(
+                item_id, source, self.ctx.actor, self.now(), chunks
+            )
         finally:
             _close(chunks)
         item = Item(item_id=item_id, source=source)
@@ -199,7 +201,9 @@ class SnapshotEvidence(Action[SnapshotArgs]):
         source = ctx.connectors.evidence_source
         if source is None:
             for item_id in wanted:
-                run.refuse(item_id, "no database", "no evidence database: set BREACHBOOK_CUSTOMERS_URL")
+                run.refuse(
+                    item_id, "no database", "no evidence database: set BREACHBOOK_CUSTOMERS_URL"
+                )
             return
         seen: list[str] = []
         try:
@@ -222,7 +226,11 @@ class SnapshotEvidence(Action[SnapshotArgs]):
             if item.refused:
                 run.refuse(item_id, str(item.path), f"not collected: {item.refused}")
             else:
-                run.take(item_id, f"file {item.path} ({item.size} bytes when listed)", read_file(item.path))
+                run.take(
+                    item_id,
+                    f"file {item.path} ({item.size} bytes when listed)",
+                    read_file(item.path),
+                )
 
     def preflight(self, args: SnapshotArgs, target: str, ctx: RunContext) -> Check:
         item = _item(ctx, target)

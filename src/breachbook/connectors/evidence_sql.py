@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Connection, MetaData, Table, create_engine, select, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from breachbook.errors import CustomerDataError
 from breachbook.ports import CustomerDirectory, EvidenceRead
@@ -37,16 +37,20 @@ def _read_only_url(url: str) -> tuple[URL, dict[str, Any], str]:
         if database in ("", ":memory:"):
             raise EvidenceReadError("an in-memory SQLite database holds no evidence")
         query = {k: v for k, v in parsed.query.items() if k not in ("mode", "uri")}
-        ro = parsed.set(database=f"file:{quote(str(path))}", query={**query, "mode": "ro", "uri": "true"})
+        ro = parsed.set(
+            database=f"file:{quote(str(path))}", query={**query, "mode": "ro", "uri": "true"}
+        )
         return ro, {}, str(path)
     if backend == "postgresql":
         options = {"options": "-c default_transaction_read_only=on"}
         return parsed, options, parsed.render_as_string(hide_password=True)
-    raise EvidenceReadError(f"{parsed.render_as_string(hide_password=True)}: evidence is read from SQLite or PostgreSQL only")
+    raise EvidenceReadError(
+        f"{parsed.render_as_string(hide_password=True)}: evidence is read from SQLite or PostgreSQL only"
+    )
 
 
 def _lines(rows: Any) -> Iterator[bytes]:
-    for part in rows.partitions():
+    for part in rows.partitions(BATCH):
         yield b"".join(
             json.dumps(list(row), ensure_ascii=False, default=str).encode() + b"\n" for row in part
         )
@@ -73,7 +77,7 @@ class SqlEvidenceSource:
     def _table_rows(self, conn: Connection, table: str, columns: list[str]) -> Iterator[bytes]:
         try:
             known = Table(table, MetaData(), autoload_with=conn)
-        except SQLAlchemyError:
+        except NoSuchTableError:
             raise EvidenceReadError(f"{self._where}: no table {table!r} to read") from None
         unknown = [c for c in columns if c not in known.c]
         if unknown:
