@@ -18,6 +18,7 @@ from breachbook.ports import (
     Approvals,
     Chat,
     Cloud,
+    CloudEvidence,
     CustomerDirectory,
     DatabaseAdmin,
     EvidenceSource,
@@ -52,6 +53,7 @@ class Connectors:
     evidence: EvidenceStore | None = None
     publisher: Publisher | None = None
     evidence_source: EvidenceSource | None = None
+    cloud_evidence: CloudEvidence | None = None
 
 
 @dataclass

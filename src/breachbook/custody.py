@@ -43,6 +43,8 @@ class Event(StrEnum):
     TRANSFERRED = "transferred"
     EXPORTED = "exported"
     VERIFIED = "verified"
+    SNAPSHOTTED = "snapshotted"
+    """A volume snapshot taken as evidence, recorded by id (its bytes stay in the cloud)."""
 
 
 class Contents(StrEnum):
@@ -388,6 +390,11 @@ def custody_report(records: list[dict[str, Any]], trusted_key_id: str) -> str:
             )
     lines += ["", "## Transfers and accesses", ""]
     for record in records:
+        if record.get("event") == Event.SNAPSHOTTED:
+            lines.append(
+                f"- record {record['seq']}: {record['item']} snapshotted as "
+                f"{record.get('snapshot_id')} by {record.get('by')} at {record.get('at')}"
+            )
         if record.get("event") in (Event.TRANSFERRED, Event.EXPORTED, Event.VERIFIED):
             lines.append(
                 f"- record {record['seq']}: {record['event']} by {record.get('by')} at "

@@ -222,6 +222,31 @@ class EvidenceSource(Protocol):
         ...
 
 
+class CloudEvidence(Protocol):
+    """The cloud account as evidence: objects under a prefix (CloudTrail logs), and volume
+    snapshots recorded by id."""
+
+    @reads
+    def describe(self) -> str: ...
+
+    @reads
+    def read_objects(
+        self, bucket: str, prefix: str, max_total_bytes: int
+    ) -> Iterator[EvidenceRead]:
+        """Each object under the prefix, in key order, streamed; an object that would take
+        the total over `max_total_bytes` is yielded with chunks that fail, saying so."""
+        ...
+
+    @reads
+    def check_snapshot(self, volume_id: str) -> Check:
+        """Could a snapshot of the volume be taken (a DryRun request)?"""
+        ...
+
+    def create_snapshot(self, volume_id: str, description: str) -> str:
+        """Snapshot the volume; returns the snapshot's id."""
+        ...
+
+
 class Publisher(Protocol):
     """Where an approved public statement is published (status page, newsroom)."""
 

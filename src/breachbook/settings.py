@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     evidence_key_file: Path | None = None
     """A file holding the evidence key (base64, mode 0600). Never inside a run folder or
     the evidence it protects."""
+    aws_region: str | None = None
+    """The AWS region evidence is read from (S3 objects, EBS snapshots); with
+    BREACHBOOK_AWS_ENDPOINT_URL, either one enables the AWS evidence adapter. Credentials come
+    from boto3's usual chain (environment, profile, instance role), never from breachbook."""
+    aws_endpoint_url: str | None = None
+    """An AWS-compatible endpoint instead of AWS (a test's emulator, a VPC endpoint)."""
     evidence_drill_contents: Literal["omitted", "encrypted"] = "omitted"
     """What a drill keeps of the evidence it reads: only the signed manifest of hashes
     (omitted, the default: drills do not multiply copies of leaked data), or the contents

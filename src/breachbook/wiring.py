@@ -37,6 +37,7 @@ from breachbook.ports import (
     Chat,
     Check,
     Cloud,
+    CloudEvidence,
     CustomerDirectory,
     DatabaseAdmin,
     EvidenceSource,
@@ -115,6 +116,8 @@ class ModeProfile:
     needs_confirmation: bool
     ledger_in_output_folder: bool
     guard: Guard
+    writes_blocked_at_transport: bool = False
+    """Whether cloud clients refuse every call that is not a read or a DryRun, below the port."""
     evidence_contents_optional: bool = False
     """Whether evidence contents may be left out (BREACHBOOK_EVIDENCE_DRILL_CONTENTS), or
     are always kept, encrypted."""
@@ -130,6 +133,7 @@ def mode_profile(mode: Mode) -> ModeProfile:
             needs_confirmation=False,
             ledger_in_output_folder=True,
             guard=read_only,
+            writes_blocked_at_transport=True,
             evidence_contents_optional=True,
         )
     if mode is Mode.LIVE:
@@ -158,6 +162,7 @@ class Adapters:
     evidence: EvidenceStore | None = None
     publisher: Publisher | None = None
     evidence_source: EvidenceSource | None = None
+    cloud_evidence: CloudEvidence | None = None
 
 
 NOT_PORTS = frozenset({"clock", "executor"})
@@ -202,6 +207,7 @@ def build_connectors(
         "chat": given.chat,
         "publisher": given.publisher,
         "evidence_source": given.evidence_source or evidence_source(settings, customers),
+        "cloud_evidence": given.cloud_evidence or aws_evidence(settings, profile),
     }
     guarded = {
         name: None if built.get(name) is None else profile.guard(built[name], port)
@@ -296,6 +302,17 @@ def evidence_source(
     if settings.customers_url is not None:
         return SqlEvidenceSource(settings.customers_url.get_secret_value())
     return DirectoryEvidenceSource(customers) if customers is not None else None
+
+
+def aws_evidence(settings: Settings, profile: ModeProfile) -> CloudEvidence | None:
+    """S3 objects and EBS snapshots as evidence, when an AWS region or endpoint is set."""
+    if settings.aws_region is None and settings.aws_endpoint_url is None:
+        return None
+    from breachbook.connectors.evidence_aws import AwsEvidence
+
+    return AwsEvidence(
+        settings.aws_region, settings.aws_endpoint_url, profile.writes_blocked_at_transport
+    )
 
 
 def evidence_policy(profile: ModeProfile, settings: Settings, run_folder: Path) -> EvidencePolicy:

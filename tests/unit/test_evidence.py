@@ -464,3 +464,52 @@ def test_statuses_of_a_drill(sealed: Drill) -> None:
         f"file:{sealed.logs.resolve() / 'huge.log'}"
     ]
     assert Status.PLANNED.value == "planned"
+
+
+def _sealed_chunks(tmp_path: Path) -> tuple[Vault, str, list[bytes]]:
+    """A 9 MiB item: three sealed chunks (4 + 4 + 1 MiB); its file split into its frames."""
+    vault = Vault(tmp_path / "v", VaultKey.generate(tmp_path / "k"))
+    stored = vault.put(iter([bytes([n]) * (3 * 1024 * 1024) for n in range(3)]))
+    data = vault.path(stored.sha256).read_bytes()
+    frames, at = [data[:24]], 24
+    while at < len(data):
+        length = int.from_bytes(data[at + 12 : at + 16], "big")
+        frames.append(data[at : at + 16 + length])
+        at += 16 + length
+    assert len(frames) == 4
+    return vault, stored.sha256, frames
+
+
+def _rewrite(vault: Vault, sha: str, frames: list[bytes]) -> str:
+    path = vault.path(sha)
+    path.chmod(0o600)
+    path.write_bytes(b"".join(frames))
+    with pytest.raises(BreachbookError) as caught:
+        b"".join(vault.open(sha))
+    return str(caught.value)
+
+
+def test_reordered_chunks_are_found(tmp_path: Path) -> None:
+    vault, sha, frames = _sealed_chunks(tmp_path)
+    assert b"".join(vault.open(sha)) == b"".join(bytes([n]) * (3 * 1024 * 1024) for n in range(3))
+    swapped = [frames[0], frames[2], frames[1], frames[3]]
+    assert (
+        _rewrite(vault, sha, swapped)
+        == f"items/{sha}: chunk 0 fails authentication (altered, reordered, or encrypted under another key)"
+    )
+
+
+def test_an_item_cut_after_a_whole_chunk_is_found(tmp_path: Path) -> None:
+    vault, sha, frames = _sealed_chunks(tmp_path)
+    assert _rewrite(vault, sha, frames[:3]) == (
+        f"items/{sha}: cut short after chunk 1 (the chunks that followed are gone)"
+    )
+
+
+def test_a_chunk_from_another_item_is_found(tmp_path: Path) -> None:
+    vault, sha, frames = _sealed_chunks(tmp_path)
+    other = vault.put(iter([b"\7" * (5 * 1024 * 1024)]))
+    theirs = vault.path(other.sha256).read_bytes()
+    length = int.from_bytes(theirs[24 + 12 : 24 + 16], "big")
+    foreign = theirs[24 : 24 + 16 + length]  # their chunk 0, same key, same index
+    assert "chunk 0 fails authentication" in _rewrite(vault, sha, [frames[0], foreign, *frames[2:]])

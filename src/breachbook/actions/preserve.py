@@ -49,12 +49,23 @@ class QuerySource(ActionArgs):
     sql: str = Field(min_length=1)
 
 
+class S3Source(ActionArgs):
+    """Objects under a prefix of a bucket (CloudTrail, load-balancer or application logs)."""
+
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = ""
+    max_total_bytes: int = Field(default=64 * GIB, gt=0)
+
+
 class SnapshotArgs(ActionArgs):
     tables: list[ExposedTable]
     include_incident_record: bool = True
     include_ledger: bool = True
     files: list[FileSource] = []
     queries: list[QuerySource] = []
+    s3: list[S3Source] = []
+    volumes: list[str] = []
+    """EBS volumes to snapshot (LIVE; a drill checks with DryRun), recorded by snapshot id."""
     legal_hold: bool = True
 
 
@@ -174,6 +185,15 @@ class SnapshotEvidence(Action[SnapshotArgs]):
         self._database(args, ctx, run)
         for files in args.files:
             self._files(files, run)
+        for objects in args.s3:
+            self._objects(objects, ctx, run)
+        for volume in args.volumes:
+            run.order.append(f"ebs:{volume}")
+            ctx.journal.put(
+                EVIDENCE,
+                f"ebs:{volume}",
+                Item(item_id=f"ebs:{volume}", source=f"EBS volume {volume}"),
+            )
         if args.include_ledger:
             ledger = ctx.journal.ledger
             run.take(
@@ -215,6 +235,18 @@ class SnapshotEvidence(Action[SnapshotArgs]):
                 if item_id not in seen:
                     run.refuse(item_id, source.describe(), str(exc))
 
+    def _objects(self, objects: S3Source, ctx: RunContext, run: _Collection) -> None:
+        where = f"s3://{objects.bucket}/{objects.prefix}"
+        cloud = ctx.connectors.cloud_evidence
+        if cloud is None:
+            run.refuse(where, where, "no cloud evidence connector: set BREACHBOOK_AWS_REGION")
+            return
+        try:
+            for read in cloud.read_objects(objects.bucket, objects.prefix, objects.max_total_bytes):
+                run.take(read.item_id, read.source, read.chunks)
+        except BreachbookError as exc:
+            run.refuse(where, where, str(exc))
+
     def _files(self, files: FileSource, run: _Collection) -> None:
         try:
             found = find_files(files.root, files.glob, files.max_file_bytes, files.max_total_bytes)
@@ -234,6 +266,11 @@ class SnapshotEvidence(Action[SnapshotArgs]):
 
     def preflight(self, args: SnapshotArgs, target: str, ctx: RunContext) -> Check:
         item = _item(ctx, target)
+        if target.startswith("ebs:"):
+            cloud = ctx.connectors.cloud_evidence
+            if cloud is None:
+                return not_configured("cloud evidence", "set BREACHBOOK_AWS_REGION")
+            return cloud.check_snapshot(target.removeprefix("ebs:"))
         if item.failed is not None:
             return Check.failed(f"not collected: {item.failed}", "read once into the vault")
         store = ctx.connectors.evidence
@@ -249,10 +286,14 @@ class SnapshotEvidence(Action[SnapshotArgs]):
         )
 
     def would(self, args: SnapshotArgs, target: str, ctx: RunContext) -> str:
+        if target.startswith("ebs:"):
+            return f"snapshot {target.removeprefix('ebs:')} and record the snapshot id"
         item = _item(ctx, target)
         return f"transfer {target} ({item.size} bytes, sha256 {item.sha256[:12]}...) sealed"
 
     def apply(self, args: SnapshotArgs, target: str, ctx: RunContext) -> Changed:
+        if target.startswith("ebs:"):
+            return self._snapshot(target, ctx)
         store = require(ctx.connectors.evidence, "evidence store", EVIDENCE_SETTING)
         item = _item(ctx, target)
         if item.failed is not None:
@@ -278,6 +319,26 @@ class SnapshotEvidence(Action[SnapshotArgs]):
         )
         store.put(f"{prefix}/{BUNDLE_MANIFEST}", _file_chunks(bundle.manifest))
         return Changed({"sha256": item.sha256, "size_bytes": item.size})
+
+    def _snapshot(self, target: str, ctx: RunContext) -> Changed:
+        cloud = require(
+            ctx.connectors.cloud_evidence, "cloud evidence", "set BREACHBOOK_AWS_REGION"
+        )
+        policy = ctx.evidence
+        assert policy is not None
+        volume = target.removeprefix("ebs:")
+        snapshot = cloud.create_snapshot(
+            volume, f"breachbook evidence, incident {ctx.incident.id}, run {ctx.run_id}"
+        )
+        Bundle(ctx.workspace.path(BUNDLE), policy.signer, policy.key).append(
+            Event.SNAPSHOTTED,
+            item=target,
+            volume=volume,
+            snapshot_id=snapshot,
+            by=ctx.actor,
+            at=ctx.connectors.clock.now().isoformat(),
+        )
+        return Changed({"snapshot_id": snapshot})
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
