@@ -75,7 +75,7 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def account(moto_url: str) -> dict[str, Any]:
-    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="eu-west-1")
+    s3 = _client("s3", moto_url)
     s3.create_bucket(
         Bucket=BUCKET,
         CreateBucketConfiguration={"LocationConstraint": "eu-west-1"},
@@ -90,9 +90,13 @@ def account(moto_url: str) -> dict[str, Any]:
         s3.put_object(Bucket=BUCKET, Key=key, Body=body)
         logs[f"s3://{BUCKET}/{key}"] = body
     s3.put_object(Bucket=BUCKET, Key="elsewhere/not-this.txt", Body=b"other")
-    ec2 = boto3.client("ec2", endpoint_url=moto_url, region_name="eu-west-1")
+    ec2 = _client("ec2", moto_url)
     volume = ec2.create_volume(AvailabilityZone="eu-west-1a", Size=8)["VolumeId"]
     return {"logs": logs, "volume": volume, "ec2": ec2}
+
+
+def _client(service: str, url: str) -> Any:
+    return boto3.client(service, endpoint_url=url, region_name="eu-west-1")  # type: ignore[no-untyped-call]
 
 
 def _snapshots(account: dict[str, Any]) -> list[str]:
