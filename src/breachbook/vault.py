@@ -19,8 +19,10 @@ import binascii
 import contextlib
 import hashlib
 import os
+import queue
 import secrets
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +240,50 @@ def _why(
     )
 
 
+class _Writer:
+    """Writes sealed chunks to disk in a thread, flushing to the device every SYNC_EVERY
+    bytes, so hashing and encrypting the next chunks overlap with the disk. At most QUEUED
+    chunks wait: memory stays flat. The first write error is raised to the sealing side."""
+
+    QUEUED = 3
+    SYNC_EVERY = 32 * 1024 * 1024
+
+    def __init__(self, handle: BinaryIO, write: Callable[[BinaryIO, bytes], None]) -> None:
+        self._handle = handle
+        self._write = write
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=self.QUEUED)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="vault-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        pending = 0
+        while (data := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain, so the sealing side never blocks on a dead writer
+            try:
+                self._write(self._handle, data)
+                pending += len(data)
+                if pending >= self.SYNC_EVERY:
+                    self._handle.flush()
+                    os.fdatasync(self._handle.fileno())
+                    pending = 0
+            except BaseException as exc:  # handed to the sealing side
+                self._error = exc
+
+    def put(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def close(self) -> None:
+        """Wait for every queued write; raise the first write error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 # -- the store -------------------------------------------------------------------------------
 
 
@@ -286,7 +332,11 @@ class Vault:
         fd, tmp = tempfile.mkstemp(dir=items, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as handle:
-                seal(self.key, counted(), lambda data: self._write(handle, data))
+                writer = _Writer(handle, self._write)
+                try:
+                    seal(self.key, counted(), writer.put)
+                finally:
+                    writer.close()
                 handle.flush()
                 os.fsync(handle.fileno())
             sha = digest.hexdigest()
