@@ -231,9 +231,9 @@ def _check_chain(
                 signature = base64.b64decode(str(record.get("signature", "")), validate=True)
                 trusted.key.verify(signature, _signed_part(record))
             except (InvalidSignature, binascii.Error, ValueError):
+                what = " ".join(str(record[k]) for k in ("event", "item") if k in record)
                 verdict.problems.append(
-                    f"{where} ({record.get('event')} {record.get('item', '')}): signature does "
-                    "not verify: the record was edited"
+                    f"{where} ({what}): signature does not verify: the record was edited"
                 )
         previous = hashlib.sha256(raw).hexdigest()
 

@@ -90,14 +90,19 @@ def make_logs(folder: Path) -> Path:
 
 
 def drill(
-    base: Path, world: DemoWorld, contents: str, mode: Mode = Mode.DRILL, **extra: Any
+    base: Path, world: DemoWorld, contents: str | None, mode: Mode = Mode.DRILL, **extra: Any
 ) -> Drill:
+    """A run of the one-step playbook; `contents` None leaves the drill's default."""
     home = base / "home"
     logs = make_logs(base / "logs")
     playbook = base / "playbook.yaml"
     playbook.write_text(PLAYBOOK.format(logs=logs))
     settings = demo_settings(
-        Settings(home=home, evidence_drill_contents=contents, **extra),
+        Settings(
+            home=home,
+            **({} if contents is None else {"evidence_drill_contents": contents}),
+            **extra,
+        ),
         world.customers_db,
         base / "demo",
     )
@@ -338,7 +343,7 @@ def test_a_default_drill_keeps_hashes_only_and_writes_nothing_outside_its_folder
     tmp_path: Path, small_world: DemoWorld
 ) -> None:
     before = {p: p.stat().st_mtime_ns for p in small_world.folder.rglob("*")}
-    run = drill(tmp_path, small_world, "omitted")
+    run = drill(tmp_path, small_world, None)
     assert not (run.bundle / "items").exists()
     opening = records(run.bundle)[0]
     assert opening["contents"] == "omitted" and opening["evidence_key_id"] is None
