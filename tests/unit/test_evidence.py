@@ -97,12 +97,11 @@ def drill(
     logs = make_logs(base / "logs")
     playbook = base / "playbook.yaml"
     playbook.write_text(PLAYBOOK.format(logs=logs))
+    options: dict[str, Any] = {"home": home, **extra}
+    if contents is not None:
+        options["evidence_drill_contents"] = contents
     settings = demo_settings(
-        Settings(
-            home=home,
-            **({} if contents is None else {"evidence_drill_contents": contents}),
-            **extra,
-        ),
+        Settings(**options),
         world.customers_db,
         base / "demo",
     )
