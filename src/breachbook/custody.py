@@ -43,6 +43,9 @@ class Event(StrEnum):
     TRANSFERRED = "transferred"
     EXPORTED = "exported"
     VERIFIED = "verified"
+    CLOSED = "closed"
+    """The end of a collection: how many items were collected and failed, and a digest of
+    them, so records cut from the end are told from a complete bundle."""
     SNAPSHOTTED = "snapshotted"
     """A volume snapshot taken as evidence, recorded by id (its bytes stay in the cloud)."""
 
@@ -163,6 +166,13 @@ class Bundle:
         )
         return record, stored
 
+    def close(self, by: str, at: str) -> dict[str, Any]:
+        """Seal the collection so far with a closing record (counts and a digest of items)."""
+        collected, failed, digest = _tally(self.records())
+        return self.append(
+            Event.CLOSED, collected=collected, failed=failed, items_sha256=digest, by=by, at=at
+        )
+
     def delete_item(self, sha256: str) -> None:
         """Delete one sealed item, unless the bundle is under legal hold."""
         if self.opening().get("legal_hold"):
@@ -170,6 +180,18 @@ class Bundle:
                 f"{self.folder}: under legal hold: item {sha256[:12]}... is not deleted"
             )
         self.vault.path(sha256).unlink(missing_ok=True)
+
+
+def _tally(records: list[dict[str, Any]]) -> tuple[int, int, str]:
+    digest = hashlib.sha256()
+    collected = failed = 0
+    for record in records:
+        if record.get("event") == Event.COLLECTED:
+            collected += 1
+            digest.update(f"{record.get('item')}\t{record.get('sha256')}\n".encode())
+        elif record.get("event") == Event.FAILED:
+            failed += 1
+    return collected, failed, digest.hexdigest()
 
 
 # -- verify ----------------------------------------------------------------------------------
@@ -189,6 +211,7 @@ class Outcome(IntEnum):
 class Verdict:
     problems: list[str] = field(default_factory=list)
     failed_items: list[str] = field(default_factory=list)
+    unclosed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     items: int = 0
     records: int = 0
@@ -197,7 +220,7 @@ class Verdict:
     def outcome(self) -> Outcome:
         if self.problems:
             return Outcome.TAMPERED
-        return Outcome.INCOMPLETE if self.failed_items else Outcome.INTACT
+        return Outcome.INCOMPLETE if self.failed_items or self.unclosed else Outcome.INTACT
 
 
 def _check_chain(
@@ -262,6 +285,7 @@ def verify_bundle(bundle: Bundle, trusted: VerifyKey) -> Verdict:
                 f"{bundle.key.source}: evidence key {bundle.key.key_id} is not this bundle's "
                 f"(key {opening.get('evidence_key_id')}): wrong key"
             )
+    _check_closed(records, verdict)
     named: dict[str, str] = {}
     for record in records:
         if record.get("event") == Event.FAILED:
@@ -289,6 +313,35 @@ def verify_bundle(bundle: Bundle, trusted: VerifyKey) -> Verdict:
     return verdict
 
 
+def _check_closed(records: list[dict[str, Any]], verdict: Verdict) -> None:
+    closes = [n for n, r in enumerate(records) if r.get("event") == Event.CLOSED]
+    if not closes:
+        verdict.unclosed.append(
+            f"no closing record after record {len(records)}: records were cut from the end, "
+            "or the run stopped while collecting"
+        )
+        return
+    last = closes[-1]
+    close = records[last]
+    collected, failed, digest = _tally(records[:last])
+    if (close.get("collected"), close.get("failed"), close.get("items_sha256")) != (
+        collected,
+        failed,
+        digest,
+    ):
+        verdict.problems.append(
+            f"record {last + 1} (closed): says {close.get('collected')} collected and "
+            f"{close.get('failed')} failed, the records before it hold {collected} and {failed}"
+            f"{'' if close.get('items_sha256') == digest else ', other items'}"
+        )
+    later = [r for r in records[last + 1 :] if r.get("event") in (Event.COLLECTED, Event.FAILED)]
+    if later:
+        verdict.unclosed.append(
+            f"{len(later)} item record(s) after the last closing record (record {last + 1}): "
+            "a collection that did not finish"
+        )
+
+
 def _check_item(bundle: Bundle, item: str, sha: str, size: int, verdict: Verdict) -> None:
     if not bundle.vault.path(sha).is_file():
         verdict.problems.append(f"{item}: items/{sha} is missing")
@@ -311,6 +364,7 @@ def verify_lines(verdict: Verdict) -> tuple[list[str], list[str]]:
     out = [f"note: {note}" for note in verdict.notes]
     err = [f"TAMPERED: {problem}" for problem in verdict.problems]
     err += [f"failed to collect: {item}" for item in verdict.failed_items]
+    err += [f"incomplete: {reason}" for reason in verdict.unclosed]
     out.append(
         f"{verdict.records} custody records, {verdict.items} items collected, "
         f"{len(verdict.failed_items)} failed"

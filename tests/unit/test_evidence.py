@@ -284,6 +284,23 @@ def test_an_extra_item_is_found(sealed: Drill, copy: Path) -> None:
     assert f"items/{'0' * 64}: in the vault but in no record: an extra item" in result.output
 
 
+def test_records_cut_from_the_end_are_never_reported_intact(sealed: Drill, copy: Path) -> None:
+    manifest = copy / "manifest.jsonl"
+    lines = manifest.read_bytes().splitlines()
+    closing = next(n for n, r in enumerate(records(copy)) if r["event"] == "closed")
+    last_item = records(copy)[closing - 1]
+    assert last_item["event"] == "collected" and last_item["item"] == "ledger"
+    (copy / "items" / last_item["sha256"]).unlink()
+    manifest.write_bytes(b"\n".join(lines[: closing - 1]) + b"\n")  # the ledger item and after
+    result = verify(copy, sealed.home)
+    assert result.exit_code == 3, result.output
+    assert (
+        f"incomplete: no closing record after record {closing - 1}: records were cut from the "
+        "end, or the run stopped while collecting"
+    ) in result.output
+    assert "result: intact but incomplete" in result.output
+
+
 def test_reordered_records_are_found(sealed: Drill, copy: Path) -> None:
     manifest = copy / "manifest.jsonl"
     lines = manifest.read_bytes().splitlines()
@@ -346,7 +363,7 @@ def test_a_default_drill_keeps_hashes_only_and_writes_nothing_outside_its_folder
     assert not (run.bundle / "items").exists()
     opening = records(run.bundle)[0]
     assert opening["contents"] == "omitted" and opening["evidence_key_id"] is None
-    assert {r["event"] for r in records(run.bundle)} == {"opened", "collected", "failed"}
+    assert {r["event"] for r in records(run.bundle)} == {"opened", "collected", "failed", "closed"}
     # outside the run folder: only the signing key and the anchors (no evidence key, no copy)
     outside = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     outside = [p for p in outside if not p.startswith(("out/", "logs/"))]

@@ -18,7 +18,7 @@ from breachbook.actions.base import Action, ActionArgs, Prepared, register, requ
 from breachbook.collectors import find_files, ledger_entries, read_file
 from breachbook.context import RunContext
 from breachbook.custody import MANIFEST as BUNDLE_MANIFEST
-from breachbook.custody import Bundle, Event
+from breachbook.custody import Bundle, Event, record_hash
 from breachbook.errors import BreachbookError
 from breachbook.models import ExposedTable
 from breachbook.ports import Changed, Check, Verdict, not_configured
@@ -30,6 +30,7 @@ INCIDENT_ITEM = "incident-record"
 LEDGER_ITEM = "ledger"
 EVIDENCE = "evidence"
 TARGETS = "targets"
+CLOSED = "manifest-closed"
 GIB = 1024**3
 
 
@@ -82,6 +83,14 @@ class Item(BaseModel):
 
 class Targets(BaseModel):
     items: list[str]
+
+
+class Closed(BaseModel):
+    """The bundle's closing record, kept in the ledger too: the anchored audit trail then
+    proves where the manifest ended when the collection finished."""
+
+    seq: int
+    record_sha256: str
 
 
 def _item(ctx: RunContext, item_id: str) -> Item:
@@ -201,6 +210,12 @@ class SnapshotEvidence(Action[SnapshotArgs]):
                 f"audit ledger of incident {ctx.incident.id}",
                 ledger_entries(ledger, ctx.incident.id),
             )
+        closed = run.bundle.close(ctx.actor, run.now())
+        ctx.journal.put(
+            EVIDENCE,
+            CLOSED,
+            Closed(seq=closed["seq"], record_sha256=record_hash(closed)),
+        )
         ctx.journal.put(EVIDENCE, TARGETS, Targets(items=run.order))
         failed = sum(1 for r in run.bundle.records() if r.get("event") == Event.FAILED)
         return Prepared(
