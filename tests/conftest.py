@@ -19,7 +19,7 @@ from breachbook.engine import RunResult
 from breachbook.ledger import Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
-from breachbook.ports import Approvals, CustomerDirectory
+from breachbook.ports import Approvals, CustomerDirectory, EvidenceSource
 from breachbook.run import execute
 from breachbook.settings import Settings, project_root
 from breachbook.wiring import Adapters, RunRequest, demo_settings, live_ledger_url
@@ -85,10 +85,12 @@ class Fakes:
         default_factory=lambda: ScriptedApprovals(approve={"legal", "comms", "incident-lead"})
     )
     customers: CustomerDirectory | None = None
+    evidence_source: EvidenceSource | None = None
 
     def adapters(self) -> Adapters:
         return Adapters(
             customers=self.customers,
+            evidence_source=self.evidence_source,
             cloud=self.cloud,
             database=self.database,
             mail=self.mail,

@@ -6,8 +6,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from breachbook.connectors.evidence_sql import EvidenceReadError
 from breachbook.models import Customer, DataCategory, Incident, RejectedRecord
-from breachbook.ports import Changed, Check, Decision, DecisionStatus, OutgoingLetter
+from breachbook.ports import (
+    Changed,
+    Check,
+    Decision,
+    DecisionStatus,
+    EvidenceRead,
+    EvidenceSource,
+    OutgoingLetter,
+)
 
 
 @dataclass
@@ -221,3 +230,30 @@ def customer(
         locale=locale,
         categories=BASE | extra,
     )
+
+
+class VanishingSource:
+    """The real evidence source, except that one item's source vanishes after its first
+    chunk (a connection lost, a table dropped mid-read)."""
+
+    def __init__(self, inner: EvidenceSource, vanishing: str) -> None:
+        self.inner = inner
+        self.vanishing = vanishing
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def read_consistently(
+        self, tables: list[tuple[str, list[str]]], queries: list[tuple[str, str]]
+    ) -> Iterator[EvidenceRead]:
+        for read in self.inner.read_consistently(tables, queries):
+            if read.item_id == self.vanishing:
+                yield EvidenceRead(read.item_id, read.source, self._cut(read.chunks))
+            else:
+                yield read
+
+    def _cut(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        yield next(chunks)
+        raise EvidenceReadError(
+            f"{self.describe()}: reading {self.vanishing} failed: the source vanished mid-read"
+        )

@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 audit_app = typer.Typer(help="Check the audit ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+evidence_app = typer.Typer(help="Check and open evidence bundles.", no_args_is_help=True)
+app.add_typer(evidence_app, name="evidence")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -641,6 +643,156 @@ def audit_keygen(
             f"key id {key_id(public)}; private key {out} (mode 0600), public key "
             f"{public_key_path(out)}\nsign with BREACHBOOK_SIGNING_KEY={out.resolve()}; "
             "verify elsewhere with BREACHBOOK_VERIFY_KEY=<a copy of the public key>"
+        ),
+        highlight=False,
+    )
+
+
+KeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="Public key (PEM) the custody records must be signed with (default: "
+        "BREACHBOOK_VERIFY_KEY, else the signing key's own).",
+    ),
+]
+
+
+def _open_bundle(bundle: Path, key: Path | None) -> tuple[Any, Any]:
+    """The bundle (with the evidence key if there is one, and the signing key if it is the
+    trusted one, to record the access) and the trusted public key."""
+    from breachbook.anchors import Signer, default_key_path, verify_key
+    from breachbook.custody import Bundle
+    from breachbook.settings import Settings
+    from breachbook.vault import vault_key
+
+    settings = Settings()
+    if not (bundle / "manifest.jsonl").is_file():
+        raise _fail(f"{bundle}: no manifest.jsonl: not an evidence bundle")
+    try:
+        trusted = verify_key(settings, key, bundle)
+        if trusted is None:
+            raise _fail(
+                "no public key to check the custody records with: set BREACHBOOK_VERIFY_KEY "
+                "or pass --key"
+            )
+        secret = vault_key(settings, create=False, away_from=[bundle])
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    signer = None
+    path = settings.signing_key or default_key_path(settings)
+    if path.is_file():
+        try:
+            candidate = Signer.load(path)
+            signer = candidate if candidate.key_id == trusted.key_id else None
+        except BreachbookError:
+            signer = None
+    return Bundle(bundle, signer, secret), trusted
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    bundle: Annotated[Path, typer.Argument(help="An evidence bundle folder (a run's evidence/).")],
+    key: KeyOption = None,
+) -> None:
+    """Check every custody record's chain and signature, every item's hash (decrypting it),
+    and that no item is missing or extra; record the check in the bundle.
+
+    Exit 0: intact; 1: tampered (each problem named); 2: cannot check (no manifest, no key,
+    the wrong evidence key); 3: intact, but items failed to be collected (listed)."""
+    from breachbook.custody import Event, Outcome, verify_bundle, verify_lines
+    from breachbook.settings import Settings
+
+    opened, trusted = _open_bundle(bundle, key)
+    try:
+        verdict = verify_bundle(opened, trusted)
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    out, err = verify_lines(verdict)
+    for line in err:
+        errors.print(escape(line), highlight=False)
+    for line in out:
+        console.print(escape(line), highlight=False)
+    result = verdict.outcome
+    if opened.signer is not None:
+        opened.append(
+            Event.VERIFIED,
+            by=Settings().actor,
+            at=_now(),
+            detail=f"{result.name.lower()}: {len(verdict.problems)} problem(s)",
+        )
+    else:
+        console.print("note: access not recorded: the signing key is not the trusted key's")
+    labels = {
+        Outcome.INTACT: "intact",
+        Outcome.TAMPERED: "TAMPERED",
+        Outcome.INCOMPLETE: "intact but incomplete",
+        Outcome.CANNOT_CHECK: "cannot check",
+    }
+    console.print(
+        f"result: {labels[result]}, signed by key {trusted.key_id} (exit {int(result)})",
+        highlight=False,
+    )
+    if result is not Outcome.INTACT:
+        raise typer.Exit(int(result))
+
+
+@evidence_app.command("export")
+def evidence_export(
+    bundle: Annotated[Path, typer.Argument(help="An evidence bundle folder (a run's evidence/).")],
+    to: Annotated[Path, typer.Option("--to", help="A new folder for the decrypted copy.")],
+    key: KeyOption = None,
+) -> None:
+    """Give legal a decrypted copy: every item (checked while decrypted), the manifest and a
+    custody report in markdown. Verifies first and refuses a tampered bundle; the export is
+    recorded in the custody chain.
+
+    Exit 0: exported; 1: the bundle is tampered; 2: cannot export (see the message)."""
+    from breachbook.custody import (
+        MANIFEST,
+        Event,
+        Outcome,
+        custody_report,
+        export_bundle,
+        verify_bundle,
+    )
+    from breachbook.settings import Settings
+
+    opened, trusted = _open_bundle(bundle, key)
+    if opened.signer is None:
+        raise _fail(
+            "an export is recorded in the custody chain: it needs the signing key of the "
+            f"trusted key {trusted.key_id} (BREACHBOOK_SIGNING_KEY)"
+        )
+    try:
+        verdict = verify_bundle(opened, trusted)
+        if verdict.outcome is Outcome.TAMPERED:
+            for problem in verdict.problems:
+                errors.print(escape(f"TAMPERED: {problem}"), highlight=False)
+            errors.print("not exported: the bundle is tampered (exit 1)", highlight=False)
+            raise typer.Exit(1)
+        written = export_bundle(opened, to)
+        opened.append(
+            Event.EXPORTED,
+            by=Settings().actor,
+            at=_now(),
+            detail=f"{len(written)} decrypted item(s) to {to.resolve()}",
+        )
+        (to / MANIFEST).write_bytes(opened.manifest.read_bytes())
+        (to / "custody-report.md").write_text(
+            custody_report(opened.records(), trusted.key_id), encoding="utf-8"
+        )
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        escape(
+            f"exported {len(written)} item(s) to {to}; custody-report.md and {MANIFEST} beside them"
         ),
         highlight=False,
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from breachbook.clock import Clock
+from breachbook.custody import EvidencePolicy
 from breachbook.journal import RunJournal
 from breachbook.models import Incident
 from breachbook.playbook import Playbook
@@ -17,8 +18,10 @@ from breachbook.ports import (
     Approvals,
     Chat,
     Cloud,
+    CloudEvidence,
     CustomerDirectory,
     DatabaseAdmin,
+    EvidenceSource,
     EvidenceStore,
     Mail,
     Publisher,
@@ -49,6 +52,8 @@ class Connectors:
     chat: Chat | None = None
     evidence: EvidenceStore | None = None
     publisher: Publisher | None = None
+    evidence_source: EvidenceSource | None = None
+    cloud_evidence: CloudEvidence | None = None
 
 
 @dataclass
@@ -63,6 +68,8 @@ class RunContext:
     rules: RuleBook
     renderer: Renderer
     actor: str
+    evidence: EvidencePolicy | None = None
+    """How this run keeps evidence (signing key, evidence key or contents left out)."""
 
     def record(
         self, step_id: str, target: str, phase: str, outcome: str, details: dict[str, Any]

@@ -219,7 +219,59 @@ class EvidenceStore(Protocol):
     def check_writable(self) -> Check: ...
 
     def put(self, item_id: str, chunks: Iterator[bytes]) -> str:
-        """Store one evidence item; returns its SHA-256."""
+        """Store one file of an evidence bundle (a sealed item or the manifest) under the
+        relative name `item_id`, whole or not at all; returns the SHA-256 of the bytes stored."""
+        ...
+
+
+@dataclass(frozen=True)
+class EvidenceRead:
+    """One item of a consistent database read: its id, where it came from, and its bytes
+    (JSON lines), which must be consumed before the next item is asked for."""
+
+    item_id: str
+    source: str
+    chunks: Iterator[bytes]
+
+
+class EvidenceSource(Protocol):
+    """The production database as evidence: tables and query results read once, inside one
+    consistent read-only snapshot."""
+
+    @reads
+    def describe(self) -> str: ...
+
+    @reads
+    def read_consistently(
+        self, tables: list[tuple[str, list[str]]], queries: list[tuple[str, str]]
+    ) -> Iterator[EvidenceRead]:
+        """Each table's (name, columns) rows in primary-key order, then each (name, SQL)
+        query's rows, all from one snapshot (REPEATABLE READ, read-only)."""
+        ...
+
+
+class CloudEvidence(Protocol):
+    """The cloud account as evidence: objects under a prefix (CloudTrail logs), and volume
+    snapshots recorded by id."""
+
+    @reads
+    def describe(self) -> str: ...
+
+    @reads
+    def read_objects(
+        self, bucket: str, prefix: str, max_total_bytes: int
+    ) -> Iterator[EvidenceRead]:
+        """Each object under the prefix, in key order, streamed; an object that would take
+        the total over `max_total_bytes` is yielded with chunks that fail, saying so."""
+        ...
+
+    @reads
+    def check_snapshot(self, volume_id: str) -> Check:
+        """Could a snapshot of the volume be taken (a DryRun request)?"""
+        ...
+
+    def create_snapshot(self, volume_id: str, description: str) -> str:
+        """Snapshot the volume; returns the snapshot's id."""
         ...
 
 

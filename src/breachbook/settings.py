@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     """PostgreSQL URL of the production database as the responder's role, for containment
     (lock a role, end its sessions, revoke its privileges); none: those steps are UNVERIFIED."""
     aws_region: str | None = None
-    """AWS region for containment (keys, hosts, network ACLs); none: no cloud connector. The
-    credentials come the standard AWS way (environment, shared files, instance role)."""
+    """AWS region for containment (keys, hosts, network ACLs) and for evidence (S3 objects, EBS
+    snapshots); none: no cloud connector. The credentials come the standard AWS way
+    (environment, shared files, instance role), never from breachbook."""
     aws_profile: str | None = None
     """A named profile of the shared AWS config and credentials files."""
     aws_endpoint_url: str | None = None
@@ -66,6 +67,16 @@ class Settings(BaseSettings):
     """Lowest network ACL rule number the deny entries use (they must come before the allows)."""
     aws_vpc_id: str | None = None
     """Block addresses in this VPC's network ACLs; default: every network ACL of the region."""
+    evidence_key: SecretStr | None = None
+    """The AES-256 key that encrypts evidence at rest: base64 of 32 random bytes. Else
+    BREACHBOOK_EVIDENCE_KEY_FILE; else the home's `keys/evidence-key`, created once."""
+    evidence_key_file: Path | None = None
+    """A file holding the evidence key (base64, mode 0600). Never inside a run folder or
+    the evidence it protects."""
+    evidence_drill_contents: Literal["omitted", "encrypted"] = "omitted"
+    """What a drill keeps of the evidence it reads: only the signed manifest of hashes
+    (omitted, the default: drills do not multiply copies of leaked data), or the contents
+    too, encrypted."""
 
     @model_validator(mode="before")
     @classmethod

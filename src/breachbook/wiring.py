@@ -18,10 +18,12 @@ from pydantic import SecretStr
 from breachbook.clock import Clock, SystemClock
 from breachbook.connectors.customers_sql import SqlCustomerDirectory
 from breachbook.connectors.evidence_fs import FilesystemEvidenceStore
+from breachbook.connectors.evidence_sql import DirectoryEvidenceSource, SqlEvidenceSource
 from breachbook.connectors.guard import read_only
 from breachbook.connectors.ledger_approvals import LedgerApprovals
 from breachbook.connectors.outbox import OutboxMail
 from breachbook.context import Connectors, RunContext
+from breachbook.custody import Contents, EvidencePolicy, run_signer
 from breachbook.datasource import DEMO_DATASOURCE, DataSource, complete_categories, load_datasource
 from breachbook.engine import ApplyChanges, PlanOnly, StepExecutor, new_run_id
 from breachbook.errors import BreachbookError, CustomerDataError, LiveNotConfirmed
@@ -36,8 +38,10 @@ from breachbook.ports import (
     Chat,
     Check,
     Cloud,
+    CloudEvidence,
     CustomerDirectory,
     DatabaseAdmin,
+    EvidenceSource,
     EvidenceStore,
     Mail,
     Publisher,
@@ -45,6 +49,7 @@ from breachbook.ports import (
 from breachbook.rules import RuleBook, check_rule_templates
 from breachbook.settings import Settings, project_root
 from breachbook.templates import Renderer
+from breachbook.vault import vault_key
 from breachbook.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -135,6 +140,9 @@ class ModeProfile:
     transport_read_only: bool = True
     """Adapters refuse writes at the transport too (a read-only database session, a botocore
     hook), so a bug behind a read method cannot change anything either."""
+    evidence_contents_optional: bool = False
+    """Whether evidence contents may be left out (BREACHBOOK_EVIDENCE_DRILL_CONTENTS), or
+    are always kept, encrypted."""
 
 
 def mode_profile(mode: Mode) -> ModeProfile:
@@ -148,6 +156,7 @@ def mode_profile(mode: Mode) -> ModeProfile:
             ledger_in_output_folder=True,
             guard=read_only,
             transport_read_only=True,
+            evidence_contents_optional=True,
         )
     if mode is Mode.LIVE:
         return ModeProfile(
@@ -175,6 +184,8 @@ class Adapters:
     chat: Chat | None = None
     evidence: EvidenceStore | None = None
     publisher: Publisher | None = None
+    evidence_source: EvidenceSource | None = None
+    cloud_evidence: CloudEvidence | None = None
 
 
 NOT_PORTS = frozenset({"clock", "executor"})
@@ -206,8 +217,9 @@ def build_connectors(
 ) -> Connectors:
     """The adapters for a run, every port passed through the profile's guard."""
     given = given or Adapters()
+    customers = given.customers or open_customers(settings)
     built: dict[str, object | None] = {
-        "customers": given.customers or open_customers(settings),
+        "customers": customers,
         "approvals": given.approvals or LedgerApprovals(journal, clock),
         "mail": given.mail
         or (OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None),
@@ -217,6 +229,8 @@ def build_connectors(
         "cloud": given.cloud or cloud(settings, profile.transport_read_only),
         "chat": given.chat,
         "publisher": given.publisher,
+        "evidence_source": given.evidence_source or evidence_source(settings, customers),
+        "cloud_evidence": given.cloud_evidence or aws_evidence(settings, profile),
     }
     guarded = {
         name: None if built.get(name) is None else profile.guard(built[name], port)
@@ -306,6 +320,7 @@ def open_run(
         given = dataclasses.replace(given, customers=open_customers(settings))
     run_id = request.run_id or new_run_id()
     out = request.out_dir or settings.home / "runs" / incident.id / run_id
+    evidence = evidence_policy(profile, settings, out)
     workspace = Workspace.claim(
         out, profile.banner, run_id, f"breachbook {profile.label} run {run_id}"
     )
@@ -337,7 +352,40 @@ def open_run(
         rules=inputs.rules,
         renderer=Renderer(inputs.templates),
         actor=settings.actor,
+        evidence=evidence,
     )
+
+
+def evidence_source(
+    settings: Settings, customers: CustomerDirectory | None
+) -> EvidenceSource | None:
+    """The database evidence is read from: the customer database's URL (one consistent
+    snapshot), else the given customer directory (each table once)."""
+    if settings.customers_url is not None:
+        return SqlEvidenceSource(settings.customers_url.get_secret_value())
+    return DirectoryEvidenceSource(customers) if customers is not None else None
+
+
+def aws_evidence(settings: Settings, profile: ModeProfile) -> CloudEvidence | None:
+    """S3 objects and EBS snapshots as evidence, when an AWS region or endpoint is set."""
+    if settings.aws_region is None and settings.aws_endpoint_url is None:
+        return None
+    from breachbook.connectors.evidence_aws import AwsEvidence
+
+    return AwsEvidence(settings.aws_region, settings.aws_endpoint_url, profile.transport_read_only)
+
+
+def evidence_policy(profile: ModeProfile, settings: Settings, run_folder: Path) -> EvidencePolicy:
+    """The signing key and, unless a drill leaves contents out, the evidence key, kept away
+    from the run folder and the evidence folder. A key problem stops the run before it starts."""
+    contents = (
+        Contents(settings.evidence_drill_contents)
+        if profile.evidence_contents_optional
+        else Contents.ENCRYPTED
+    )
+    away = [run_folder] + ([settings.evidence_dir] if settings.evidence_dir else [])
+    key = vault_key(settings, away_from=away) if contents is Contents.ENCRYPTED else None
+    return EvidencePolicy(profile.label, run_signer(settings), key)
 
 
 def incident_journal(

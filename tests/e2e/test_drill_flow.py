@@ -102,7 +102,7 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
         "203.0.113.0/24",
         "198.51.100.23/32",
     }
-    assert [e["verdict"] for e in by_step["snapshot-evidence"]] == ["VERIFIED"] * 7
+    assert [e["verdict"] for e in by_step["snapshot-evidence"]] == ["VERIFIED"] * 8
     assert drill_run["result"] == {
         "run_id": plan["run_id"],
         "out_dir": str(drill_run["out"].resolve()),
@@ -208,8 +208,10 @@ def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(
     drill_run: dict[str, Any],
 ) -> None:
     out, world = drill_run["out"], drill_run["world"]
-    manifest = json.loads((out / "evidence" / "manifest.json").read_text())
-    items = {item["item_id"]: item for item in manifest["items"]}
+    lines = (out / "evidence" / "manifest.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records[0]["event"] == "opened" and records[0]["contents"] == "omitted"
+    items = {r["item"]: r for r in records if r["event"] == "collected"}
     assert set(items) == {
         "table:customers",
         "table:orders",
@@ -218,7 +220,9 @@ def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(
         "table:web_accounts",
         "table:consignor_accounts",
         "incident-record",
+        "ledger",
     }
+    assert not (out / "evidence" / "items").exists()  # a drill keeps hashes, not the data
     directory = SqlCustomerDirectory(sqlite_url(world.customers_db, read_only=True), read_only=True)
     columns = ["card_number", "customer_id", "expiry"]
     sha, size = snapshot_digest(
@@ -231,10 +235,9 @@ def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(
         items["table:payment_cards"]["sha256"] == sha
         and items["table:payment_cards"]["size_bytes"] == size
     )
-    previous = "0" * 64
-    for item in manifest["items"]:
-        assert item["prev_record_sha256"] == previous
-        previous = item["record_sha256"]
+    result = CliRunner().invoke(app, ["evidence", "verify", str(out / "evidence")])
+    assert result.exit_code == 0, result.output
+    assert "result: intact" in result.output
 
 
 def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
@@ -251,7 +254,7 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     assert result.exit_code == 0, result.output
     # the incident's facts, then a preflight and a plan entry for each action, and a
     # preflight and an outcome for each place no rule covers
-    entries = 101 + 2 * len(no_rule_targets(out))
+    entries = 103 + 2 * len(no_rule_targets(out))
     assert f"incident demo-2026-antiques-leak, {entries} entries" in result.output
 
 
@@ -288,8 +291,8 @@ def test_the_drill_keeps_the_incident_it_rehearsed(drill_run: dict[str, Any]) ->
     out = drill_run["out"]
     incident = yaml.safe_load((out / "incident.yaml").read_text())
     assert incident["id"] == "demo-2026-antiques-leak"
-    manifest = json.loads((out / "evidence" / "manifest.json").read_text())
-    record = next(i for i in manifest["items"] if i["item_id"] == "incident-record")
+    lines = (out / "evidence" / "manifest.jsonl").read_text().splitlines()
+    record = next(r for r in map(json.loads, lines) if r.get("item") == "incident-record")
     assert record["sha256"] == _sha(out / "incident.yaml")
 
 

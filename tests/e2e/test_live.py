@@ -5,10 +5,10 @@ belongs, and no customer's personal data in anything Prefect stores."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from breachbook.cli import app
-from breachbook.connectors.customers_sql import SqlCustomerDirectory, sqlite_url
+from breachbook.connectors.evidence_sql import SqlEvidenceSource
 from breachbook.demo import DemoWorld
 from breachbook.engine import RunResult, Status
 from breachbook.ledger import ItemStatus
@@ -25,6 +25,7 @@ from breachbook.modes import Mode
 from breachbook.settings import Settings
 from breachbook.wiring import demo_settings
 from tests.conftest import Fakes, customers_named_in, live_ledger, run_with
+from tests.fakes import VanishingSource
 
 INCIDENT = "demo-2026-antiques-leak"
 
@@ -133,28 +134,28 @@ def test_the_live_ledger_stays_out_of_the_output_folder(
     assert (settings.home / "ledger.sqlite").is_file()
 
 
-class ChangingSnapshot(SqlCustomerDirectory):
-    """The customer table changes between the read that is hashed and the one stored."""
-
-    reads = 0
-
-    def table_snapshot(self, table: str, columns: list[str]) -> Iterator[bytes]:
-        ChangingSnapshot.reads += 1
-        yield from super().table_snapshot(table, columns)
-        if table == "customers" and ChangingSnapshot.reads > 4:
-            yield b"a row written meanwhile\n"
-
-
-def test_evidence_that_changed_after_hashing_is_not_stored_and_blocks_quarantine(
+def test_a_table_that_vanishes_mid_read_is_failed_the_rest_transferred_and_quarantine_held(
     settings: Settings, world: DemoWorld, tmp_path: Path
 ) -> None:
-    fakes = Fakes(tmp_path, customers=ChangingSnapshot(sqlite_url(world.customers_db, True), True))
+    assert settings.customers_url is not None
+    real = SqlEvidenceSource(settings.customers_url.get_secret_value())
+    fakes = Fakes(tmp_path, evidence_source=VanishingSource(real, "table:customers"))
     result = live(settings, fakes, world)
-    failed = [e for e in result.entries() if e.status is Status.FAILED]
+    failed = [e for e in result.entries() if e.status is Status.REFUSED]
     assert [(e.step_id, e.target) for e in failed] == [("snapshot-evidence", "table:customers")]
-    assert "changed between hashing and storing" in failed[0].details["error"]
+    assert "not collected" in failed[0].reason and "vanished mid-read" in failed[0].reason
     assert step_status(result, "quarantine-hosts") == {Status.BLOCKED}
     assert ("quarantine_host", "i-0a1b2c3d4e5f60718") not in fakes.cloud.changes
+    bundle = settings.home / "runs" / INCIDENT / result.run_id / "evidence"
+    events = [json.loads(line) for line in (bundle / "manifest.jsonl").read_text().splitlines()]
+    assert [r["item"] for r in events if r["event"] == "failed"] == ["table:customers"]
+    transferred = {r["item"] for r in events if r["event"] == "transferred"}
+    assert transferred == {r["item"] for r in events if r["event"] == "collected"}
+    assert "table:payment_cards" in transferred
+    # nothing of the half-read table was kept, here or in the store
+    assert len(list((bundle / "items").iterdir())) == len(transferred)
+    stored = [p for p in (tmp_path / "vault").rglob("*") if p.parent.name == "items"]
+    assert len(stored) == len(transferred)
 
 
 def spoil_records(world: DemoWorld, count: int) -> list[str]:

@@ -224,10 +224,10 @@ class RefusingDatabaseAdmin(RecordingDatabaseAdmin):
 
     refuse: bool = True
 
-    def lock_role(self, role: str) -> Changed:
+    def lock_role(self, role: str, connection_limit: int | None = None) -> Changed:
         if self.refuse:
             raise BreachbookError(f"ALTER ROLE {role} NOLOGIN: permission denied")
-        return super().lock_role(role)
+        return super().lock_role(role, connection_limit)
 
 
 PEOPLE = [
