@@ -158,6 +158,8 @@ def test_a_drill_seals_every_source_read_once_and_verifies(sealed: Drill) -> Non
         "table:orders",
         "table:favourites",
         "table:payment_cards",
+        "table:web_accounts",
+        "table:consignor_accounts",
         f"file:{logs / 'app.log'}",
         f"file:{logs / 'auth.log'}",
         "ledger",
@@ -387,9 +389,9 @@ def test_live_transfers_sealed_items_only_and_no_plaintext_anywhere(
     assert events[0]["contents"] == "encrypted"
     transferred = {r["item"] for r in events if r["event"] == "transferred"}
     collected = {r["item"] for r in events if r["event"] == "collected"}
-    assert transferred == collected and len(collected) == 8
+    assert transferred == collected and len(collected) == 10
     copies = [p for p in store.rglob("*") if p.is_file()]
-    assert any(p.name == "manifest.jsonl" for p in copies) and len(copies) == 9
+    assert any(p.name == "manifest.jsonl" for p in copies) and len(copies) == 11
     app_log = (run.logs / "app.log").read_bytes()[:1000]
     for place in (store, run.out, run.home):
         for path in place.rglob("*"):
