@@ -39,6 +39,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Engine, make_url
@@ -314,6 +315,10 @@ def _engine_for(url: str) -> Engine:
     return engine
 
 
+SCHEMA_LOCK = 0x6272_6561_6368
+"""PostgreSQL advisory lock key held while the ledger's tables are created ("breach")."""
+
+
 class Ledger:
     """Append-only audit chains, atomic item claims and versioned run records."""
 
@@ -329,7 +334,11 @@ class Ledger:
         self._engine = _engine_for(url)
         self._dialect = self._engine.dialect.name
         if create:
-            Base.metadata.create_all(self._engine)
+            with self._engine.begin() as conn:
+                if self._dialect == "postgresql":
+                    # two runs starting at once on a new ledger would both create the tables
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+                Base.metadata.create_all(conn)
         elif not inspect(self._engine).has_table(LedgerRow.__tablename__):
             self._engine.dispose()
             raise LedgerError(f"{where}: no ledger there (table {LedgerRow.__tablename__} missing)")

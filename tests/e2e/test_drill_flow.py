@@ -254,7 +254,7 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     assert result.exit_code == 0, result.output
     # the incident's facts, then a preflight and a plan entry for each action, and a
     # preflight and an outcome for each place no rule covers
-    entries = 103 + 2 * len(no_rule_targets(out))
+    entries = 107 + 2 * len(no_rule_targets(out))
     assert f"incident demo-2026-antiques-leak, {entries} entries" in result.output
 
 
