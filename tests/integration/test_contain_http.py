@@ -14,8 +14,11 @@ import pytest
 from pydantic import SecretStr
 
 from breachbook.engine import Status
+from breachbook.errors import ContainmentRefused, DrillWriteBlocked
 from breachbook.modes import Mode
+from breachbook.ports import HttpCall, HttpClient
 from breachbook.settings import Settings
+from breachbook.wiring import http_client, mode_profile
 from tests.integration.contain import by_target, restore_cli, run_contain, write_incident
 
 SECRET = "s3cr3t-portal-token-9f2c"
@@ -168,3 +171,25 @@ def test_a_server_error_is_failed_with_its_status_and_no_body(
     assert LEAKY_BODY not in text
     assert LEAKY_BODY not in written(tmp_path / "live", settings.home)
     assert SECRET not in written(tmp_path / "live", settings.home)
+
+
+def test_the_drill_guard_refuses_the_request_and_the_probe_refuses_all_but_get_and_head(
+    portal: Portal, tmp_path: Path
+) -> None:
+    settings, _, _ = setup(tmp_path, portal, "inc-http-guard")
+    adapter = http_client(settings)
+    assert adapter is not None
+    guarded: HttpClient = mode_profile(Mode.DRILL).guard(adapter, HttpClient)
+    url = f"http://127.0.0.1:{portal.port}/accounts/x/lock"
+
+    with pytest.raises(DrillWriteBlocked, match=r"drill: refused HttpClient\.send"):
+        guarded.send(HttpCall("POST", url, {"Authorization": "secret:portal"}))
+    with pytest.raises(ContainmentRefused, match="a health check is GET or HEAD, not DELETE"):
+        guarded.probe(HttpCall("DELETE", url))
+    with pytest.raises(
+        ContainmentRefused, match="secret missing is not in BREACHBOOK_HTTP_SECRETS"
+    ):
+        adapter.send(HttpCall("POST", url, {"Authorization": "secret:missing"}))
+    assert portal.seen == []
+    assert guarded.probe(HttpCall("HEAD", f"http://127.0.0.1:{portal.port}/health")) == 200
+    assert portal.methods() == ["HEAD"]
