@@ -75,6 +75,18 @@ class RecordingCloud:
         self.changes.append(("allow_principal", principal))
         return Changed({"policy": "removed"})
 
+    def check_deactivate_user_keys(self, user: str) -> Check:
+        self.checks.append(("deactivate_user_keys", user))
+        return self.check_answer
+
+    def deactivate_user_keys(self, user: str) -> Changed:
+        self.changes.append(("deactivate_user_keys", user))
+        return Changed({"count": 1}, {"user": user, "keys": {"AKIAFAKE": "Active"}})
+
+    def reactivate_user_keys(self, user: str, prior: Mapping[str, Any]) -> Changed:
+        self.changes.append(("reactivate_user_keys", user))
+        return Changed({"count": len(prior["keys"])})
+
 
 @dataclass
 class RecordingDatabaseAdmin:

@@ -23,6 +23,7 @@ from breachbook.ports import (
     DatabaseAdmin,
     EvidenceSource,
     EvidenceStore,
+    HttpClient,
     Mail,
     Publisher,
 )
@@ -54,6 +55,7 @@ class Connectors:
     publisher: Publisher | None = None
     evidence_source: EvidenceSource | None = None
     cloud_evidence: CloudEvidence | None = None
+    http: HttpClient | None = None
 
 
 @dataclass

@@ -181,6 +181,44 @@ class Cloud(Protocol):
 
     def allow_principal(self, principal: str, prior: Mapping[str, Any]) -> Changed: ...
 
+    @reads
+    def check_deactivate_user_keys(self, user: str) -> Check:
+        """Lists the IAM user's access keys, read-only, and says which would be deactivated."""
+        ...
+
+    def deactivate_user_keys(self, user: str) -> Changed:
+        """Deactivates every active key of the user; `prior` holds each key changed."""
+        ...
+
+    def reactivate_user_keys(self, user: str, prior: Mapping[str, Any]) -> Changed: ...
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One request to an organisation's own API. A header value `secret:NAME` is a reference
+    the adapter resolves from BREACHBOOK_HTTP_SECRETS when sending: the value never leaves it."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str | None = None
+
+
+class HttpClient(Protocol):
+    """An organisation's own containment API (disable a portal account, revoke a token)."""
+
+    @reads
+    def describe(self) -> str: ...
+
+    @reads
+    def probe(self, call: HttpCall) -> int:
+        """Send a safe request (GET or HEAD only, refused otherwise); returns its status."""
+        ...
+
+    def send(self, call: HttpCall) -> int:
+        """Send the request; returns its status."""
+        ...
+
 
 @dataclass(frozen=True)
 class OutgoingLetter:

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     (omitted, the default: drills do not multiply copies of leaked data), or the contents
     too, encrypted."""
 
+    http_secrets: dict[str, SecretStr] | None = None
+    """Secrets for the `http.request` action, as a JSON object {"NAME": "value"}; a header
+    value `secret:NAME` is replaced by the value when sending, never logged or recorded.
+    None: no HTTP connector, those steps are UNVERIFIED."""
+
     @model_validator(mode="before")
     @classmethod
     def _refuse_unknown_variables(cls, values: Any) -> Any:

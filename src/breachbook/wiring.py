@@ -43,6 +43,7 @@ from breachbook.ports import (
     DatabaseAdmin,
     EvidenceSource,
     EvidenceStore,
+    HttpClient,
     Mail,
     Publisher,
 )
@@ -186,6 +187,7 @@ class Adapters:
     publisher: Publisher | None = None
     evidence_source: EvidenceSource | None = None
     cloud_evidence: CloudEvidence | None = None
+    http: HttpClient | None = None
 
 
 NOT_PORTS = frozenset({"clock", "executor"})
@@ -231,6 +233,7 @@ def build_connectors(
         "publisher": given.publisher,
         "evidence_source": given.evidence_source or evidence_source(settings, customers),
         "cloud_evidence": given.cloud_evidence or aws_evidence(settings, profile),
+        "http": given.http or http_client(settings),
     }
     guarded = {
         name: None if built.get(name) is None else profile.guard(built[name], port)
@@ -276,6 +279,16 @@ def cloud(settings: Settings, read_only: bool) -> AwsCloud | None:
         vpc_id=settings.aws_vpc_id,
     )
     return AwsCloud(config, read_only=read_only)
+
+
+def http_client(settings: Settings) -> HttpClient | None:
+    """The organisation's own API over HTTP when BREACHBOOK_HTTP_SECRETS is set (may be {});
+    in a drill the guard lets only its health checks (GET, HEAD) through."""
+    if settings.http_secrets is None:
+        return None
+    from breachbook.connectors.http import HttpxClient
+
+    return HttpxClient(settings.http_secrets)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ wiring (the database and cloud adapters built from settings), and restore throug
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         shown = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        if isinstance(value, dict):
+            shown = json.dumps(
+                {k: getattr(v, "get_secret_value", lambda v=v: v)() for k, v in value.items()}
+            )
         env[f"BREACHBOOK_{name.upper()}"] = str(shown)
     return env
 

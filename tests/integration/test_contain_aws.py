@@ -387,3 +387,46 @@ def test_a_profile_that_does_not_exist_is_one_line_naming_the_setting(
     with pytest.raises(BreachbookError) as caught:
         cloud(settings, read_only=True)
     assert str(caught.value) == "BREACHBOOK_AWS_PROFILE: no profile 'nope' in the AWS config files"
+
+
+USER_KEYS_PLAYBOOK = DENY_PLAYBOOK.parent / "user-keys.yaml"
+
+
+def test_every_active_key_of_a_user_is_deactivated_once_and_restore_reactivates_them(
+    moto: MotoServer, account: Account, tmp_path: Path
+) -> None:
+    """`cloud.deactivate_user_keys`: the drill lists the user's keys and changes nothing;
+    LIVE deactivates each active key (an inactive one stays as it is and is not restored)."""
+    second = account.iam.create_access_key(UserName="etl")["AccessKey"]["AccessKeyId"]
+    account.iam.update_access_key(UserName="etl", AccessKeyId=second, Status="Inactive")
+    account.iam.create_user(UserName="other")
+    other = account.iam.create_access_key(UserName="other")["AccessKey"]["AccessKeyId"]
+    settings = settings_for(tmp_path, moto)
+    incident = write_incident(tmp_path / "incident", "inc-user-keys")
+    before = account.state()
+    start = len(moto.recorder.since(0))
+
+    drill = run_contain(Mode.DRILL, settings, incident, tmp_path / "drill", USER_KEYS_PLAYBOOK)
+
+    assert account.state() == before
+    assert [r for r in moto.recorder.since(start) if changes_state(r)] == []
+    plan = by_target(drill, "deactivate-user-keys")
+    assert plan["etl"].reason.startswith(f"user etl has 2 keys, 1 active ({account.key_id})")
+    assert (plan["nobody"].verdict, plan["nobody"].reason) == (
+        "FAILED",
+        "IAM user nobody not found in the account",
+    )
+
+    live = run_contain(Mode.LIVE, settings, incident, tmp_path / "live", USER_KEYS_PLAYBOOK)
+    done = by_target(live, "deactivate-user-keys")
+    assert done["etl"].status == Status.COMPLETED, done["etl"]
+    assert done["nobody"].status == Status.REFUSED
+    assert account.state()["keys"] == sorted([(account.key_id, "Inactive"), (second, "Inactive")])
+    others = account.iam.list_access_keys(UserName="other")["AccessKeyMetadata"]
+    assert [(k["AccessKeyId"], k["Status"]) for k in others] == [(other, "Active")]
+
+    again = run_contain(Mode.LIVE, settings, incident, tmp_path / "again", USER_KEYS_PLAYBOOK)
+    assert by_target(again, "deactivate-user-keys")["etl"].status == Status.ALREADY_DONE
+
+    restore_cli(settings, "inc-user-keys")
+    assert account.state() == before

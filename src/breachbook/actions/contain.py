@@ -52,6 +52,13 @@ class KeysArgs(ActionArgs):
     access_key_ids: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{16,128}$")]]
 
 
+class UsersArgs(ActionArgs):
+    users: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9+=,.@_-]{1,64}$")]] = Field(
+        max_length=MAX_TARGETS
+    )
+    """IAM user names: every active access key of each is deactivated."""
+
+
 class HostsArgs(ActionArgs):
     hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]]
 
@@ -220,6 +227,28 @@ class DeactivateAccessKeys(CloudCall[KeysArgs]):
 
     def revert(self, port: Cloud, target: str, prior: Mapping[str, Any]) -> Changed:
         return port.reactivate_key(target, prior)
+
+
+@register
+class DeactivateUserKeys(CloudCall[UsersArgs]):
+    name = "cloud.deactivate_user_keys"
+    summary = "Deactivate every active access key of IAM users whose keys leaked."
+    changes = "IAM UpdateAccessKey Status=Inactive for each active key of the user"
+    args_model = UsersArgs
+    reversible = True
+    would_text = "deactivate every active access key of IAM user {target}"
+
+    def targets(self, args: UsersArgs, ctx: RunContext) -> list[str]:
+        return list(args.users)
+
+    def check(self, port: Cloud, args: UsersArgs, target: str) -> Check:
+        return port.check_deactivate_user_keys(target)
+
+    def change(self, port: Cloud, args: UsersArgs, target: str) -> Changed:
+        return port.deactivate_user_keys(target)
+
+    def revert(self, port: Cloud, target: str, prior: Mapping[str, Any]) -> Changed:
+        return port.reactivate_user_keys(target, prior)
 
 
 @register

@@ -214,6 +214,53 @@ class AwsCloud:
             raise _refused("iam:UpdateAccessKey", exc) from exc
         return Changed({"user": user, "status": status}, {"user": user, "status": before})
 
+    # -- every key of a user ------------------------------------------------------------
+
+    def _user_keys(self, user: str) -> dict[str, str]:
+        """Each access key of the user and its status; NoSuchEntity if there is no user."""
+        keys: dict[str, str] = {}
+        for page in self.iam.get_paginator("list_access_keys").paginate(UserName=user):
+            for key in page["AccessKeyMetadata"]:
+                keys[str(key.get("AccessKeyId"))] = str(key.get("Status"))
+        return keys
+
+    def check_deactivate_user_keys(self, user: str) -> Check:
+        try:
+            keys = self._user_keys(user)
+            arn = self.iam.get_user(UserName=user)["User"]["Arn"]
+        except ClientError as exc:
+            if _code(exc) == "NoSuchEntity":
+                return Check.failed(f"IAM user {user} not found in the account", "IAM read")
+            return Check.failed(f"IAM read refused: {_code(exc)}", "IAM read")
+        active = sorted(k for k, status in keys.items() if status == "Active")
+        found = f"user {user} has {len(keys)} keys, {len(active)} active" + (
+            f" ({', '.join(active)})" if active else ""
+        )
+        return self._with_permission(found, "iam:UpdateAccessKey", arn)
+
+    def deactivate_user_keys(self, user: str) -> Changed:
+        try:
+            active = sorted(k for k, status in self._user_keys(user).items() if status == "Active")
+            for key in active:
+                self.iam.update_access_key(UserName=user, AccessKeyId=key, Status="Inactive")
+        except ClientError as exc:
+            raise _refused("iam:UpdateAccessKey", exc) from exc
+        return Changed(
+            {"user": user, "deactivated": active, "count": len(active)},
+            {"user": user, "keys": {key: "Active" for key in active}},
+        )
+
+    def reactivate_user_keys(self, user: str, prior: Mapping[str, Any]) -> Changed:
+        keys = dict(prior.get("keys") or {})
+        try:
+            present = self._user_keys(user)
+            back = sorted(k for k in keys if k in present)
+            for key in back:
+                self.iam.update_access_key(UserName=user, AccessKeyId=key, Status="Active")
+        except ClientError as exc:
+            raise _refused("iam:UpdateAccessKey", exc) from exc
+        return Changed({"user": user, "reactivated": back, "count": len(back)})
+
     # -- deny-all inline policy ----------------------------------------------------------
 
     def _principal(self, principal: str) -> tuple[str, str, str | None]:
