@@ -8,6 +8,7 @@ from typing import Any
 
 from breachbook.models import Customer, DataCategory, RejectedRecord
 from breachbook.ports import Changed, Check, Decision, DecisionStatus, OutgoingLetter
+from breachbook.receiver import StartRequest
 
 
 @dataclass
@@ -196,3 +197,21 @@ def customer(
         locale=locale,
         categories=BASE | extra,
     )
+
+
+class RecordingStarter:
+    """Starts nothing: records each run the alert receiver asks for; fails the first
+    `failures` attempts as an unreachable Prefect API would."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.attempts = 0
+        self.started: list[StartRequest] = []
+
+    async def start(self, request: StartRequest) -> str:
+        self.attempts += 1
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("Prefect API unreachable")
+        self.started.append(request)
+        return f"flow-run-{len(self.started)}"
