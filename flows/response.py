@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -27,6 +28,7 @@ from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
 from prefect.states import Failed
+from pydantic import Field
 
 from breachbook.anchors import Anchoring, anchor_artifact, last_anchor_of_run
 from breachbook.clock import SystemClock
@@ -35,7 +37,7 @@ from breachbook.context import RunContext
 from breachbook.demo import demo_inputs
 from breachbook.engine import Position, RunResult, StepResult, new_run_id
 from breachbook.errors import BreachbookError
-from breachbook.forms import DrillForm, LiveForm, run_request
+from breachbook.forms import DEFAULT_PLAYBOOK, NAME_PATTERN, DrillForm, LiveForm, run_request
 from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
 from breachbook.run import execute
@@ -292,3 +294,32 @@ def demo_drill() -> dict[str, str]:
         run_id=run_id,
     )
     return _run(request, settings)
+
+
+AlertIncident = Annotated[
+    str,
+    Field(
+        pattern=NAME_PATTERN,
+        description="The incident file (by name, in the incidents folder) the alert receiver "
+        "wrote for the alert.",
+    ),
+]
+AlertPlaybook = Annotated[str, Field(pattern=NAME_PATTERN, description="The rule's playbook.")]
+
+
+@flow(name="breachbook-response", persist_result=False)
+def alert_drill(
+    incident: AlertIncident, playbook: AlertPlaybook = DEFAULT_PLAYBOOK
+) -> dict[str, str] | State:
+    """A drill started by an alert whose rule says drill (`breachbook serve`)."""
+    return _run_form(DrillForm(incident=incident, playbook=playbook), Mode.DRILL)
+
+
+@flow(name="breachbook-response", persist_result=False)
+def alert_live(
+    incident: AlertIncident, playbook: AlertPlaybook = DEFAULT_PLAYBOOK
+) -> dict[str, str] | State:
+    """A LIVE response started by an alert whose rule says live: the rules file, written
+    and reviewed beforehand, is the confirmation a person gives on the LIVE form."""
+    form = LiveForm(incident=incident, playbook=playbook, confirm_incident_id=incident)
+    return _run_form(form, Mode.LIVE)

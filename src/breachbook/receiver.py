@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,6 +83,9 @@ class StartRequest:
     incident_file: Path
     playbook: str
     mode: Mode
+    generation: int = 1
+    """Which claim of the incident's run this is (a start that failed and was claimed again
+    is a new generation)."""
 
 
 class Starter(Protocol):
@@ -176,6 +179,7 @@ class AlertBook:
             self._sign(incident.id)
             return Taken(alert, "repeat", incident.id)
         self._sign(incident.id)
+        request = replace(request, generation=claim.generation)
         return Taken(alert, "starting", incident.id, claim, request)
 
     def started(self, taken: Taken, run: str) -> None:
@@ -209,6 +213,7 @@ class AlertBook:
                 path,
                 str(details.get("playbook", "customer-data-breach")),
                 Mode(str(details.get("mode", "drill"))),
+                item.generation,
             )
             claim = Claim(incident_id, START_STEP, item.key, item.generation)
             found.append(Taken(alert, "starting", incident_id, claim, request))

@@ -86,7 +86,7 @@ def open_customers(settings: Settings) -> SqlCustomerDirectory:
     if settings.customers_url is None:
         raise CustomerDataError(
             "no customer database configured: set BREACHBOOK_CUSTOMERS_URL, or drill the demo world "
-            "(--demo on the command line, demo=true in a deployment)"
+            "(--demo on the command line, the demo-drill deployment in Prefect)"
         )
     customers = SqlCustomerDirectory(settings.customers_url.get_secret_value(), read_only=True)
     customers.require_readable()
