@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,3 +227,92 @@ def test_a_drill_from_the_form_runs_on_the_served_deployment(serving: Serving) -
     assert created.status_code == 201, created.text
     run = serving.wait_done(created.json()["id"])
     assert run["state"]["type"] == "COMPLETED", serving.log.read_text()[-3000:]
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+@pytest.fixture(scope="module")
+def alertmanager(serving: Serving, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prometheus Alertmanager (the Debian package) with a webhook receiver pointing at
+    `serve`'s receiver, authenticated with the bearer token."""
+    assert ALERTMANAGER, "install the Debian package prometheus-alertmanager (.ci/run does)"
+    scratch = tmp_path_factory.mktemp("alertmanager")
+    port = free_port()
+    config = scratch / "alertmanager.yml"
+    config.write_text(
+        "route:\n"
+        "  receiver: breachbook\n"
+        "  group_by: [alertname, instance]\n"
+        "  group_wait: 1s\n"
+        "  group_interval: 2s\n"
+        "  repeat_interval: 1h\n"
+        "receivers:\n"
+        "  - name: breachbook\n"
+        "    webhook_configs:\n"
+        f"      - url: {serving.receiver}/alerts/alertmanager\n"
+        "        send_resolved: true\n"
+        "        http_config:\n"
+        "          authorization:\n"
+        "            type: Bearer\n"
+        f"            credentials: {TOKEN}\n"
+    )
+    with (scratch / "alertmanager.log").open("wb") as out:
+        process = subprocess.Popen(
+            [
+                ALERTMANAGER,
+                f"--config.file={config}",
+                f"--storage.path={scratch / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _up(f"{url}/-/ready"):
+            assert process.poll() is None, (scratch / "alertmanager.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_a_real_alertmanager_alert_starts_one_run_once_and_its_resolve_is_recorded(
+    serving: Serving, alertmanager: str
+) -> None:
+    labels = {"alertname": "BreachbookTest", "instance": "am-e2e", "severity": "info"}
+    before = len(serving.deployment_runs("alert-drill"))
+    firing = [{"labels": labels, "startsAt": "2026-11-30T00:00:00Z"}]
+    for _ in range(2):  # the same alert twice: Alertmanager and the receiver both dedupe
+        posted = httpx.post(f"{alertmanager}/api/v2/alerts", json=firing)
+        assert posted.status_code == 200, posted.text
+    deadline = time.monotonic() + 60
+    while len(runs := serving.deployment_runs("alert-drill")) == before:
+        assert time.monotonic() < deadline, serving.log.read_text()[-2000:]
+        time.sleep(0.2)
+    new = [r for r in runs if r["parameters"]["incident"].startswith("test-alert-")]
+    run = serving.wait_done(new[-1]["id"]) if len(runs) == before + 1 else None
+    assert run is not None and run["state"]["type"] == "COMPLETED", runs
+    incident_id = run["parameters"]["incident"]
+
+    ended = [
+        {"labels": labels, "startsAt": "2026-11-30T00:00:00Z", "endsAt": "2026-11-30T00:00:01Z"}
+    ]
+    assert httpx.post(f"{alertmanager}/api/v2/alerts", json=ended).status_code == 200
+    ledger = Ledger(f"sqlite:///{serving.home / 'ledger.sqlite'}", SystemClock(), create=False)
+    try:
+        deadline = time.monotonic() + 30
+        while "resolved" not in [e.outcome for e in ledger.entries(incident_id)]:
+            assert time.monotonic() < deadline, [e.outcome for e in ledger.entries(incident_id)]
+            time.sleep(0.3)
+        outcomes = [(e.step_id, e.outcome) for e in ledger.entries(incident_id)]
+    finally:
+        ledger.close()
+    assert outcomes[:2] == [("alert.start", "claimed"), ("alert.start", "done")]
+    assert outcomes[-1] == ("alert", "resolved")
+    assert len(serving.deployment_runs("alert-drill")) == before + 1
