@@ -315,7 +315,11 @@ class Receiver:
         starter: Starter,
         auth: Auth,
         retries: Sequence[float] = START_RETRIES,
+        contain: Callable[[StartRequest], str] | None = None,
     ) -> None:
+        """`contain`, when given, runs a LIVE request's first phase in this process at once
+        (breachbook.containment), beside the start of the whole run."""
+        self.contain = contain
         self.rules = rules
         self.book = book
         self.starter = starter
@@ -386,9 +390,23 @@ class Receiver:
         return from_generic(parsed, self.rules.generic, datetime.now(UTC))
 
     def _start_later(self, taken: Taken) -> None:
-        task = asyncio.get_running_loop().create_task(self._start(taken))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        work = [self._start(taken)]
+        if self.contain is not None and taken.request and taken.request.mode is Mode.LIVE:
+            work.append(self._contain(taken.request))
+        for item in work:
+            task = asyncio.get_running_loop().create_task(item)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _contain(self, request: StartRequest) -> None:
+        assert self.contain is not None
+        try:
+            run = await run_in_threadpool(self.contain, request)
+        except Exception as exc:  # the served run contains too: this is the head start
+            message = str(exc) if isinstance(exc, BreachbookError) else type(exc).__name__
+            log.error("incident %s: containment here failed (%s)", request.incident_id, message)
+            return
+        log.info("incident %s: contained by run %s", request.incident_id, run)
 
     async def _start(self, taken: Taken) -> None:
         assert taken.request is not None
@@ -426,7 +444,11 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def build_receiver(settings: Settings, starter: Starter) -> Receiver:
+def build_receiver(
+    settings: Settings,
+    starter: Starter,
+    contain: Callable[[StartRequest], str] | None = None,
+) -> Receiver:
     """The receiver the settings describe: rules file, LIVE ledger, signing key, auth."""
     if settings.alert_rules is None:
         raise BreachbookError("the alert receiver needs BREACHBOOK_ALERT_RULES (a rules file)")
@@ -438,4 +460,4 @@ def build_receiver(settings: Settings, starter: Starter) -> Receiver:
     )
     ledger = Ledger(live_ledger_url(settings), SystemClock())
     book = AlertBook(ledger, Anchoring.from_settings(settings), incidents_dir(settings))
-    return Receiver(rules, book, starter, auth)
+    return Receiver(rules, book, starter, auth, contain=contain)

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from breachbook.containment import ContainNow
 from breachbook.errors import BreachbookError
 from breachbook.modes import Mode
 from breachbook.receiver import StartRequest, build_receiver
@@ -214,7 +215,7 @@ async def _serve(module: ModuleType, settings: Settings, server: PrefectServer |
     work: list[Any] = [aserve(*deployments, print_starting_message=False)]
     http: uvicorn.Server | None = None
     if settings.alert_rules is not None:
-        receiver = build_receiver(settings, PrefectStarter())
+        receiver = build_receiver(settings, PrefectStarter(), ContainNow(settings))
         config = uvicorn.Config(
             receiver.app,
             host=settings.receiver_host,

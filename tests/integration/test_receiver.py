@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,12 @@ from breachbook.alerts import AlertRules
 from breachbook.anchors import Anchoring
 from breachbook.cli import app
 from breachbook.clock import SystemClock
+from breachbook.containment import ContainNow
+from breachbook.demo import DemoWorld
 from breachbook.ledger import ItemStatus, Ledger
 from breachbook.receiver import AlertBook, Auth, Receiver, sign
 from breachbook.settings import Settings
+from breachbook.wiring import demo_settings
 from tests.conftest import ROOT, free_port
 from tests.fakes import RecordingStarter
 
@@ -38,16 +42,28 @@ KEY = "hmac-key-for-tests"
 class Running:
     """A receiver served by uvicorn in a thread, and a client for it."""
 
-    def __init__(self, home: Path, starter: RecordingStarter, retries: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        home: Path,
+        starter: RecordingStarter,
+        retries: tuple[float, ...],
+        settings: Settings | None = None,
+        contain: bool = False,
+    ) -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
-        self.settings = Settings(home=home)
+        self.settings = settings or Settings(home=home)
         self.ledger_url = f"sqlite:///{home / 'ledger.sqlite'}"
         self.ledger = Ledger(self.ledger_url, SystemClock())
         book = AlertBook(self.ledger, Anchoring.from_settings(self.settings), home / "incidents")
         self.starter = starter
         self.receiver = Receiver(
-            AlertRules.load(RULES), book, starter, Auth(TOKEN, KEY, 300), retries
+            AlertRules.load(RULES),
+            book,
+            starter,
+            Auth(TOKEN, KEY, 300),
+            retries,
+            ContainNow(self.settings) if contain else None,
         )
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -410,3 +426,33 @@ def test_ten_thousand_malformed_or_unsigned_requests_are_all_refused_with_a_4xx(
     assert running.ledger.heads() == {} and running.starter.started == []
     still = running.post("alertmanager", alertmanager("firing", am_alert("abc123", "db-1")))
     assert still.status_code == 202  # the receiver keeps answering
+
+
+def test_a_live_alert_is_contained_in_the_receiver_within_a_second_beside_the_served_run(
+    tmp_path: Path, small_world: DemoWorld
+) -> None:
+    home = tmp_path / "home"
+    settings = demo_settings(Settings(home=home), small_world.customers_db, small_world.folder)
+    handle = Running(home, RecordingStarter(), (0.05,), settings=settings, contain=True)
+    try:
+        sent = time.time()
+        answer = handle.post("alertmanager", alertmanager("firing", am_alert("cc04", "db-5")))
+        incident_id = answer.json()["accepted"][0]["incident"]
+        handle.wait_started(1)  # the whole playbook still starts on the served deployment
+        deadline = time.monotonic() + 20
+        while not (
+            claims := [
+                e
+                for e in handle.ledger.entries(incident_id)
+                if e.phase == "claim" and e.step_id != "alert.start"
+            ]
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        first = claims[0]
+        assert first.step_id == "open-war-room" and first.run_id != "receiver"
+        assert datetime.fromisoformat(first.at).timestamp() - sent < 3.0  # 1 s when not shared
+        folders = list((home / "runs" / incident_id).glob("contain-*"))
+        assert len(folders) == 1
+    finally:
+        handle.stop()
