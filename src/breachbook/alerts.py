@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from breachbook.errors import BreachbookError
 from breachbook.inputs import RULES, InputError, load_yaml, read_text
 from breachbook.models import Incident, describe_validation_error
-from breachbook.modes import Mode
 
 Short = Annotated[str, Field(max_length=1_000)]
 Named = Annotated[str, Field(min_length=1, max_length=1_000)]
@@ -245,6 +244,9 @@ class Rule(Sent):
     playbook: str = "customer-data-breach"
     mode: Literal["drill", "live"] = "drill"
     incident: dict[str, str] = {}
+    contain_at_once: bool = True
+    """Also run the playbook's first phase in the receiver's process as soon as the alert is
+    recorded (breachbook.containment), beside the whole run on the served deployment."""
 
     def applies(self, alert: Alert) -> bool:
         return all(alert.facts.get(k) == v for k, v in self.match.items())
@@ -266,10 +268,6 @@ class Rule(Sent):
             return Incident.model_validate(raw)
         except ValidationError as exc:
             raise AlertError(f"rule {self.name}: {describe_validation_error(exc)}") from None
-
-    @property
-    def run_mode(self) -> Mode:
-        return Mode(self.mode)
 
 
 def _fill(template: str, facts: dict[str, str], where: str) -> str:

@@ -1,5 +1,5 @@
-"""Containment at once: the first phase of a LIVE response, run in the alert receiver's
-process the moment an alert is accepted.
+"""Containment at once: the first phase of the response, run in the alert receiver's
+process the moment an alert is accepted (rules with `contain_at_once`, the default).
 
 A served Prefect run starts seconds after it is created (the runner polls, then starts a new
 Python process: 5 to 10 s on 2 cores, measured by bench/alert_latency.py), too slow to lock a
@@ -67,11 +67,12 @@ class ContainNow:
         return self._playbooks[name]
 
     def __call__(self, request: StartRequest) -> str:
-        """Contain; returns the run's id (its folder is `runs/INCIDENT/contain-RUN`)."""
+        """Contain in the rule's mode; returns the run's id (its folder is
+        `runs/INCIDENT/contain-RUN`). A LIVE rule is its own confirmation."""
         run_id = new_run_id()
         execute(
             RunRequest(
-                mode=Mode.LIVE,
+                mode=Mode(request.mode),
                 incident_file=request.incident_file,
                 playbook_file=self.playbook(request.playbook),
                 confirm_incident_id=request.incident_id,

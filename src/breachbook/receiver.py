@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -55,7 +55,6 @@ from breachbook.clock import SystemClock
 from breachbook.errors import BreachbookError
 from breachbook.ledger import Claim, Entry, ItemStatus, Ledger
 from breachbook.models import describe_validation_error
-from breachbook.modes import Mode
 from breachbook.settings import Settings, incidents_dir
 from breachbook.wiring import live_ledger_url
 
@@ -82,10 +81,12 @@ class StartRequest:
     incident_id: str
     incident_file: Path
     playbook: str
-    mode: Mode
+    mode: Literal["drill", "live"]
+    """The rule's choice, passed along to the deployment and containment."""
     generation: int = 1
     """Which claim of the incident's run this is (a start that failed and was claimed again
     is a new generation)."""
+    contain_at_once: bool = False
 
 
 class Starter(Protocol):
@@ -157,7 +158,12 @@ class AlertBook:
             self._sign(UNROUTED)
             return Taken(alert, "no rule", UNROUTED)
         incident = rule.incident_for(alert)
-        details = {"rule": rule.name, "mode": rule.mode, "playbook": rule.playbook}
+        details = {
+            "rule": rule.name,
+            "mode": rule.mode,
+            "playbook": rule.playbook,
+            "contain_at_once": rule.contain_at_once,
+        }
         if alert.status is Status.RESOLVED:
             self.ledger.append(self._entry(incident.id, alert, "resolved", details))
             self._sign(incident.id)
@@ -169,7 +175,9 @@ class AlertBook:
             scratch = path.with_suffix(".tmp")
             scratch.write_text(document, encoding="utf-8")
             scratch.replace(path)
-        request = StartRequest(incident.id, path, rule.playbook, rule.run_mode)
+        request = StartRequest(
+            incident.id, path, rule.playbook, rule.mode, contain_at_once=rule.contain_at_once
+        )
         self.ledger.put_record(incident.id, "receiver", "start", "run", details, RUN_ID)
         claim = self.ledger.claim(
             self._entry(incident.id, alert, "claimed", details, START_STEP), "run"
@@ -212,7 +220,7 @@ class AlertBook:
                 incident_id,
                 path,
                 str(details.get("playbook", "customer-data-breach")),
-                Mode(str(details.get("mode", "drill"))),
+                "live" if details.get("mode") == "live" else "drill",
                 item.generation,
             )
             claim = Claim(incident_id, START_STEP, item.key, item.generation)
@@ -317,8 +325,8 @@ class Receiver:
         retries: Sequence[float] = START_RETRIES,
         contain: Callable[[StartRequest], str] | None = None,
     ) -> None:
-        """`contain`, when given, runs a LIVE request's first phase in this process at once
-        (breachbook.containment), beside the start of the whole run."""
+        """`contain`, when given, runs a request's first phase in this process at once
+        (breachbook.containment), beside the start of the whole run, where its rule asks."""
         self.contain = contain
         self.rules = rules
         self.book = book
@@ -391,7 +399,7 @@ class Receiver:
 
     def _start_later(self, taken: Taken) -> None:
         work = [self._start(taken)]
-        if self.contain is not None and taken.request and taken.request.mode is Mode.LIVE:
+        if self.contain is not None and taken.request and taken.request.contain_at_once:
             work.append(self._contain(taken.request))
         for item in work:
             task = asyncio.get_running_loop().create_task(item)

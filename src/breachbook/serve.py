@@ -29,7 +29,6 @@ import httpx
 
 from breachbook.containment import ContainNow
 from breachbook.errors import BreachbookError
-from breachbook.modes import Mode
 from breachbook.receiver import StartRequest, build_receiver
 from breachbook.settings import Settings
 
@@ -42,8 +41,8 @@ SERVE_DEFAULTS = {
     "PREFECT_RUNNER_POLL_FREQUENCY": "1",
 }
 ALERT_DEPLOYMENTS = {
-    Mode.DRILL: "breachbook-response/alert-drill",
-    Mode.LIVE: "breachbook-response/alert-live",
+    "drill": "breachbook-response/alert-drill",
+    "live": "breachbook-response/alert-live",
 }
 
 
@@ -212,7 +211,9 @@ async def _serve(module: ModuleType, settings: Settings, server: PrefectServer |
         )
         for served in DEPLOYMENTS
     ]
-    work: list[Any] = [aserve(*deployments, print_starting_message=False)]
+    work: list[Any] = [
+        aserve(*deployments, print_starting_message=False, limit=settings.serve_limit)
+    ]
     http: uvicorn.Server | None = None
     if settings.alert_rules is not None:
         receiver = build_receiver(settings, PrefectStarter(), ContainNow(settings))

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     receiver_host: str = "127.0.0.1"
     receiver_port: int = 8787
     prefect_port: int = 4200
+    serve_limit: int = 4
+    """Served runs `breachbook serve` runs at once (each a Python process); more wait their
+    turn. Containment in the receiver does not wait for it."""
     """Port of the Prefect server `breachbook serve` starts when PREFECT_API_URL is not set."""
 
     @classmethod

@@ -173,7 +173,7 @@ def test_an_alertmanager_group_opens_one_incident_per_alert_and_repeats_join_the
     assert [a["outcome"] for a in accepted] == ["starting", "starting"]
     running.wait_started(2)
     first = running.starter.started[0]
-    assert first.mode.value == "live" and first.playbook == "customer-data-breach"
+    assert first.mode == "live" and first.playbook == "customer-data-breach"
     incident = first.incident_file.read_text()
     assert "database_role: analytics_etl" in incident and "db-1" in incident
 
@@ -226,7 +226,7 @@ def test_a_guardduty_finding_and_a_generic_alert_start_drills_by_their_rules(
     }
     assert running.post("generic", generic).json()["accepted"][0]["outcome"] == "starting"
     running.wait_started(2)
-    assert [r.mode.value for r in running.starter.started] == ["drill", "drill"]
+    assert [r.mode for r in running.starter.started] == ["drill", "drill"]
     assert "app-7" in running.starter.started[1].incident_file.read_text()
     unrouted = {"alert": {"id": "x-1", "summary": "Disk full", "severity": "warning"}}
     assert running.post("generic", unrouted).json()["accepted"][0]["outcome"] == "no rule"
