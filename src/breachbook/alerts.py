@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from breachbook.errors import BreachbookError
 from breachbook.inputs import RULES, InputError, load_yaml, read_text
@@ -27,6 +27,18 @@ from breachbook.models import Incident, describe_validation_error
 Short = Annotated[str, Field(max_length=1_000)]
 Named = Annotated[str, Field(min_length=1, max_length=1_000)]
 Labels = Annotated[dict[Annotated[str, Field(max_length=200)], Short], Field(max_length=100)]
+
+
+def _iso_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(
+            "must be an ISO 8601 time as text"
+        )  # 7 is not a time, though pydantic would take it
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_text)]
+"""A time as senders write it: text, never a bare number."""
 
 
 class AlertError(BreachbookError):
@@ -54,8 +66,8 @@ class AlertmanagerAlert(Sent):
     status: Status
     labels: Labels
     annotations: Labels = {}
-    startsAt: datetime  # noqa: N815 (Alertmanager's name)
-    endsAt: datetime | None = None  # noqa: N815
+    startsAt: IsoTime  # noqa: N815 (Alertmanager's name)
+    endsAt: IsoTime | None = None  # noqa: N815
     generatorURL: Short = ""  # noqa: N815
     fingerprint: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9a-zA-Z]+$")]
 
@@ -87,7 +99,7 @@ class GuardDutyDetail(Sent):
     accountId: Short = ""  # noqa: N815
     region: Short = ""
     resource: GuardDutyResource = GuardDutyResource()
-    updatedAt: datetime | None = None  # noqa: N815
+    updatedAt: IsoTime | None = None  # noqa: N815
 
 
 class GuardDutyEvent(Sent):
@@ -96,7 +108,7 @@ class GuardDutyEvent(Sent):
     source: Literal["aws.guardduty"]
     detail_type: Literal["GuardDuty Finding"] = Field(alias="detail-type")
     id: Named
-    time: datetime
+    time: IsoTime
     account: Short = ""
     region: Short = ""
     detail: GuardDutyDetail
