@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -21,16 +23,21 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
+from prefect.states import Failed
+from pydantic import Field
 
 from breachbook.anchors import Anchoring, anchor_artifact, last_anchor_of_run
 from breachbook.clock import SystemClock
 from breachbook.connectors.ledger_approvals import record_decision
 from breachbook.context import RunContext
 from breachbook.demo import demo_inputs
-from breachbook.engine import Position, RunResult, StepResult
+from breachbook.engine import Position, RunResult, StepResult, new_run_id
+from breachbook.errors import BreachbookError
+from breachbook.forms import DEFAULT_PLAYBOOK, NAME_PATTERN, DrillForm, LiveForm, run_request
 from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
 from breachbook.run import execute
@@ -42,13 +49,24 @@ class PrefectSteps:
     """Runs each playbook step as a Prefect task run, logs its verdicts and counts, and keeps
     a progress artifact on the flow run."""
 
-    def __init__(self) -> None:
-        """Made inside the flow run, so the artifact belongs to it."""
+    def __init__(self, folder: Path | None = None) -> None:
+        """Made inside the flow run, so the artifact belongs to it; its key is the run's."""
+        where = f" (folder {folder})" if folder else ""
         created = create_progress_artifact(
-            0.0, key="breachbook-progress", description="starting the first step"
+            0.0, key=artifact_key("progress"), description=f"starting the first step{where}"
         )
         assert isinstance(created, UUID)  # called from synchronous code: not a coroutine
         self._progress = created
+        self._done = 0.0
+        self._last = "none"
+
+    def failed(self, message: str) -> None:
+        """Say in the progress artifact that the run failed, where, and why (one line)."""
+        update_progress_artifact(
+            self._progress,
+            self._done,
+            description=f"FAILED after step {self._last}: {message}",
+        )
 
     def __call__(self, name: str, work: Callable[[], StepResult], position: Position) -> StepResult:
         def step() -> StepResult:
@@ -63,18 +81,26 @@ class PrefectSteps:
             ", ".join(f"{k} {v}" for k, v in sorted(tally.items())),
             f" ({counts})" if counts else "",
         )
+        self._done, self._last = 100 * position.number / position.total, name
         update_progress_artifact(
             self._progress,
-            100 * position.number / position.total,
+            self._done,
             description=f"{position.number} of {position.total} steps done; last: {name}",
         )
         return result
 
 
+def artifact_key(kind: str) -> str:
+    """`breachbook-KIND-RUN`: one key per flow run, so the artifacts index never shows one
+    run's progress beside another run's report."""
+    run = str(flow_run.id or "").replace("-", "")[:12]
+    return f"breachbook-{kind}-{run}" if run else f"breachbook-{kind}"
+
+
 def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
     counts = result.verdict_counts()
     create_markdown_artifact(
-        key="breachbook-summary",
+        key=artifact_key("summary"),
         description=f"{result.mode_label} run {result.run_id}",
         markdown="\n".join(
             [
@@ -90,7 +116,7 @@ def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
         ),
     )
     create_table_artifact(
-        key="breachbook-plan",
+        key=artifact_key("plan"),
         description="Every action, its target and how it was verified",
         table=[
             {
@@ -104,9 +130,9 @@ def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
             for e in result.entries()
         ],
     )
-    create_markdown_artifact(key="breachbook-obligations", markdown=obligations_markdown(ctx))
+    create_markdown_artifact(key=artifact_key("obligations"), markdown=obligations_markdown(ctx))
     create_markdown_artifact(
-        key="breachbook-report",
+        key=artifact_key("report"),
         description="Timeline, phase durations, counts, FAILED and UNVERIFIED actions",
         markdown=ctx.workspace.path("report.md").read_text(encoding="utf-8"),
     )
@@ -180,11 +206,26 @@ def response(
         confirm_incident_id=confirm_incident_id,
         run_id=resume_run_id or _run_id_of_deployed_flow_run(),
     )
-    ctx, result = execute(request, runner=PrefectSteps(), settings=settings)
+    return _run(request, settings)
+
+
+def _run(request: RunRequest, settings: Settings) -> dict[str, str]:
+    """Run the request with one task run per step; a failure is said in the progress
+    artifact before it propagates."""
+    steps = PrefectSteps(request.out_dir)
+    try:
+        return _run_steps(request, settings, steps)
+    except BaseException as exc:
+        steps.failed(str(exc) if isinstance(exc, BreachbookError) else type(exc).__name__)
+        raise
+
+
+def _run_steps(request: RunRequest, settings: Settings, steps: PrefectSteps) -> dict[str, str]:
+    ctx, result = execute(request, runner=steps, settings=settings)
     while result.waiting_for and deployment.id is not None:
         for step_id in result.waiting_for:
             _wait_for_decision(ctx.incident.id, step_id, settings)
-        ctx, result = execute(request, runner=PrefectSteps(), settings=settings)
+        ctx, result = execute(request, runner=steps, settings=settings)
     for step_id in result.waiting_for:
         get_run_logger().info(
             "%s waits for a decision: breachbook approve --incident %s --step %s --by NAME, "
@@ -198,9 +239,87 @@ def response(
     anchor = last_anchor_of_run(settings, ctx.incident.id, result.run_id)
     if anchor is not None:
         create_table_artifact(
-            key="breachbook-anchor",
+            key=artifact_key("anchor"),
             description="The ledger's head, signed: what `breachbook audit verify` checks",
             table=[anchor_artifact(anchor)],
         )
     get_run_logger().info("report: %s", ctx.workspace.path("report.md"))
     return {"run_id": result.run_id, "out_dir": str(ctx.workspace.root)}
+
+
+def _run_form(form: DrillForm, mode: Mode) -> dict[str, str] | State:
+    """A deployment's run from its form. A form that cannot start a run, or a run refused on
+    its inputs, ends Failed with one line naming the field (no traceback)."""
+    settings = Settings()
+    try:
+        run_id = _run_id_of_deployed_flow_run() or new_run_id()
+        request = run_request(form, mode, settings, run_id)
+        incident = request.load_incident()
+        request = replace(request, out_dir=settings.home / "runs" / incident.id / run_id)
+        return _run(request, settings)
+    except BreachbookError as exc:
+        get_run_logger().error("refused: %s", exc)
+        return Failed(message=str(exc))
+
+
+NEW_DRILL = DrillForm()
+NEW_LIVE = LiveForm()
+
+
+@flow(name="breachbook-response", persist_result=False)
+def drill(drill: DrillForm = NEW_DRILL) -> dict[str, str] | State:
+    """Rehearse the breach playbook: every permission checked, every document produced,
+    nothing changed. Pick an incident file by name or fill one in; the run writes to its own
+    new folder, named in its artifacts."""
+    return _run_form(drill, Mode.DRILL)
+
+
+@flow(name="breachbook-response", persist_result=False)
+def live_response(response: LiveForm = NEW_LIVE) -> dict[str, str] | State:
+    """LIVE response to a real incident: contains, preserves and notifies. Refuses to start
+    unless the incident id is typed to confirm; waits (suspended) for each approval."""
+    return _run_form(response, Mode.LIVE)
+
+
+@flow(name="breachbook-response", persist_result=False)
+def demo_drill() -> dict[str, str]:
+    """The drill against the synthetic demo world (created once): nothing to fill in. The run
+    writes to its own new folder, named in its artifacts."""
+    settings, demo_yaml = demo_inputs(Settings(), incident_given=False)
+    run_id = _run_id_of_deployed_flow_run() or new_run_id()
+    request = RunRequest(
+        mode=Mode.DRILL,
+        incident_yaml=demo_yaml,
+        out_dir=settings.home / "runs" / "demo" / run_id,
+        run_id=run_id,
+    )
+    return _run(request, settings)
+
+
+AlertIncident = Annotated[
+    str,
+    Field(
+        pattern=NAME_PATTERN,
+        description="The incident file (by name, in the incidents folder) the alert receiver "
+        "wrote for the alert.",
+    ),
+]
+AlertPlaybook = Annotated[str, Field(pattern=NAME_PATTERN, description="The rule's playbook.")]
+
+
+@flow(name="breachbook-response", persist_result=False)
+def alert_drill(
+    incident: AlertIncident, playbook: AlertPlaybook = DEFAULT_PLAYBOOK
+) -> dict[str, str] | State:
+    """A drill started by an alert whose rule says drill (`breachbook serve`)."""
+    return _run_form(DrillForm(incident=incident, playbook=playbook), Mode.DRILL)
+
+
+@flow(name="breachbook-response", persist_result=False)
+def alert_live(
+    incident: AlertIncident, playbook: AlertPlaybook = DEFAULT_PLAYBOOK
+) -> dict[str, str] | State:
+    """A LIVE response started by an alert whose rule says live: the rules file, written
+    and reviewed beforehand, is the confirmation a person gives on the LIVE form."""
+    form = LiveForm(incident=incident, playbook=playbook, confirm_incident_id=incident)
+    return _run_form(form, Mode.LIVE)

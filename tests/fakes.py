@@ -17,6 +17,7 @@ from breachbook.ports import (
     EvidenceSource,
     OutgoingLetter,
 )
+from breachbook.receiver import StartRequest
 
 
 @dataclass
@@ -269,3 +270,21 @@ class VanishingSource:
         raise EvidenceReadError(
             f"{self.describe()}: reading {self.vanishing} failed: the source vanished mid-read"
         )
+
+
+class RecordingStarter:
+    """Starts nothing: records each run the alert receiver asks for; fails the first
+    `failures` attempts as an unreachable Prefect API would."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.attempts = 0
+        self.started: list[StartRequest] = []
+
+    async def start(self, request: StartRequest) -> str:
+        self.attempts += 1
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("Prefect API unreachable")
+        self.started.append(request)
+        return f"flow-run-{len(self.started)}"

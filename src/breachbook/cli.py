@@ -174,6 +174,21 @@ def _run_and_report(check: Callable[[], None], **parameters: Any) -> None:
 
 
 @app.command()
+def serve() -> None:
+    """Serve the deployments (drill, demo-drill, live-response, alert-drill, alert-live) and,
+    with BREACHBOOK_ALERT_RULES, the alert receiver, against PREFECT_API_URL or a Prefect
+    server it starts. Runs until Ctrl-C or SIGTERM."""
+    from breachbook.serve import serve as serve_all
+    from breachbook.settings import Settings
+
+    try:
+        settings = Settings()
+        serve_all(_load_flow_module, settings)
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
 def drill(
     out: Annotated[
         Path | None,

@@ -627,6 +627,28 @@ class Ledger:
                 for row in session.scalars(query.order_by(ItemRow.step_id, ItemRow.item_key))
             ]
 
+    def items_of_step(self, step_id: str, status: ItemStatus) -> list[tuple[str, Item]]:
+        """(incident, item) of one step in one status across every incident: what a process
+        that restarts must take up again (the alert receiver's runs not started)."""
+        query = select(ItemRow).where(ItemRow.step_id == step_id, ItemRow.status == status.value)
+        with Session(self._engine) as session:
+            return [
+                (
+                    row.incident_id,
+                    Item(
+                        step_id=row.step_id,
+                        key=row.item_key,
+                        status=ItemStatus(row.status),
+                        generation=row.generation,
+                        run_id=row.run_id,
+                        done_order=row.done_order,
+                        details=dict(row.details),
+                        prior=None,
+                    ),
+                )
+                for row in session.scalars(query)
+            ]
+
     def item_status(self, incident_id: str, step_id: str, key: str) -> ItemStatus | None:
         """One item's latest outcome, or None if it was never claimed."""
         query = select(ITEMS.c.status).where(

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from breachbook.errors import BreachbookError, UnknownSetting
 from breachbook.ledger import AUTOMATION
@@ -82,6 +88,40 @@ class Settings(BaseSettings):
     """Secrets for the `http.request` action, as a JSON object {"NAME": "value"}; a header
     value `secret:NAME` is replaced by the value when sending, never logged or recorded.
     None: no HTTP connector, those steps are UNVERIFIED."""
+    incidents_dir: Path | None = None
+    """Incident files the Prefect UI's forms offer by name, and where the alert receiver
+    writes the incidents it opens; default: the home's `incidents/`."""
+    config: Path | None = None
+    """A YAML file of these settings (keys as the field names, `alert_token: ...`); the
+    environment wins over it. Only read from BREACHBOOK_CONFIG."""
+    alert_rules: Path | None = None
+    """YAML rules mapping alerts to a playbook, a mode and the incident's fields; the alert
+    receiver of `breachbook serve` runs only when set."""
+    alert_token: SecretStr | None = None
+    """Bearer token a sender may give (Alertmanager's `http_config.authorization`)."""
+    alert_hmac_key: SecretStr | None = None
+    """Shared key of senders that sign: HMAC-SHA256 over `timestamp.body`."""
+    alert_replay_seconds: int = 300
+    """How far a signed alert's timestamp may lie from now before it is refused."""
+    receiver_host: str = "127.0.0.1"
+    receiver_port: int = 8787
+    prefect_port: int = 4200
+    serve_limit: int = 4
+    """Served runs `breachbook serve` runs at once (each a Python process); more wait their
+    turn. Containment in the receiver does not wait for it."""
+    """Port of the Prefect server `breachbook serve` starts when PREFECT_API_URL is not set."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the BREACHBOOK_CONFIG file."""
+        return (init_settings, env_settings, ConfigFile(settings_cls))
 
     @model_validator(mode="before")
     @classmethod
@@ -100,6 +140,29 @@ class Settings(BaseSettings):
         return values
 
 
+class ConfigFile(PydanticBaseSettingsSource):
+    """The YAML file named by BREACHBOOK_CONFIG; a key that names no setting is refused."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        named = os.environ.get(PREFIX + "CONFIG")
+        if not named:
+            return {}
+        path = Path(named)
+        if not path.is_file():
+            raise BreachbookError(f"{path}: BREACHBOOK_CONFIG names no file")
+        values = YamlConfigSettingsSource(self.settings_cls, yaml_file=path)()
+        unknown = sorted(set(values) - set(self.settings_cls.model_fields))
+        if unknown:
+            raise UnknownSetting(
+                f"{path}: unknown setting {', '.join(unknown)}; "
+                f"the settings are {', '.join(sorted(self.settings_cls.model_fields))}"
+            )
+        return values
+
+
 def builtin_content() -> Path:
     """The content this install ships: the checkout's own folders when running from one (an
     editable install), else the copy packaged in the wheel."""
@@ -109,6 +172,11 @@ def builtin_content() -> Path:
     ):
         return checkout
     return PACKAGED_CONTENT
+
+
+def incidents_dir(settings: Settings) -> Path:
+    """Where incident files are offered by name: BREACHBOOK_INCIDENTS_DIR, else the home's."""
+    return settings.incidents_dir or settings.home / "incidents"
 
 
 def project_root(settings: Settings | None = None) -> Path:

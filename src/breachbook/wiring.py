@@ -97,7 +97,7 @@ def open_customers(settings: Settings) -> SqlCustomerDirectory:
     if settings.customers_url is None:
         raise CustomerDataError(
             "no customer database configured: set BREACHBOOK_CUSTOMERS_URL, or drill the demo world "
-            "(--demo on the command line, demo=true in a deployment)"
+            "(--demo on the command line, the demo-drill deployment in Prefect)"
         )
     source_file, source = open_datasource(settings)
     customers = SqlCustomerDirectory(

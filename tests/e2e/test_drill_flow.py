@@ -318,7 +318,7 @@ def prefect_texts(flow_run_id: UUID) -> tuple[list[str], set[str]]:
         texts += [log.message for log in logs]
         runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         artifacts = client.read_artifacts(flow_run_filter=runs)
-        keys = {a.key for a in artifacts if a.key}
+        keys = {a.key.rsplit("-", 1)[0] for a in artifacts if a.key}  # breachbook-KIND-RUN
         texts += [json.dumps(a.data, default=str) + (a.description or "") for a in artifacts]
         for task_run in client.read_task_runs(flow_run_filter=runs):
             texts.append(task_run.name + json.dumps(task_run.task_inputs, default=str))
@@ -328,13 +328,13 @@ def prefect_texts(flow_run_id: UUID) -> tuple[list[str], set[str]]:
 
 def test_the_flow_run_shows_its_progress_to_the_end(drill_run: dict[str, Any]) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=[drill_run["flow_run_id"]]))
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["breachbook-progress"])),
-        )
-    mine = [a for a in found if a.flow_run_id == drill_run["flow_run_id"]]
+        found = client.read_artifacts(flow_run_filter=runs)
+    run12 = str(drill_run["flow_run_id"]).replace("-", "")[:12]
+    mine = [a for a in found if a.key == f"breachbook-progress-{run12}"]
     assert len(mine) == 1 and mine[0].type == "progress"
     assert float(str(mine[0].data)) == 100.0
     assert mine[0].description == "16 of 16 steps done; last: communicate/war-room-update"

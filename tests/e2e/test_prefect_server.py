@@ -134,7 +134,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_world: DemoWorld) -> 
         "BREACHBOOK_CUSTOMERS_URL": f"sqlite:///{small_world.customers_db}",
         "BREACHBOOK_OUTBOX": str(scratch / "outbox"),
         "BREACHBOOK_EVIDENCE_DIR": str(scratch / "evidence"),
+        "BREACHBOOK_INCIDENTS_DIR": str(scratch / "incidents"),
     }
+    (scratch / "incidents").mkdir()
+    (scratch / "incidents" / "antiques-leak.yaml").write_bytes(
+        small_world.incident_file.read_bytes()
+    )
     logs = scratch / "logs"
     logs.mkdir()
     started: list[subprocess.Popen[bytes]] = []
@@ -178,48 +183,126 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_world: DemoWorld) -> 
             _stop(process)
 
 
-def test_every_deployment_of_prefect_yaml_is_on_the_server(server: Server) -> None:
+def _artifacts(server: Server, flow_run_id: str) -> dict[str, Any]:
+    runs = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
+    found = httpx.post(f"{server.api}/artifacts/filter", json=runs).json()
+    return {a["key"].rsplit("-", 1)[0]: a for a in found if a["key"]}
+
+
+def test_every_deployment_shows_a_form_and_never_offers_the_mode(server: Server) -> None:
     found = httpx.post(f"{server.api}/deployments/filter", json={}).json()
     by_name = {d["name"]: d for d in found}
     assert set(by_name) == {"drill", "demo-drill", "live-response"}
-    assert by_name["live-response"]["parameters"] == {"mode": "live"}
-    form = by_name["drill"]["parameter_openapi_schema"]["properties"]
-    assert {"incident_file", "out_dir", "mode", "confirm_incident_id", "demo"} <= set(form)
+    assert all(d["enforce_parameter_schema"] for d in found)
+    assert by_name["demo-drill"]["parameter_openapi_schema"]["properties"] == {}
+    schema = by_name["drill"]["parameter_openapi_schema"]
+    assert set(schema["properties"]) == {"drill"}
+    form = schema["definitions"]["DrillForm"]["properties"]
+    assert set(form) == {"playbook", "incident", "incident_fields"}
+    assert form["incident"]["enum"] == ["(fill in the incident below)", "antiques-leak"]
+    assert form["playbook"]["enum"] == ["customer-data-breach"]
+    assert all(f.get("description") and (f.get("title") or f["$ref"]) for f in form.values())
+    assert schema["definitions"]["IncidentFields"]["title"] == "Incident (filled in)"
+    live = by_name["live-response"]["parameter_openapi_schema"]["definitions"]["LiveForm"]
+    assert "confirm_incident_id" in live["properties"]
+    assert "mode" not in json.dumps([d["parameter_openapi_schema"] for d in found])
 
 
-def test_a_drill_started_like_the_ui_completes_and_keeps_pii_off_the_server(
-    server: Server, small_world: DemoWorld, tmp_path: Path
+def test_a_form_outside_its_schema_is_refused_before_any_run_naming_the_field(
+    server: Server,
 ) -> None:
-    out = tmp_path / "drill"
+    deployment = httpx.get(f"{server.api}/deployments/name/breachbook-response/drill").json()
+    answer = httpx.post(
+        f"{server.api}/deployments/{deployment['id']}/create_flow_run",
+        json={"parameters": {"drill": {"incident": "no-such-incident"}}},
+    )
+    assert answer.status_code == 409, answer.text
+    assert "no-such-incident" in answer.text and "incident" in answer.text
+    bad_id = httpx.post(
+        f"{server.api}/deployments/{deployment['id']}/create_flow_run",
+        json={"parameters": {"drill": {"incident_fields": {"id": "x"}}}},
+    )
+    assert bad_id.status_code == 409 and "'x' does not match" in bad_id.text, bad_id.text
+    runs = httpx.post(
+        f"{server.api}/flow_runs/filter",
+        json={"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}},
+    ).json()
+    assert all(r["parameters"]["drill"].get("incident") != "no-such-incident" for r in runs)
+
+
+def test_a_filled_in_incident_that_does_not_validate_fails_in_one_line_naming_the_field(
+    server: Server,
+) -> None:
     code, run = server.run_deployment(
         "breachbook-response/drill",
-        {"incident_file": str(small_world.incident_file), "out_dir": str(out)},
+        {
+            "drill": {
+                "incident_fields": {
+                    "id": "inc-form-1",
+                    "title": "Export seen",
+                    "started_at": "2026-11-28T12:00:00Z",
+                    "discovered_at": "2026-11-28T10:00:00Z",
+                }
+            }
+        },
+    )
+    assert code == 1 and run["state"]["type"] == "FAILED"
+    message = run["state"]["message"]
+    assert message == "incident_fields: discovered_at is before started_at", message
+    logs = "\n".join(server.texts_of(run["id"]))
+    assert f"refused: {message}" in logs
+    for ours in (ROOT / "src", ROOT / "flows"):  # Prefect logs its engine's frames only
+        assert f'File "{ours}' not in logs
+
+
+def test_a_drill_from_the_form_completes_in_its_own_folder_and_keeps_pii_off_the_server(
+    server: Server, small_world: DemoWorld
+) -> None:
+    code, run = server.run_deployment(
+        "breachbook-response/drill", {"drill": {"incident": "antiques-leak"}}
     )
     assert code == 0 and run["state"]["type"] == "COMPLETED", (
         server.logs / "worker.log"
     ).read_text()[-3000:]
+    run12 = run["id"].replace("-", "")[:12]
+    out = server.scratch / "breachbook-home" / "runs" / "demo-2026-antiques-leak" / run12
     plan = json.loads((out / "plan.json").read_text())
     failed = [e for e in plan["entries"] if e["verdict"] == "FAILED"]
     # only the residents of places no rule covers, each FAILED for a person to decide
     assert plan["mode"] == "drill" and all(e["target"].startswith("no-rule:") for e in failed)
     assert (out / "report.md").read_text().startswith("[DRILL]")
     assert not (out / "RUN-INCOMPLETE.txt").exists()
+    artifacts = _artifacts(server, run["id"])
+    assert {
+        "breachbook-progress",
+        "breachbook-summary",
+        "breachbook-plan",
+        "breachbook-obligations",
+        "breachbook-report",
+    } <= set(artifacts)
+    assert all(a["key"].endswith(run12) for a in artifacts.values())  # per-run keys
+    assert str(out) in json.dumps(artifacts["breachbook-summary"]["data"])
+    assert (
+        str(out) in artifacts["breachbook-progress"]["description"]
+        or "steps done" in (artifacts["breachbook-progress"]["description"])
+    )
 
     joined = "\n".join(server.texts_of(run["id"]))
     assert "render-letters" in joined and "letters=" in joined  # the step logs were read back
     assert customers_named_in(joined, small_world.customers_db) == []
 
 
-def test_live_without_confirmation_fails_naming_the_incident_id(
-    server: Server, small_world: DemoWorld
+def test_live_without_confirmation_fails_naming_the_incident_id_in_its_progress(
+    server: Server,
 ) -> None:
     code, run = server.run_deployment(
-        "breachbook-response/live-response", {"incident_file": str(small_world.incident_file)}
+        "breachbook-response/live-response", {"response": {"incident": "antiques-leak"}}
     )
     assert code == 1 and run["state"]["type"] == "FAILED"
-    assert "confirm by naming the incident id ('demo-2026-antiques-leak')" in str(
-        run["state"]["message"]
-    )
+    expected = "confirm by naming the incident id ('demo-2026-antiques-leak')"
+    assert expected in str(run["state"]["message"])
+    progress = _artifacts(server, run["id"])["breachbook-progress"]
+    assert progress["description"].startswith("FAILED") and expected in progress["description"]
 
 
 def test_live_waits_suspended_for_each_decision_and_resumes_the_same_run(
@@ -234,9 +317,7 @@ def test_live_waits_suspended_for_each_decision_and_resumes_the_same_run(
         "run",
         "breachbook-response/live-response",
         "--param",
-        f"incident_file={json.dumps(str(small_world.incident_file))}",
-        "--param",
-        'confirm_incident_id="demo-2026-antiques-leak"',
+        'response={"incident": "antiques-leak", "confirm_incident_id": "demo-2026-antiques-leak"}',
     )
     found = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout)
     assert found, done.stdout + done.stderr

@@ -19,12 +19,12 @@ from tests.conftest import ROOT, T0
 def test_prefect_yaml_deployments_point_at_real_flows_with_real_parameters() -> None:
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = {d["name"] for d in config["deployments"]}
-    assert {"drill", "live-response"} <= names
+    assert names == {"drill", "demo-drill", "live-response"}
     for deployment in config["deployments"]:
         flow: Flow[..., Any] = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
         accepted = set(inspect.signature(flow.fn).parameters)
-        assert set(deployment["parameters"]) <= accepted, deployment["name"]
-        assert Mode(deployment["parameters"]["mode"])
+        assert set(deployment.get("parameters", {})) <= accepted, deployment["name"]
+        assert "mode" not in accepted  # each deployment fixes its mode; the form never offers it
 
 
 def test_flow_defaults_to_drill() -> None:
@@ -68,7 +68,10 @@ def test_sqlite_directory_opened_read_only_refuses_writes(small_world: DemoWorld
 def test_only_the_wiring_reads_the_mode() -> None:
     """Core code never branches on the mode: only wiring.mode_profile reads it (the CLI and
     the flow only pass the user's choice along)."""
-    allowed = {"modes.py", "wiring.py", "cli.py"}
+    # Entry points that pass a chosen mode along, never branching on it: the CLI, the
+    # deployments' forms (each deployment fixes its mode), `serve` (the rule's mode names the
+    # deployment) and containment (runs the rule's mode).
+    allowed = {"modes.py", "wiring.py", "cli.py", "forms.py", "serve.py", "containment.py"}
     offenders = [
         str(path.relative_to(ROOT))
         for path in (ROOT / "src" / "breachbook").rglob("*.py")
