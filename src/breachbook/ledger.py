@@ -295,6 +295,11 @@ def _plain(data: Any) -> Any:
     return json.loads(json.dumps(data, default=str))
 
 
+SNAPSHOT_READ = "breachbook_snapshot_read"
+"""Execution option of a long read (a whole chain streamed out): on SQLite it begins a deferred
+transaction, a WAL snapshot that never holds the write lock while its consumer works."""
+
+
 def _engine_for(url: str) -> Engine:
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
@@ -303,14 +308,15 @@ def _engine_for(url: str) -> Engine:
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _sqlite_begin(conn: Any) -> None:
+            snapshot = conn.get_execution_options().get(SNAPSHOT_READ, False)
+            conn.exec_driver_sql("BEGIN" if snapshot else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -417,7 +423,8 @@ class Ledger:
         query = select(LedgerRow).order_by(LedgerRow.incident_id, LedgerRow.seq)
         if incident_id is not None:
             query = query.where(LedgerRow.incident_id == incident_id)
-        with Session(self._engine) as session:
+        reading = self._engine.connect().execution_options(**{SNAPSHOT_READ: True})
+        with reading, Session(bind=reading) as session:
             yield from session.scalars(query.execution_options(yield_per=2000))
 
     def head(self, incident_id: str) -> tuple[int, str]:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,11 +218,26 @@ def test_an_alert_becomes_one_incident_and_one_run_and_its_repeat_and_resolve_st
     assert customers_named_in(joined, small_world.customers_db) == []
 
 
+def _retrying(call: Callable[[], httpx.Response]) -> httpx.Response:
+    """Prefect's server answers 503 while its SQLite database is busy, and its own client
+    retries that; so does this one (five times, a second apart)."""
+    for _ in range(5):
+        answer = call()
+        if answer.status_code != 503:
+            return answer
+        time.sleep(1)
+    return answer
+
+
 def test_a_drill_from_the_form_runs_on_the_served_deployment(serving: Serving) -> None:
-    deployment = httpx.get(f"{serving.api}/deployments/name/breachbook-response/drill").json()
-    created = httpx.post(
-        f"{serving.api}/deployments/{deployment['id']}/create_flow_run",
-        json={"parameters": {"drill": {"incident": "antiques-leak"}}},
+    deployment = _retrying(
+        lambda: httpx.get(f"{serving.api}/deployments/name/breachbook-response/drill")
+    ).json()
+    created = _retrying(
+        lambda: httpx.post(
+            f"{serving.api}/deployments/{deployment['id']}/create_flow_run",
+            json={"parameters": {"drill": {"incident": "antiques-leak"}}},
+        )
     )
     assert created.status_code == 201, created.text
     run = serving.wait_done(created.json()["id"])
