@@ -92,8 +92,13 @@ class Running:
         return self.client.post(f"/alerts/{source}", content=data, headers=headers)
 
     def wait_started(self, count: int) -> None:
+        """Until `count` runs were started and each start is settled in the ledger (the
+        receiver records `done` just after the starter answers)."""
         deadline = time.monotonic() + 10
-        while len(self.starter.started) < count:
+        while len(self.starter.started) < count or any(
+            self.start_status(started.incident_id) is not ItemStatus.DONE
+            for started in self.starter.started
+        ):
             assert time.monotonic() < deadline, self.starter.started
             time.sleep(0.02)
 
