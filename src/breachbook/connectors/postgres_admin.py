@@ -297,16 +297,7 @@ class PostgresAdmin:
         found = (
             f"table {nsp}.{rel} exists (owner {owner}); {role} can {'/'.join(held) or 'nothing'}"
         )
-        if me.superuser:
-            return Check.verified(f"{found}; responder {me.name} is superuser", METHOD)
-        if owns:
-            return Check.verified(
-                f"{found}; responder {me.name} has the owner's privileges", METHOD
-            )
-        return Check.failed(
-            f"{found}; responder {me.name} is neither superuser nor a member of owner {owner}",
-            METHOD,
-        )
+        return _owner_verdict(found, me, owner, owns)
 
     def _check_schema(
         self, conn: psycopg.Connection[Any], me: Responder, role: str, name: str
@@ -320,16 +311,7 @@ class PostgresAdmin:
             f"schema {nsp} exists (owner {owner}, {tables} tables); {role} holds "
             f"{len(granted)} table privileges in it"
         )
-        if me.superuser:
-            return Check.verified(f"{found}; responder {me.name} is superuser", METHOD)
-        if owns:
-            return Check.verified(
-                f"{found}; responder {me.name} has the owner's privileges", METHOD
-            )
-        return Check.failed(
-            f"{found}; responder {me.name} is neither superuser nor a member of owner {owner}",
-            METHOD,
-        )
+        return _owner_verdict(found, me, owner, owns)
 
     def revoke_privileges(self, role: str, target: str) -> Changed:
         with self._session() as conn:
@@ -423,3 +405,15 @@ def _grant(
     if grantable:
         statement = sql.SQL("{} WITH GRANT OPTION").format(statement)
     return statement
+
+
+def _owner_verdict(found: str, me: Responder, owner: str, owns: bool) -> Check:
+    """Only a superuser or a member of the owner may revoke on a table or schema."""
+    if me.superuser:
+        return Check.verified(f"{found}; responder {me.name} is superuser", METHOD)
+    if owns:
+        return Check.verified(f"{found}; responder {me.name} has the owner's privileges", METHOD)
+    return Check.failed(
+        f"{found}; responder {me.name} is neither superuser nor a member of owner {owner}",
+        METHOD,
+    )
