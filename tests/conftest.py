@@ -86,6 +86,8 @@ class Fakes:
     )
     customers: CustomerDirectory | None = None
     evidence_source: EvidenceSource | None = None
+    evidence_in_folder: bool = True
+    """Transfer LIVE evidence to a folder of the test's; False: the store settings name."""
 
     def adapters(self) -> Adapters:
         return Adapters(
@@ -97,7 +99,9 @@ class Fakes:
             chat=self.chat,
             publisher=self.publisher,
             approvals=self.approvals,
-            evidence=FilesystemEvidenceStore(self.folder / "vault"),
+            evidence=FilesystemEvidenceStore(self.folder / "vault")
+            if self.evidence_in_folder
+            else None,
         )
 
 

@@ -256,9 +256,16 @@ class EvidenceStore(Protocol):
     @reads
     def check_writable(self) -> Check: ...
 
-    def put(self, item_id: str, chunks: Iterator[bytes]) -> str:
+    def put(
+        self,
+        item_id: str,
+        chunks: Iterator[bytes],
+        retain_until: datetime | None = None,
+        legal_hold: bool = False,
+    ) -> str:
         """Store one file of an evidence bundle (a sealed item or the manifest) under the
-        relative name `item_id`, whole or not at all; returns the SHA-256 of the bytes stored."""
+        relative name `item_id`, whole or not at all; returns the SHA-256 of the bytes stored.
+        A write-once store keeps it undeletable until `retain_until` (and while on hold)."""
         ...
 
 

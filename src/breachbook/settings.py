@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     """Lowest network ACL rule number the deny entries use (they must come before the allows)."""
     aws_vpc_id: str | None = None
     """Block addresses in this VPC's network ACLs; default: every network ACL of the region."""
+    evidence_bucket: str | None = None
+    """S3 bucket, created with Object Lock enabled, that LIVE evidence bundles are transferred
+    to write-once (compliance mode, retained as the step's `retention` says); through the AWS
+    settings above. Instead of BREACHBOOK_EVIDENCE_DIR, not beside it."""
     evidence_key: SecretStr | None = None
     """The AES-256 key that encrypts evidence at rest: base64 of 32 random bytes. Else
     BREACHBOOK_EVIDENCE_KEY_FILE; else the home's `keys/evidence-key`, created once."""
@@ -106,10 +110,10 @@ class Settings(BaseSettings):
     receiver_host: str = "127.0.0.1"
     receiver_port: int = 8787
     prefect_port: int = 4200
+    """Port of the Prefect server `breachbook serve` starts when PREFECT_API_URL is not set."""
     serve_limit: int = 4
     """Served runs `breachbook serve` runs at once (each a Python process); more wait their
     turn. Containment in the receiver does not wait for it."""
-    """Port of the Prefect server `breachbook serve` starts when PREFECT_API_URL is not set."""
 
     @classmethod
     def settings_customise_sources(
@@ -122,6 +126,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Arguments, then the environment, then the BREACHBOOK_CONFIG file."""
         return (init_settings, env_settings, ConfigFile(settings_cls))
+
+    @model_validator(mode="after")
+    def _one_evidence_store(self) -> Settings:
+        if self.evidence_dir is not None and self.evidence_bucket is not None:
+            raise BreachbookError(
+                "set BREACHBOOK_EVIDENCE_DIR or BREACHBOOK_EVIDENCE_BUCKET, not both: "
+                "evidence goes to one store"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

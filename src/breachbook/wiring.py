@@ -225,8 +225,7 @@ def build_connectors(
         "approvals": given.approvals or LedgerApprovals(journal, clock),
         "mail": given.mail
         or (OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None),
-        "evidence": given.evidence
-        or (FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None),
+        "evidence": given.evidence or evidence_store(settings, profile),
         "database": given.database or database_admin(settings, profile.transport_read_only),
         "cloud": given.cloud or cloud(settings, profile.transport_read_only),
         "chat": given.chat,
@@ -388,6 +387,21 @@ def aws_evidence(settings: Settings, profile: ModeProfile) -> CloudEvidence | No
     return AwsEvidence(settings.aws_region, settings.aws_endpoint_url, profile.transport_read_only)
 
 
+def evidence_store(settings: Settings, profile: ModeProfile) -> EvidenceStore | None:
+    """Where LIVE transfers evidence bundles: a folder, or an S3 bucket with Object Lock."""
+    if settings.evidence_bucket is not None:
+        from breachbook.connectors.evidence_s3 import S3EvidenceStore
+
+        return S3EvidenceStore(
+            settings.evidence_bucket,
+            settings.aws_region,
+            settings.aws_endpoint_url,
+            settings.aws_profile,
+            read_only=profile.transport_read_only,
+        )
+    return FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None
+
+
 def evidence_policy(profile: ModeProfile, settings: Settings, run_folder: Path) -> EvidencePolicy:
     """The signing key and, unless a drill leaves contents out, the evidence key, kept away
     from the run folder and the evidence folder. A key problem stops the run before it starts."""
@@ -468,6 +482,7 @@ def demo_settings(settings: Settings, customers_db: Path, demo_folder: Path) -> 
             "customers_url": SecretStr(f"sqlite:///{customers_db.resolve()}"),
             "datasource": mapping if mapping.is_file() else DEMO_DATASOURCE,
             "outbox": settings.outbox or demo_folder / "outbox",
-            "evidence_dir": settings.evidence_dir or demo_folder / "evidence",
+            "evidence_dir": settings.evidence_dir
+            or (None if settings.evidence_bucket else demo_folder / "evidence"),
         }
     )

@@ -84,3 +84,14 @@ def test_content_comes_from_the_checkout_when_running_from_one(
     monkeypatch.delenv("BREACHBOOK_CONTENT_DIR", raising=False)
     assert builtin_content() == CHECKOUT
     assert project_root() == CHECKOUT
+
+
+def test_evidence_goes_to_one_store_not_two(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BREACHBOOK_EVIDENCE_DIR", str(tmp_path))
+    monkeypatch.setenv("BREACHBOOK_EVIDENCE_BUCKET", "org-evidence")
+    with pytest.raises(
+        BreachbookError, match="BREACHBOOK_EVIDENCE_DIR or BREACHBOOK_EVIDENCE_BUCKET, not both"
+    ):
+        Settings()

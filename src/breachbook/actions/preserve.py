@@ -10,6 +10,7 @@ and records the transfer. Nothing is ever read twice, and no plaintext copy is w
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -23,7 +24,9 @@ from breachbook.errors import BreachbookError
 from breachbook.models import ExposedTable
 from breachbook.ports import Changed, Check, Verdict, not_configured
 
-EVIDENCE_SETTING = "set BREACHBOOK_EVIDENCE_DIR"
+EVIDENCE_SETTING = (
+    "set BREACHBOOK_EVIDENCE_DIR (a folder) or BREACHBOOK_EVIDENCE_BUCKET (S3, write-once)"
+)
 BUNDLE = "evidence"
 MANIFEST = f"{BUNDLE}/{BUNDLE_MANIFEST}"
 INCIDENT_ITEM = "incident-record"
@@ -68,6 +71,9 @@ class SnapshotArgs(ActionArgs):
     volumes: list[str] = []
     """EBS volumes to snapshot (LIVE; a drill checks with DryRun), recorded by snapshot id."""
     legal_hold: bool = True
+    retention: timedelta = timedelta(days=7 * 365)
+    """How long a write-once store (BREACHBOOK_EVIDENCE_BUCKET) keeps each transferred item
+    undeletable, as an ISO 8601 duration (P7Y, P2555D); default 7 years."""
 
 
 class Item(BaseModel):
@@ -321,7 +327,8 @@ class SnapshotEvidence(Action[SnapshotArgs]):
         prefix = f"{ctx.incident.id}/{ctx.run_id}"
         sealed = bundle.folder / item.blob
         expected = _sha_of_file(sealed)
-        stored = store.put(f"{prefix}/{item.blob}", _file_chunks(sealed))
+        until = ctx.connectors.clock.now() + args.retention
+        stored = store.put(f"{prefix}/{item.blob}", _file_chunks(sealed), until, args.legal_hold)
         if stored != expected:
             raise BreachbookError(f"evidence item {target}: the store kept other bytes than sealed")
         bundle.append(
@@ -332,7 +339,9 @@ class SnapshotEvidence(Action[SnapshotArgs]):
             at=ctx.connectors.clock.now().isoformat(),
             detail=f"sealed item to {store.describe()} as {prefix}/{item.blob}",
         )
-        store.put(f"{prefix}/{BUNDLE_MANIFEST}", _file_chunks(bundle.manifest))
+        store.put(
+            f"{prefix}/{BUNDLE_MANIFEST}", _file_chunks(bundle.manifest), until, args.legal_hold
+        )
         return Changed({"sha256": item.sha256, "size_bytes": item.size})
 
     def _snapshot(self, target: str, ctx: RunContext) -> Changed:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from breachbook.connectors import folder_writable
@@ -25,8 +26,15 @@ class FilesystemEvidenceStore:
     def check_writable(self) -> Check:
         return folder_writable(self.folder)
 
-    def put(self, item_id: str, chunks: Iterator[bytes]) -> str:
-        """Write `item_id` (a relative path) whole through a temporary file, or not at all."""
+    def put(
+        self,
+        item_id: str,
+        chunks: Iterator[bytes],
+        retain_until: datetime | None = None,
+        legal_hold: bool = False,
+    ) -> str:
+        """Write `item_id` (a relative path) whole through a temporary file, or not at all.
+        A folder cannot enforce retention or hold: that is the S3 store's (README: Evidence)."""
         parts = PurePosixPath(item_id).parts
         if not parts or PurePosixPath(item_id).is_absolute() or ".." in parts:
             raise BreachbookError(f"{item_id!r}: not a path inside the evidence folder")
