@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from breachbook.ports import CustomerDirectory
 from breachbook.rules import WORLDWIDE, Rule, RuleBook, describe_deadline
 from breachbook.templates import Renderer
 
-BATCH_SIZE = 2000
+BATCH_SIZE = 5000
 LABELS_FILE = "letters/category-labels.yaml"
 
 
@@ -68,8 +69,13 @@ class Tally(BaseModel):
         if customer_id is not None:
             self.customer_ids.append(customer_id)
         self.records += len(exposed)
-        for category in exposed:
-            self.categories[category.value] = self.categories.get(category.value, 0) + 1
+        for category in _values(exposed):
+            self.categories[category] = self.categories.get(category, 0) + 1
+
+
+@lru_cache(maxsize=1024)
+def _values(categories: frozenset[DataCategory]) -> tuple[str, ...]:
+    return tuple(category.value for category in categories)
 
 
 class Rejected(BaseModel):
@@ -102,6 +108,8 @@ class Obligations:
         self.incident = incident
         self.exposed = frozenset(incident.data_categories)
         self._by_place: dict[tuple[str, str], list[Rule]] = {}
+        self._owed: dict[tuple[str, str, frozenset[DataCategory]], list[Rule]] = {}
+        self._reaches: dict[str, bool] = {}
 
     def _rules_for(self, customer: Customer) -> list[Rule]:
         key = (customer.jurisdiction, customer.country)
@@ -118,12 +126,26 @@ class Obligations:
         return bool(self._rules_for(customer))
 
     def for_customer(self, customer: Customer) -> list[Rule]:
+        """The rules owed to this customer: decided once per place and set of exposed data
+        categories, which are all a rule looks at (millions of customers, a few hundred
+        distinct answers)."""
         exposed = self.exposed_for(customer)
-        return [
-            rule
-            for rule in self._rules_for(customer)
-            if rule.applies_to_incident(self.incident) and rule.applies_to_data(exposed)
-        ]
+        key = (customer.jurisdiction, customer.country, exposed)
+        owed = self._owed.get(key)
+        if owed is None:
+            owed = [
+                rule
+                for rule in self._rules_for(customer)
+                if self._reaches_incident(rule) and rule.applies_to_data(exposed)
+            ]
+            self._owed[key] = owed
+        return owed
+
+    def _reaches_incident(self, rule: Rule) -> bool:
+        reaches = self._reaches.get(rule.id)
+        if reaches is None:
+            reaches = self._reaches[rule.id] = rule.applies_to_incident(self.incident)
+        return reaches
 
 
 WITHHELD = "[customer data withheld]"
@@ -177,6 +199,10 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
         if r.applies_to_incident(incident) or r.applies_at_scale(incident)
     ]
     reg_places = {rule.id: book.expand(rule.applies_to) for rule in regulators}
+    reaches = {rule.id: rule.applies_to_incident(incident) for rule in regulators}
+    scales = {rule.id: rule.applies_at_scale(incident) for rule in regulators}
+    to_regulators: dict[tuple[str, str, frozenset[DataCategory]], list[tuple[str, bool, bool]]]
+    to_regulators = {}
     at_scale: dict[str, Tally] = {}
     uncovered_categories: dict[str, Counter[str]] = {}
     for customer in iter_valid_customers(directory, incident, rejected):
@@ -192,13 +218,19 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
             below_threshold[place] += 1
         for rule in rules:
             individual.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, customer.id, exposed)
-        for rule in regulators:
-            if not {place, customer.country, WORLDWIDE} & reg_places[rule.id]:
-                continue
-            if rule.applies_to_incident(incident) and rule.applies_to_data(exposed):
-                regulator.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, None, exposed)
-            if rule.applies_at_scale(incident):
-                at_scale.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, None, exposed)
+        key = (place, customer.country, exposed)
+        counted = to_regulators.get(key)
+        if counted is None:
+            counted = to_regulators[key] = [
+                (rule.id, reaches[rule.id] and rule.applies_to_data(exposed), scales[rule.id])
+                for rule in regulators
+                if {place, customer.country, WORLDWIDE} & reg_places[rule.id]
+            ]
+        for rule_id, by_data, by_scale in counted:
+            if by_data:
+                regulator.setdefault(rule_id, Tally(rule_id=rule_id)).add(place, None, exposed)
+            if by_scale:
+                at_scale.setdefault(rule_id, Tally(rule_id=rule_id)).add(place, None, exposed)
     owed: dict[str, Tally] = {}
     for rule in regulators:
         everyone, triggered = at_scale.get(rule.id), regulator.get(rule.id)

@@ -289,7 +289,9 @@ class SqlCustomerDirectory:
                     for row in rows:
                         found[row["i_id"]].update(cat for label, cat in flags if row[label])
                     for lookup, kinds in lookups:
-                        for customer_id, *held in conn.execute(lookup, {"ids": ids}).all():
+                        in_page = lookup if last is None else lookup.where(key > last)
+                        held_rows = conn.execute(in_page, {"through": ids[-1]}).all()
+                        for customer_id, *held in held_rows:
                             found[customer_id].update(
                                 kind for kind, flag in zip(kinds, held, strict=True) if flag
                             )
@@ -309,7 +311,8 @@ class SqlCustomerDirectory:
     def _held_in(
         self, tables: dict[str, Table], part: ExposedPart
     ) -> tuple[Select[Any], list[DataCategory]]:
-        """The query that says, for the customers of a page (the `ids` parameter), which of
+        """The query that says, for the customers of a page (those after the previous page's
+        last id, through the `through` parameter: a key range, not a list of ids), which of
         the part's exposed columns hold a value in at least one of their rows (within the
         window), joined up to the customer: one flag per column, in the order of the
         categories returned beside it."""
@@ -333,9 +336,7 @@ class SqlCustomerDirectory:
             for n, (column, _) in enumerate(columns)
         ]
         query = (
-            select(key.label("cid"), *flags)
-            .select_from(joined)
-            .where(key.in_(bindparam("ids", expanding=True)))
+            select(key.label("cid"), *flags).select_from(joined).where(key <= bindparam("through"))
         )
         if part.window is not None:
             assert part.mapped.time_column is not None
