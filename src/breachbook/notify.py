@@ -374,6 +374,9 @@ class LetterWriter:
         self._texts: dict[str, tuple[LetterTexts, bool]] = {}
         self._shared: dict[tuple[str, str], dict[str, Any]] = {}
         self._about: dict[tuple[str, frozenset[DataCategory]], tuple[list[str], ...]] = {}
+        self._checked: dict[tuple[str, str, frozenset[DataCategory]], dict[str, Any]] = {}
+        """(rule, language, exposed categories) -> the letter's fields that are the same for
+        every customer of that shape, as validated by the rule's context model."""
 
     def model(self, rule: Rule) -> type[LetterContext]:
         spec = rule.letter
@@ -510,15 +513,38 @@ class LetterWriter:
         template: str = "",
     ) -> dict[str, Any]:
         """The fields of one letter written in `language` (default: the customer's),
-        validated by the rule's context model; raises naming rule, template and field."""
+        validated by the rule's context model; raises naming rule, template and field.
+
+        The model runs once per shape (rule, language, exposed data); for the other letters
+        of a shape only the customer's own fields differ, and those the rule requires are
+        checked non-empty, letter by letter."""
         language = language or customer.locale
         spec = rule.letter
         assert spec is not None
-        model = self.model(rule)
-        fields = model.model_fields
-        labels, consequences, steps = self._about_for(language, exposed)
-        government_id = DataCategory.GOVERNMENT_ID in exposed
-        mine: dict[str, Any] = {
+        person = self._person(customer, language)
+        shape = (rule.id, language, exposed)
+        same = self._checked.get(shape)
+        if same is None:
+            checked = self._validated(customer, rule, exposed, language, template, person)
+            same = {k: v for k, v in checked.items() if k not in person}
+            self._checked[shape] = same
+        else:
+            empty = [name for name in spec.required_fields if name in person and not person[name]]
+            if empty:
+                where = template or f"letters/{spec.template}"
+                raise TemplateFieldError(
+                    f"rule {rule.id}, template {where}: "
+                    + "; ".join(f"required field {name} is empty" for name in empty)
+                )
+        context = {**same, **person}
+        for forbidden in spec.forbidden_fields:
+            context.pop(forbidden, None)
+        return context
+
+    def _person(self, customer: Customer, language: str) -> dict[str, Any]:
+        """The letter's fields that come from the customer's record (already validated as a
+        Customer), the only ones that differ between letters of one shape."""
+        return {
             "customer_id": customer.id,
             "greeting": self.data.greeting(language).say(customer.honorific, customer.full_name),
             "recipient_name": customer.full_name,
@@ -537,6 +563,27 @@ class LetterWriter:
             "recipient_postal_code": customer.postal_code,
             "recipient_region": customer.region,
             "recipient_country": customer.country,
+        }
+
+    def _validated(
+        self,
+        customer: Customer,
+        rule: Rule,
+        exposed: frozenset[DataCategory],
+        language: str,
+        template: str,
+        person: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Every field of the letter through the rule's context model: once per shape, and
+        for a customer whose letter fails it (the error names rule, template and field)."""
+        spec = rule.letter
+        assert spec is not None
+        model = self.model(rule)
+        fields = model.model_fields
+        labels, consequences, steps = self._about_for(language, exposed)
+        government_id = DataCategory.GOVERNMENT_ID in exposed
+        mine: dict[str, Any] = {
+            **person,
             "data_categories": labels,
             "likely_consequences": consequences,
             "individual_steps": steps,
@@ -556,10 +603,7 @@ class LetterWriter:
             raise TemplateFieldError(
                 f"rule {rule.id}, template {where}: {describe_context_error(exc)}"
             ) from None
-        context = dict(checked.__dict__)
-        for forbidden in spec.forbidden_fields:
-            context.pop(forbidden, None)
-        return context
+        return dict(checked.__dict__)
 
     def render(
         self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]

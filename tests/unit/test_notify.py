@@ -302,6 +302,29 @@ def test_empty_required_field_is_an_error_naming_it() -> None:
         letters.render(customer("C1", "DE"), rule, frozenset(incident().data_categories))
 
 
+def test_a_required_field_of_the_customer_is_checked_on_every_letter_of_a_shape() -> None:
+    """The context model runs once per (rule, language, exposed data); the customer's own
+    fields still have to be there on each letter, not only on the first of its shape."""
+    gdpr = next(r for r in RULES.rules if r.id == "gdpr-a34")
+    assert gdpr.letter is not None
+    spec = gdpr.letter.model_copy(
+        update={"required_fields": [*gdpr.letter.required_fields, "recipient_postal_code"]}
+    )
+    rule = gdpr.model_copy(update={"letter": spec})
+    letters = LetterWriter(Renderer(ROOT / "templates"), ORG, incident(), T0)
+    exposed = frozenset(incident().data_categories)
+    first, second = customer("C1", "DE"), customer("C2", "DE")
+    letters.render(first, rule, exposed)
+    homeless = second.model_copy(update={"postal_code": ""})
+    with pytest.raises(
+        TemplateFieldError,
+        match=r"^customer C2: rule gdpr-a34, template letters/gdpr-a34/en.txt.j2: "
+        r"required field recipient_postal_code is empty$",
+    ):
+        letters.render(homeless, rule, exposed)
+    assert letters.render(second, rule, exposed)[1]
+
+
 def test_forbidden_fields_are_withheld_from_the_template(tmp_path: Path) -> None:
     """A Massachusetts-style rule: the letter must not describe the breach."""
     rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
