@@ -19,6 +19,7 @@ from breachbook.errors import TemplateFieldError
 from breachbook.inputs import LABELS, read_yaml
 from breachbook.letters import (
     ClaimState,
+    Greeting,
     LetterContext,
     LetterData,
     Offer,
@@ -149,6 +150,12 @@ class Obligations:
 
 
 WITHHELD = "[customer data withheld]"
+
+
+@lru_cache(maxsize=1024)
+def template_language(name: str) -> str:
+    """The language a letter template is written in: its file name ('letters/x/de.txt.j2')."""
+    return Path(name).name.removesuffix(".txt.j2")
 
 
 def without_customer_data(message: str, customer: Customer) -> str:
@@ -374,6 +381,7 @@ class LetterWriter:
         self._texts: dict[str, tuple[LetterTexts, bool]] = {}
         self._shared: dict[tuple[str, str], dict[str, Any]] = {}
         self._about: dict[tuple[str, frozenset[DataCategory]], tuple[list[str], ...]] = {}
+        self._greetings: dict[str, Greeting] = {}
         self._checked: dict[tuple[str, str, frozenset[DataCategory]], dict[str, Any]] = {}
         """(rule, language, exposed categories) -> the letter's fields that are the same for
         every customer of that shape, as validated by the rule's context model."""
@@ -544,9 +552,12 @@ class LetterWriter:
     def _person(self, customer: Customer, language: str) -> dict[str, Any]:
         """The letter's fields that come from the customer's record (already validated as a
         Customer), the only ones that differ between letters of one shape."""
+        greeting = self._greetings.get(language)
+        if greeting is None:
+            greeting = self._greetings[language] = self.data.greeting(language)
         return {
             "customer_id": customer.id,
-            "greeting": self.data.greeting(language).say(customer.honorific, customer.full_name),
+            "greeting": greeting.say(customer.honorific, customer.full_name),
             "recipient_name": customer.full_name,
             "recipient_email": customer.email,
             "recipient_address": [
@@ -618,7 +629,7 @@ class LetterWriter:
                 f"letters/{spec.template}", customer.locale, spec.default_locale
             )
             self._template_for[key] = name
-        language = Path(name).name.removesuffix(".txt.j2")
+        language = template_language(name)
         if language not in (customer.locale, base_language(customer.locale)):
             self.fallbacks[key] += 1
         if not self._texts_in(language)[1]:

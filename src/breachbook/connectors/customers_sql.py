@@ -281,7 +281,9 @@ class SqlCustomerDirectory:
                 last: Any = None
                 while True:
                     page = query if last is None else query.where(key > last)
-                    rows = [dict(row) for row in conn.execute(page).mappings()]
+                    result = conn.execute(page)
+                    labels = list(result.keys())
+                    rows = [dict(zip(labels, row, strict=True)) for row in result.all()]
                     if not rows:
                         return
                     ids = [row["i_id"] for row in rows]
