@@ -7,7 +7,7 @@ customer personal data (only customer ids, which are internal keys).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -53,22 +53,14 @@ class Tally(BaseModel):
     rule_id: str
     count: int = 0
     by_jurisdiction: dict[str, int] = Field(default_factory=dict)
-    customer_ids: list[str] = Field(default_factory=list)
     records: int = 0
     """Personal data records concerned: one per person and category of data exposed."""
     categories: dict[str, int] = Field(default_factory=dict)
     """People per exposed data category."""
 
-    def add(
-        self,
-        place: str,
-        customer_id: str | None = None,
-        exposed: frozenset[DataCategory] = frozenset(),
-    ) -> None:
+    def add(self, place: str, exposed: frozenset[DataCategory] = frozenset()) -> None:
         self.count += 1
         self.by_jurisdiction[place] = self.by_jurisdiction.get(place, 0) + 1
-        if customer_id is not None:
-            self.customer_ids.append(customer_id)
         self.records += len(exposed)
         for category in _values(exposed):
             self.categories[category] = self.categories.get(category, 0) + 1
@@ -89,6 +81,8 @@ class Assessment(BaseModel):
     step and worker reads the same one. Customer ids and counts only, no personal data."""
 
     affected: int = 0
+    owed_customers: int = 0
+    """Customers owed at least one individual notice (who they are: `Owed`, streamed)."""
     by_jurisdiction: dict[str, int] = Field(default_factory=dict)
     individual: dict[str, Tally] = Field(default_factory=dict)
     regulator: dict[str, Tally] = Field(default_factory=dict)
@@ -192,8 +186,19 @@ def iter_valid_customers(
                 rejected.append(item)
 
 
-def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> Assessment:
+Owed = Callable[[str, str], None]
+"""Told each (rule id, customer id) owed a letter as the assessment finds it, so that the
+recipients of a million-customer incident are streamed to a file, never held in memory."""
+
+
+def assess(
+    directory: CustomerDirectory,
+    book: RuleBook,
+    incident: Incident,
+    on_owed: Owed | None = None,
+) -> Assessment:
     obligations = Obligations(book, incident)
+    owed_customers = 0
     by_jurisdiction: Counter[str] = Counter()
     not_covered: Counter[str] = Counter()
     below_threshold: Counter[str] = Counter()
@@ -223,8 +228,12 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
             gap.update(category.value for category in exposed)
         elif not rules:
             below_threshold[place] += 1
+        if rules:
+            owed_customers += 1
         for rule in rules:
-            individual.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, customer.id, exposed)
+            individual.setdefault(rule.id, Tally(rule_id=rule.id)).add(place, exposed)
+            if on_owed is not None:
+                on_owed(rule.id, customer.id)
         key = (place, customer.country, exposed)
         counted = to_regulators.get(key)
         if counted is None:
@@ -235,9 +244,9 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
             ]
         for rule_id, by_data, by_scale in counted:
             if by_data:
-                regulator.setdefault(rule_id, Tally(rule_id=rule_id)).add(place, None, exposed)
+                regulator.setdefault(rule_id, Tally(rule_id=rule_id)).add(place, exposed)
             if by_scale:
-                at_scale.setdefault(rule_id, Tally(rule_id=rule_id)).add(place, None, exposed)
+                at_scale.setdefault(rule_id, Tally(rule_id=rule_id)).add(place, exposed)
     owed: dict[str, Tally] = {}
     for rule in regulators:
         everyone, triggered = at_scale.get(rule.id), regulator.get(rule.id)
@@ -247,6 +256,7 @@ def assess(directory: CustomerDirectory, book: RuleBook, incident: Incident) -> 
             owed[rule.id] = triggered
     return Assessment(
         affected=sum(by_jurisdiction.values()),
+        owed_customers=owed_customers,
         by_jurisdiction=dict(sorted(by_jurisdiction.items())),
         individual=individual,
         regulator=owed,

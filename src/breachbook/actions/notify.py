@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections import Counter
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from pydantic import BaseModel, Field
 
@@ -30,6 +32,7 @@ from breachbook.notify import (
 from breachbook.ports import Changed, Check, Mail, OutgoingLetter, Verdict, not_configured
 from breachbook.register import decisions, filings, no_rule_line, record_decisions, record_draft
 from breachbook.rules import Rule
+from breachbook.workspace import Workspace
 
 MAIL_SETTING = "set BREACHBOOK_OUTBOX"
 
@@ -48,9 +51,44 @@ def assessment(ctx: RunContext) -> Assessment:
     later step, on any worker or after a restart, reads the same one."""
     found = ctx.journal.get(ASSESSMENT, "-", Assessment)
     if found is None:
-        found = assess(ctx.connectors.customers, ctx.rules, ctx.incident)
+        with RecipientFiles(ctx.workspace) as recipients:
+            found = assess(ctx.connectors.customers, ctx.rules, ctx.incident, recipients.add)
         ctx.journal.put(ASSESSMENT, "-", found)
     return found
+
+
+def recipients_path(rule_id: str) -> str:
+    return f"recipients/{rule_id}.txt"
+
+
+class RecipientFiles:
+    """`recipients/<rule>.txt` in the run folder, one customer id a line, written as the
+    assessment finds them (ids only), each file put in place whole when the assessment ends."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self._workspace = workspace
+        self._open: dict[str, tuple[Path, TextIO]] = {}
+
+    def add(self, rule_id: str, customer_id: str) -> None:
+        found = self._open.get(rule_id)
+        if found is None:
+            target = self._workspace.path(recipients_path(rule_id))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".partial-{target.name}")
+            found = self._open[rule_id] = (target, partial.open("w", encoding="utf-8"))
+        found[1].write(f"{customer_id}\n")
+
+    def __enter__(self) -> RecipientFiles:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        for target, handle in self._open.values():
+            handle.close()
+            partial = target.with_name(f".partial-{target.name}")
+            if kind is None:
+                os.replace(partial, target)
+            else:
+                partial.unlink(missing_ok=True)
 
 
 def claim_states(ctx: RunContext, settle: bool = False) -> list[StepClaim]:
@@ -168,11 +206,7 @@ class AssessObligations(Action[NoArgs]):
         found = assessment(ctx)
         now = ctx.connectors.clock.now()
         record_decisions(ctx.journal, decisions(found, ctx.rules, ctx.incident, ctx.actor, now))
-        documents = ["obligations.json"]
-        for rule_id, tally in found.individual.items():
-            path = f"recipients/{rule_id}.txt"
-            ctx.workspace.write_raw(path, "".join(f"{cid}\n" for cid in tally.customer_ids))
-            documents.append(path)
+        documents = ["obligations.json"] + [recipients_path(r) for r in found.individual]
         ctx.workspace.write_json(
             "obligations.json",
             {
@@ -194,9 +228,7 @@ class AssessObligations(Action[NoArgs]):
             documents,
             {
                 "obligations": len(found.individual) + len(found.regulator),
-                "customers_owed_notice": len(
-                    {c for t in found.individual.values() for c in t.customer_ids}
-                ),
+                "customers_owed_notice": found.owed_customers,
             },
         )
 
