@@ -385,9 +385,18 @@ def run_playbook(
     started = clock.now()
     results: dict[str, StepResult] = {}
     ordered = ctx.playbook.ordered_steps()
+    hooks = ctx.connectors.war_room
     for number, (phase, step) in enumerate(ordered, start=1):
+        previous = ordered[number - 2][0] if number > 1 else None
+        if hooks is not None and (previous is None or previous.id != phase.id):
+            if previous is not None:
+                hooks.phase_ended(ctx, previous, _of_phase(results, previous.id))
+            hooks.phase_started(ctx, phase)
         work = functools.partial(_run_step, ctx, phase, step, results, started)
         results[step.id] = runner(f"{phase.id}/{step.id}", work, Position(number, len(ordered)))
+    if hooks is not None and ordered:
+        last = ordered[-1][0]
+        hooks.phase_ended(ctx, last, _of_phase(results, last.id))
     return RunResult(
         run_id=ctx.run_id,
         mode_label=mode_label,
@@ -397,6 +406,10 @@ def run_playbook(
         steps=list(results.values()),
         ledger_head=ctx.journal.head(),
     )
+
+
+def _of_phase(results: dict[str, StepResult], phase_id: str) -> list[StepResult]:
+    return [result for result in results.values() if result.phase == phase_id]
 
 
 def _run_step(
