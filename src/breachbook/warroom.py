@@ -99,9 +99,13 @@ class WarRoom:
     # -- queue ---------------------------------------------------------------------------
 
     def enqueue(self, message: QueuedMessage) -> str:
-        """Write the message to the ledger; its key orders it after every earlier one."""
+        """Write the message to the ledger; its key orders it after every message already
+        queued for the incident (by any run), whatever the clocks say."""
         self._written += 1
-        key = f"{self._clock.now():%Y%m%dT%H%M%S%f}-{self._journal.run_id}-{self._written:06d}"
+        ahead = len(
+            self._journal.ledger.records_of(self._journal.incident_id, INCIDENT_SCOPE, QUEUE)
+        )
+        key = f"{ahead + 1:09d}-{self._journal.run_id}-{self._written:06d}"
         self._journal.put(QUEUE, key, message, scope=INCIDENT_SCOPE)
         return key
 

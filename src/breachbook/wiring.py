@@ -287,6 +287,14 @@ def war_room(
 CONTAIN_EXTRA = "pip install 'breachbook[contain]'"
 
 
+def live_war_room(settings: Settings, journal: RunJournal, clock: Clock) -> WarRoom:
+    """The LIVE war room of the journal's incident, for delivering what waits in its queue."""
+    room = war_room(slack_chat(settings, mode_profile(Mode.LIVE)), settings, journal, clock)
+    if room is None:
+        raise BreachbookError("no Slack configured: set BREACHBOOK_SLACK_TOKEN")
+    return room
+
+
 def database_admin(settings: Settings, read_only: bool) -> PostgresAdmin | None:
     """Containment on PostgreSQL when BREACHBOOK_DATABASE_ADMIN_URL is set; `read_only`
     makes the session read-only and refuses every statement but the adapter's reads."""
