@@ -386,17 +386,15 @@ def run_playbook(
     results: dict[str, StepResult] = {}
     ordered = ctx.playbook.ordered_steps()
     hooks = ctx.connectors.war_room
+    first = {phase.id: n for n, (phase, _) in reversed(list(enumerate(ordered)))}
+    last = {phase.id: n for n, (phase, _) in enumerate(ordered)}
     for number, (phase, step) in enumerate(ordered, start=1):
-        previous = ordered[number - 2][0] if number > 1 else None
-        if hooks is not None and (previous is None or previous.id != phase.id):
-            if previous is not None:
-                hooks.phase_ended(ctx, previous, _of_phase(results, previous.id))
+        if hooks is not None and first[phase.id] == number - 1:
             hooks.phase_started(ctx, phase)
         work = functools.partial(_run_step, ctx, phase, step, results, started)
         results[step.id] = runner(f"{phase.id}/{step.id}", work, Position(number, len(ordered)))
-    if hooks is not None and ordered:
-        last = ordered[-1][0]
-        hooks.phase_ended(ctx, last, _of_phase(results, last.id))
+        if hooks is not None and last[phase.id] == number - 1:
+            hooks.phase_ended(ctx, phase, _of_phase(results, phase.id))
     return RunResult(
         run_id=ctx.run_id,
         mode_label=mode_label,

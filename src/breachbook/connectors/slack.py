@@ -45,7 +45,19 @@ TIMEOUT_SECONDS = 10
 
 
 class ChatUnavailable(BreachbookError):
-    """Slack refused or could not be reached; the message stays queued for a later delivery."""
+    """Slack refused or could not be reached; the message stays queued for a later delivery.
+
+    `passing` when Slack was down, unreachable or still rate limiting (it may work later),
+    not when it refused the request itself (a bad token, a missing scope)."""
+
+    def __init__(self, message: str, passing: bool) -> None:
+        super().__init__(message)
+        self.passing = passing
+
+
+PASSING_ERRORS = frozenset(
+    {"ratelimited", "service_unavailable", "fatal_error", "internal_error", "request_timeout"}
+)
 
 
 def room_name(incident_id: str) -> str:
@@ -108,10 +120,13 @@ class SlackChat:
         try:
             return self._client.api_call(method, json=params)
         except SlackApiError as exc:
-            error = exc.response.get("error", "unknown_error") if exc.response else "no answer"
-            raise ChatUnavailable(f"Slack {method}: {error}") from None
+            error = str(exc.response.get("error", "unknown_error"))
+            passing = error in PASSING_ERRORS or exc.response.status_code >= 429
+            raise ChatUnavailable(f"Slack {method}: {error}", passing) from None
         except (SlackClientError, OSError) as exc:
-            raise ChatUnavailable(f"Slack {method}: unreachable ({type(exc).__name__})") from None
+            raise ChatUnavailable(
+                f"Slack {method}: unreachable ({type(exc).__name__})", passing=True
+            ) from None
 
     # -- Chat ----------------------------------------------------------------------------
 
@@ -120,6 +135,8 @@ class SlackChat:
         try:
             answer = self._call("auth.test")
         except ChatUnavailable as exc:
+            if exc.passing:
+                return Check.unverified(f"{exc}; war-room messages wait in the ledger meanwhile")
             return Check.failed(str(exc), "Slack auth.test")
         headers = {k.lower(): v for k, v in answer.headers.items()}
         raw = headers.get("x-oauth-scopes", "")
@@ -183,7 +200,7 @@ class SlackChat:
                     return str(channel["id"])
             cursor = (page.get("response_metadata") or {}).get("next_cursor", "")
             if not cursor:
-                raise ChatUnavailable(f"Slack conversations.list: no channel named {name}")
+                raise ChatUnavailable(f"Slack conversations.list: no channel named {name}", False)
 
     def send(self, channel: str, message: ChatMessage) -> str:
         text, blocks = message.text, list(message.blocks)
