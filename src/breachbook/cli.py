@@ -846,14 +846,15 @@ def warroom_flush(
     from breachbook.anchors import Anchoring
     from breachbook.clock import SystemClock
     from breachbook.settings import Settings
-    from breachbook.wiring import incident_journal, live_war_room, mode_profile
+    from breachbook.wiring import incident_journal, incident_war_room, mode_profile
 
     try:
         settings = Settings()
         clock = SystemClock()
-        journal = incident_journal(mode_profile(Mode.LIVE), incident, settings, clock, "warroom")
+        live = mode_profile(Mode.LIVE)
+        journal = incident_journal(live, incident, settings, clock, "warroom")
         try:
-            delivery = live_war_room(settings, journal, clock).deliver()
+            delivery = incident_war_room(live, settings, journal, clock).deliver()
             Anchoring.from_settings(settings).checkpoint(journal, "warroom flush")
         finally:
             journal.ledger.close()

@@ -287,9 +287,11 @@ def war_room(
 CONTAIN_EXTRA = "pip install 'breachbook[contain]'"
 
 
-def live_war_room(settings: Settings, journal: RunJournal, clock: Clock) -> WarRoom:
-    """The LIVE war room of the journal's incident, for delivering what waits in its queue."""
-    room = war_room(slack_chat(settings, mode_profile(Mode.LIVE)), settings, journal, clock)
+def incident_war_room(
+    profile: ModeProfile, settings: Settings, journal: RunJournal, clock: Clock
+) -> WarRoom:
+    """The war room of the journal's incident, for delivering what waits in its queue."""
+    room = war_room(slack_chat(settings, profile), settings, journal, clock)
     if room is None:
         raise BreachbookError("no Slack configured: set BREACHBOOK_SLACK_TOKEN")
     return room
