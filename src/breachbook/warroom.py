@@ -91,6 +91,8 @@ class WarRoom:
         self._room_name = room_name
         self._members = members
         self._written = 0
+        self._next: int | None = None
+        """Messages queued for the incident before this run's next one (counted once)."""
 
     @property
     def label(self) -> str:
@@ -101,11 +103,11 @@ class WarRoom:
     def enqueue(self, message: QueuedMessage) -> str:
         """Write the message to the ledger; its key orders it after every message already
         queued for the incident (by any run), whatever the clocks say."""
+        if self._next is None:
+            self._next = len(self._queue())
+        self._next += 1
         self._written += 1
-        ahead = len(
-            self._journal.ledger.records_of(self._journal.incident_id, INCIDENT_SCOPE, QUEUE)
-        )
-        key = f"{ahead + 1:09d}-{self._journal.run_id}-{self._written:06d}"
+        key = f"{self._next:09d}-{self._journal.run_id}-{self._written:06d}"
         self._journal.put(QUEUE, key, message, scope=INCIDENT_SCOPE)
         return key
 
