@@ -13,7 +13,7 @@ import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -194,7 +194,7 @@ class WarRoom:
         blocks = phase_blocks(title, ctx.incident.id, results, steps, soon_deadlines(ctx, now))
         tally = status_tally(results)
         self.enqueue(QueuedMessage(kind=MessageKind.CHANNEL, text=title, blocks=blocks))
-        line = f"{now:%H:%M:%S} {title}" + (f" ({tally})" if tally else "")
+        line = f"{now.astimezone(UTC):%H:%M:%S} {title}" + (f" ({tally})" if tally else "")
         self.enqueue(QueuedMessage(kind=MessageKind.TIMELINE, text=line))
         self.deliver()
 
@@ -285,7 +285,7 @@ def phase_blocks(
         failed = failed_actions(results)
         blocks.append(_section("*FAILED:*\n" + _listed(failed) if failed else "*FAILED:* none"))
     if deadlines:
-        lines = [f"{at:%Y-%m-%d %H:%M} UTC {what}" for at, what in deadlines]
+        lines = [f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC {what}" for at, what in deadlines]
         blocks.append(_section("*Due within 24 h:*\n" + _listed(lines)))
     return blocks
 
