@@ -194,6 +194,7 @@ class WarRoom:
         blocks = phase_blocks(title, ctx.incident.id, results, steps, soon_deadlines(ctx, now))
         tally = status_tally(results)
         self.enqueue(QueuedMessage(kind=MessageKind.CHANNEL, text=title, blocks=blocks))
+        self.deliver()  # the channel hears of the phase before its line joins the timeline
         line = f"{now.astimezone(UTC):%H:%M:%S} {title}" + (f" ({tally})" if tally else "")
         self.enqueue(QueuedMessage(kind=MessageKind.TIMELINE, text=line))
         self.deliver()
