@@ -218,9 +218,9 @@ def failed_actions(results: Sequence[StepResult]) -> list[str]:
     ]
 
 
-def soon_deadlines(ctx: RunContext, now: datetime) -> list[tuple[datetime, str]]:
+def soon_deadlines(ctx: RunContext, now: datetime) -> list[str]:
     """Obligations not met yet (from the ledger, as in deadlines.py) due in the next 24 h,
-    soonest first, overdue ones included."""
+    overdue ones and those due as soon as possible included, soonest first."""
     from breachbook.actions.notify import ASSESSMENT
     from breachbook.deadlines import deliveries, fulfilled_times
     from breachbook.notify import Assessment
@@ -235,13 +235,16 @@ def soon_deadlines(ctx: RunContext, now: datetime) -> list[tuple[datetime, str]]
     due: list[tuple[datetime, str]] = []
     for audience, tallies in (("regulator", found.regulator), ("letters", found.individual)):
         for rule_id, tally in tallies.items():
+            rule = ctx.rules.rule(rule_id)
             done = (
                 any(f.status == "filed" for f in filed.get(rule_id, []))
                 if audience == "regulator"
                 else rule_id in fulfilled
             )
-            at = ctx.rules.rule(rule_id).due_at(ctx.incident, fulfilled)
-            if done or at is None or at - now > SOON:
+            if done or rule.clock_start(ctx.incident, fulfilled) is None:
+                continue  # met, or its clock waits for another obligation
+            at = rule.due_at(ctx.incident, fulfilled)
+            if at is not None and at - now > SOON:
                 continue
             delivered = sent[rule_id].delivered if rule_id in sent else 0
             what = (
@@ -249,8 +252,9 @@ def soon_deadlines(ctx: RunContext, now: datetime) -> list[tuple[datetime, str]]
                 if audience == "regulator"
                 else f"{rule_id} letters: {delivered:,} of {tally.count:,} delivered"
             )
-            due.append((at, what))
-    return sorted(due)
+            when = "ASAP" if at is None else f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+            due.append((at or now, f"{when} {what}"))
+    return [line for _, line in sorted(due)]
 
 
 def _listed(lines: list[str]) -> str:
@@ -264,7 +268,7 @@ def phase_blocks(
     incident_id: str,
     results: Sequence[StepResult],
     steps: list[str],
-    deadlines: list[tuple[datetime, str]],
+    deadlines: list[str],
 ) -> list[dict[str, Any]]:
     """Block Kit for a phase message: header, counts, FAILED actions, deadlines within 24 h."""
     blocks: list[dict[str, Any]] = [
@@ -286,8 +290,7 @@ def phase_blocks(
         failed = failed_actions(results)
         blocks.append(_section("*FAILED:*\n" + _listed(failed) if failed else "*FAILED:* none"))
     if deadlines:
-        lines = [f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC {what}" for at, what in deadlines]
-        blocks.append(_section("*Due within 24 h:*\n" + _listed(lines)))
+        blocks.append(_section("*Due within 24 h:*\n" + _listed(deadlines)))
     return blocks
 
 

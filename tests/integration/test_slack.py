@@ -189,6 +189,11 @@ def test_live_opens_the_incident_room_and_posts_each_phase_in_blocks_and_a_timel
     )
     body = repr(ended_contain.params["blocks"])
     assert "*Actions:*" in body and "*FAILED:*" in body
+    ended_notify = next(
+        c for c in posts if c.params.get("blocks") and "notify ended" in c.params["text"]
+    )
+    due = repr(ended_notify.params["blocks"])
+    assert "*Due within 24 h:*" in due and "ASAP" in due, "letters owed as soon as possible"
 
     opened = [t for t in texts(slack) if "opened" in t and t.startswith(":rotating_light:")]
     assert len(opened) == 1, "the chat.post step's message reached the room once"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from breachbook.engine import PlanEntry, Status, StepResult
 from breachbook.warroom import phase_blocks
@@ -23,7 +23,7 @@ def test_a_phase_message_counts_lists_failures_and_near_deadlines() -> None:
         step("lock", Status.COMPLETED, Status.FAILED),
         step("letters", Status.COMPLETED, counts={"letters": 6748}),
     ]
-    soon = [(NOW + timedelta(hours=3), "gdpr-a33 notice to the regulator")]
+    soon = ["2026-11-28 15:00 UTC gdpr-a33 notice to the regulator"]
     blocks = phase_blocks("Phase contain ended: Contain", "inc-1", results, [], soon)
     text = repr(blocks)
     assert blocks[0] == {
