@@ -30,6 +30,8 @@ audit_app = typer.Typer(help="Check the audit ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 evidence_app = typer.Typer(help="Check and open evidence bundles.", no_args_is_help=True)
 app.add_typer(evidence_app, name="evidence")
+warroom_app = typer.Typer(help="The Slack war room's message queue.", no_args_is_help=True)
+app.add_typer(warroom_app, name="warroom")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -833,3 +835,35 @@ def demo_world() -> None:
 
 if __name__ == "__main__":
     app()
+
+
+@warroom_app.command("flush")
+def warroom_flush(
+    incident: Annotated[str, typer.Option("--incident", help="The incident id.")],
+) -> None:
+    """Deliver the incident's war-room messages still waiting in the LIVE ledger (after a
+    Slack outage), oldest first, each once. Exit 1 if some still wait."""
+    from breachbook.anchors import Anchoring
+    from breachbook.clock import SystemClock
+    from breachbook.settings import Settings
+    from breachbook.wiring import incident_journal, incident_war_room, mode_profile
+
+    try:
+        settings = Settings()
+        clock = SystemClock()
+        live = mode_profile(Mode.LIVE)
+        journal = incident_journal(live, incident, settings, clock, "warroom")
+        try:
+            delivery = incident_war_room(live, settings, journal, clock).deliver()
+            Anchoring.from_settings(settings).checkpoint(journal, "warroom flush")
+        finally:
+            journal.ledger.close()
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"{delivery.delivered} delivered, {delivery.waiting} waiting"
+        + (f" ({escape(delivery.error)})" if delivery.error else ""),
+        highlight=False,
+    )
+    if delivery.waiting:
+        raise typer.Exit(1)

@@ -5,15 +5,16 @@ There is no mode here and no in-memory state: what a later step needs is a journ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from breachbook.clock import Clock
 from breachbook.custody import EvidencePolicy
 from breachbook.journal import RunJournal
 from breachbook.models import Incident
-from breachbook.playbook import Playbook
+from breachbook.playbook import Phase, Playbook
 from breachbook.ports import (
     Approvals,
     Chat,
@@ -32,7 +33,21 @@ from breachbook.templates import Renderer
 from breachbook.workspace import Workspace
 
 if TYPE_CHECKING:
-    from breachbook.engine import StepExecutor
+    from breachbook.engine import StepExecutor, StepResult
+
+
+class WarRoomHooks(Protocol):
+    """The incident's war room: told when each phase starts and ends, and given the
+    messages of `chat.post` steps; it queues them in the ledger and delivers them in order."""
+
+    @property
+    def label(self) -> str: ...
+
+    def say(self, text: str) -> str: ...
+
+    def phase_started(self, ctx: RunContext, phase: Phase) -> None: ...
+
+    def phase_ended(self, ctx: RunContext, phase: Phase, results: Sequence[StepResult]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,8 @@ class Connectors:
     evidence_source: EvidenceSource | None = None
     cloud_evidence: CloudEvidence | None = None
     http: HttpClient | None = None
+    war_room: WarRoomHooks | None = None
+    """Not a port: the war room, told of each phase (wiring decides where it posts)."""
 
 
 @dataclass

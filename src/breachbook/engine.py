@@ -385,9 +385,16 @@ def run_playbook(
     started = clock.now()
     results: dict[str, StepResult] = {}
     ordered = ctx.playbook.ordered_steps()
+    hooks = ctx.connectors.war_room
+    first = {phase.id: n for n, (phase, _) in reversed(list(enumerate(ordered)))}
+    last = {phase.id: n for n, (phase, _) in enumerate(ordered)}
     for number, (phase, step) in enumerate(ordered, start=1):
+        if hooks is not None and first[phase.id] == number - 1:
+            hooks.phase_started(ctx, phase)
         work = functools.partial(_run_step, ctx, phase, step, results, started)
         results[step.id] = runner(f"{phase.id}/{step.id}", work, Position(number, len(ordered)))
+        if hooks is not None and last[phase.id] == number - 1:
+            hooks.phase_ended(ctx, phase, _of_phase(results, phase.id))
     return RunResult(
         run_id=ctx.run_id,
         mode_label=mode_label,
@@ -397,6 +404,10 @@ def run_playbook(
         steps=list(results.values()),
         ledger_head=ctx.journal.head(),
     )
+
+
+def _of_phase(results: dict[str, StepResult], phase_id: str) -> list[StepResult]:
+    return [result for result in results.values() if result.phase == phase_id]
 
 
 def _run_step(

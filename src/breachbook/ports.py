@@ -249,6 +249,38 @@ class Chat(Protocol):
     def post(self, channel: str, text: str) -> str: ...
 
 
+@dataclass(frozen=True)
+class RoomSpec:
+    """An incident's war-room channel: its name, topic and the Slack user ids to invite."""
+
+    name: str
+    topic: str
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One war-room message: plain text (the notification fallback), Block Kit blocks, and
+    the thread it answers (a message's timestamp) or None for the channel itself."""
+
+    text: str
+    blocks: tuple[Mapping[str, Any], ...] = ()
+    thread: str | None = None
+
+
+class WarRoomChat(Chat, Protocol):
+    """A chat that can also open an incident's room and post Block Kit messages in threads."""
+
+    def open_room(self, room: RoomSpec) -> str:
+        """Create the channel (or join it if it exists), set its topic, invite the members;
+        returns the channel's id."""
+        ...
+
+    def send(self, channel: str, message: ChatMessage) -> str:
+        """Post one message; returns its timestamp (Slack's message id)."""
+        ...
+
+
 class EvidenceStore(Protocol):
     @reads
     def describe(self) -> str: ...

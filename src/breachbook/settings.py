@@ -115,6 +115,19 @@ class Settings(BaseSettings):
     """Served runs `breachbook serve` runs at once (each a Python process); more wait their
     turn. Containment in the receiver does not wait for it."""
 
+    # Slack war room (issue 9): breachbook.connectors.slack, breachbook.warroom.
+    slack_token: SecretStr | None = None
+    """Slack bot token (xoxb-...) of the war room; none: no chat connector, chat steps are
+    UNVERIFIED and no war-room messages are queued."""
+    slack_api_url: str = "https://slack.com/api/"
+    """Slack Web API base URL: Slack's own, or a proxy or a stand-in."""
+    slack_drill_channel: str | None = None
+    """The only channel a drill posts to (an id, or a name such as `#inc-drill`), every
+    message marked DRILL; a drill creates no channel."""
+    slack_members: dict[str, list[str]] = Field(default_factory=dict)
+    """Playbook role -> Slack user ids invited to an incident's war-room channel, as JSON
+    ({"security-oncall": ["U012AB3CD"]})."""
+
     @classmethod
     def settings_customise_sources(
         cls,

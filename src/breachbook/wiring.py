@@ -56,6 +56,8 @@ from breachbook.workspace import Workspace
 if TYPE_CHECKING:
     from breachbook.connectors.aws import AwsCloud
     from breachbook.connectors.postgres_admin import PostgresAdmin
+    from breachbook.connectors.slack import SlackChat
+    from breachbook.warroom import WarRoom
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,9 @@ class ModeProfile:
     evidence_contents_optional: bool = False
     """Whether evidence contents may be left out (BREACHBOOK_EVIDENCE_DRILL_CONTENTS), or
     are always kept, encrypted."""
+    chat_drill_channel_only: bool = True
+    """Slack is locked to BREACHBOOK_SLACK_DRILL_CHANNEL, every message marked DRILL, no
+    channel created; else each incident gets its own war-room channel."""
 
 
 def mode_profile(mode: Mode) -> ModeProfile:
@@ -158,6 +163,7 @@ def mode_profile(mode: Mode) -> ModeProfile:
             guard=read_only,
             transport_read_only=True,
             evidence_contents_optional=True,
+            chat_drill_channel_only=True,
         )
     if mode is Mode.LIVE:
         return ModeProfile(
@@ -168,6 +174,7 @@ def mode_profile(mode: Mode) -> ModeProfile:
             ledger_in_output_folder=False,
             guard=_unchanged,
             transport_read_only=False,
+            chat_drill_channel_only=False,
         )
     raise BreachbookError("TABLETOP mode needs the simulated world, which is not built yet")
 
@@ -190,7 +197,7 @@ class Adapters:
     http: HttpClient | None = None
 
 
-NOT_PORTS = frozenset({"clock", "executor"})
+NOT_PORTS = frozenset({"clock", "executor", "war_room"})
 
 
 def port_types() -> dict[str, type]:
@@ -220,6 +227,7 @@ def build_connectors(
     """The adapters for a run, every port passed through the profile's guard."""
     given = given or Adapters()
     customers = given.customers or open_customers(settings)
+    slack = slack_chat(settings, profile)
     built: dict[str, object | None] = {
         "customers": customers,
         "approvals": given.approvals or LedgerApprovals(journal, clock),
@@ -228,7 +236,7 @@ def build_connectors(
         "evidence": given.evidence or evidence_store(settings, profile),
         "database": given.database or database_admin(settings, profile.transport_read_only),
         "cloud": given.cloud or cloud(settings, profile.transport_read_only),
-        "chat": given.chat,
+        "chat": given.chat or slack,
         "publisher": given.publisher,
         "evidence_source": given.evidence_source or evidence_source(settings, customers),
         "cloud_evidence": given.cloud_evidence or aws_evidence(settings, profile),
@@ -238,10 +246,54 @@ def build_connectors(
         name: None if built.get(name) is None else profile.guard(built[name], port)
         for name, port in port_types().items()
     }
-    return Connectors(clock=clock, executor=profile.executor, **cast(dict[str, Any], guarded))
+    return Connectors(
+        clock=clock,
+        executor=profile.executor,
+        war_room=war_room(slack, settings, journal, clock),
+        **cast(dict[str, Any], guarded),
+    )
+
+
+def slack_chat(settings: Settings, profile: ModeProfile) -> SlackChat | None:
+    """Slack when BREACHBOOK_SLACK_TOKEN is set; in a drill locked to the drill channel at
+    the transport (writes anywhere else refused before they are sent)."""
+    if settings.slack_token is None:
+        return None
+    from breachbook.connectors.slack import SlackChat
+
+    locked = profile.chat_drill_channel_only
+    return SlackChat(
+        settings.slack_token.get_secret_value(),
+        settings.slack_api_url,
+        locked=locked,
+        drill_channel=settings.slack_drill_channel if locked else None,
+    )
+
+
+def war_room(
+    slack: SlackChat | None, settings: Settings, journal: RunJournal, clock: Clock
+) -> WarRoom | None:
+    """The incident's war room over Slack: phase messages and the timeline, queued in the
+    ledger first (breachbook.warroom)."""
+    if slack is None:
+        return None
+    from breachbook.connectors.slack import room_name
+    from breachbook.warroom import WarRoom
+
+    return WarRoom(slack, journal, clock, room_name(journal.incident_id), settings.slack_members)
 
 
 CONTAIN_EXTRA = "pip install 'breachbook[contain]'"
+
+
+def incident_war_room(
+    profile: ModeProfile, settings: Settings, journal: RunJournal, clock: Clock
+) -> WarRoom:
+    """The war room of the journal's incident, for delivering what waits in its queue."""
+    room = war_room(slack_chat(settings, profile), settings, journal, clock)
+    if room is None:
+        raise BreachbookError("no Slack configured: set BREACHBOOK_SLACK_TOKEN")
+    return room
 
 
 def database_admin(settings: Settings, read_only: bool) -> PostgresAdmin | None:

@@ -15,7 +15,7 @@ from breachbook.ports import Changed, Check, not_configured
 
 STATEMENT = "statement.md"
 PUBLISHER_SETTING = "none is built in this version yet"
-CHAT_SETTING = "none is built in this version yet"
+CHAT_SETTING = "set BREACHBOOK_SLACK_TOKEN (and BREACHBOOK_SLACK_DRILL_CHANNEL for drills)"
 
 
 class TemplateArgs(ActionArgs):
@@ -127,7 +127,8 @@ class PostToWarRoom(Action[ChatArgs]):
         return [template] if isinstance(template, str) else []
 
     def targets(self, args: ChatArgs, ctx: RunContext) -> list[str]:
-        return [ctx.playbook.war_room.channel]
+        room = ctx.connectors.war_room
+        return [ctx.playbook.war_room.channel if room is None else room.label]
 
     def _path(self, args: ChatArgs) -> str:
         return "chat/" + args.template.rsplit("/", 1)[-1].removesuffix(".j2")
@@ -146,6 +147,11 @@ class PostToWarRoom(Action[ChatArgs]):
         return f"post {self._path(args)} to {target}"
 
     def apply(self, args: ChatArgs, target: str, ctx: RunContext) -> Changed:
-        chat = require(ctx.connectors.chat, "chat", CHAT_SETTING)
+        """Into the war room's queue in the ledger (delivered in order, even after an outage),
+        or, with a chat but no war room, straight to the channel."""
         text = drafted(ctx, self._path(args))
+        room = ctx.connectors.war_room
+        if room is not None:
+            return Changed({"queued": room.say(text.body), "sha256": text.sha256})
+        chat = require(ctx.connectors.chat, "chat", CHAT_SETTING)
         return Changed({"message": chat.post(target, text.body), "sha256": text.sha256})

@@ -1,0 +1,327 @@
+"""The Slack war room against a Slack Web API stand-in on loopback, driven by the real
+slack-sdk client: what reached Slack in LIVE and in a drill, scopes, errors, rate limits,
+and messages that wait in the ledger through an outage."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from breachbook.cli import app
+from breachbook.clock import FixedStepClock
+from breachbook.connectors.slack import ChatUnavailable, SlackChat, room_name
+from breachbook.demo import DemoWorld
+from breachbook.engine import RunResult, Status
+from breachbook.journal import INCIDENT_SCOPE
+from breachbook.ledger import ItemStatus
+from breachbook.models import Incident
+from breachbook.modes import Mode
+from breachbook.ports import ChatMessage, RoomSpec, Verdict
+from breachbook.run import execute
+from breachbook.settings import Settings
+from breachbook.warroom import DELIVERY, QUEUE
+from breachbook.wiring import RunRequest
+from tests.conftest import T0, Fakes, customers_named_in, live_ledger, run_with
+from tests.integration.slack_standin import SlackStandIn, serve_standin
+
+TOKEN = "xoxb-test"
+MEMBERS = {"security-oncall": ["U0SEC1", "U0SEC2"], "legal": ["U0LAW"], "not-a-role": ["U0NO"]}
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackStandIn]:
+    with serve_standin() as standin:
+        yield standin
+
+
+def with_slack(settings: Settings, standin: SlackStandIn, **more: Any) -> Settings:
+    return settings.model_copy(
+        update={
+            "slack_token": SecretStr(TOKEN),
+            "slack_api_url": standin.url,
+            "slack_members": MEMBERS,
+            **more,
+        }
+    )
+
+
+def without_chat_fake(fakes: Fakes) -> Fakes:
+    """The recording fakes for every port but chat, which is Slack (the stand-in) here."""
+    adapters = dataclasses.replace(fakes.adapters(), chat=None)
+    fakes.adapters = lambda: adapters  # type: ignore[method-assign]
+    return fakes
+
+
+def incident_of(world: DemoWorld) -> Incident:
+    return Incident.from_file(world.incident_file)
+
+
+def texts(standin: SlackStandIn) -> list[str]:
+    return [str(call.params.get("text", "")) for call in standin.posts()]
+
+
+def everything_posted(standin: SlackStandIn) -> str:
+    return "\n".join(repr(call.params) for call in standin.calls)
+
+
+# -- the adapter -------------------------------------------------------------------------
+
+
+def test_preflight_checks_the_token_and_names_a_missing_scope(slack: SlackStandIn) -> None:
+    ok = SlackChat(TOKEN, slack.url).check_can_post("#inc-x")
+    assert ok.verdict is Verdict.VERIFIED, ok.reason
+
+    slack.tokens["xoxb-narrow"] = ("chat:write", "channels:read")
+    narrow = SlackChat("xoxb-narrow", slack.url).check_can_post("#inc-x")
+    assert narrow.verdict is Verdict.FAILED
+    assert "channels:manage" in narrow.reason and "channels:join" in narrow.reason
+    assert "chat:write" not in narrow.reason
+
+    wrong = SlackChat("xoxb-wrong", slack.url).check_can_post("#inc-x")
+    assert wrong.verdict is Verdict.FAILED
+    assert wrong.reason == "Slack auth.test: invalid_auth"
+    assert slack.methods() == ["auth.test"] * 3
+    assert [c.token for c in slack.calls] == [TOKEN, "xoxb-narrow", "xoxb-wrong"]
+
+
+def test_slack_errors_become_one_line_naming_the_method_and_error(slack: SlackStandIn) -> None:
+    chat = SlackChat(TOKEN, slack.url)
+    with pytest.raises(ChatUnavailable, match=r"^Slack chat.postMessage: channel_not_found$"):
+        chat.post("#nowhere", "hello")
+    slack.tokens["xoxb-post-only"] = ("chat:write",)
+    with pytest.raises(ChatUnavailable, match=r"^Slack conversations.create: missing_scope$"):
+        SlackChat("xoxb-post-only", slack.url).open_room(RoomSpec("inc-a", "topic"))
+    assert slack.by_name("inc-a") is None
+
+
+def test_a_room_is_created_once_and_joined_when_it_exists(slack: SlackStandIn) -> None:
+    chat = SlackChat(TOKEN, slack.url)
+    first = chat.open_room(RoomSpec("inc-a", "war room of a", ("U1", "U2")))
+    again = chat.open_room(RoomSpec("inc-a", "war room of a", ("U1", "U2")))
+    assert first == again
+    channel = slack.channels[first]
+    assert channel.topic == "war room of a" and {"U1", "U2"} <= channel.members
+    assert slack.methods() == [
+        "conversations.create",
+        "conversations.setTopic",
+        "conversations.invite",
+        "conversations.create",
+        "conversations.list",
+        "conversations.join",
+        "conversations.setTopic",
+        "conversations.invite",
+    ]
+    assert [c.error for c in slack.calls if c.error] == ["name_taken", "already_in_channel"]
+
+
+def test_429_is_retried_after_the_retry_after_slack_gives(slack: SlackStandIn) -> None:
+    slack.add_channel("inc-a")
+    slack.rate_limited, slack.retry_after = 2, 1
+    ts = SlackChat(TOKEN, slack.url).send("#inc-a", ChatMessage("hello"))
+    posts = [c for c in slack.calls if c.method == "chat.postMessage"]
+    assert [c.status for c in posts] == [429, 429, 200]
+    assert all(b.at - a.at >= 1.0 for a, b in itertools.pairwise(posts))
+    assert slack.by_name("inc-a").messages[0]["ts"] == ts  # type: ignore[union-attr]
+
+
+def test_a_drill_adapter_refuses_every_write_but_drill_posts_to_its_channel(
+    slack: SlackStandIn,
+) -> None:
+    slack.add_channel("inc-drill")
+    slack.add_channel("inc-live")
+    chat = SlackChat(TOKEN, slack.url, locked=True, drill_channel="#inc-drill")
+    assert chat.open_room(RoomSpec("inc-a", "topic", ("U1",))) == "#inc-drill"
+    chat.post("#inc-live", "status")
+    assert slack.methods() == ["chat.postMessage"]
+    assert slack.posts()[0].params["channel"] == "#inc-drill"
+    assert texts(slack) == ["[DRILL] status"]
+    assert not slack.by_name("inc-live").messages  # type: ignore[union-attr]
+    unset = SlackChat(TOKEN, slack.url, locked=True).check_can_post("#inc-a")
+    assert unset.verdict is Verdict.FAILED and "BREACHBOOK_SLACK_DRILL_CHANNEL" in unset.reason
+
+
+# -- LIVE, through the product's path ------------------------------------------------------
+
+
+def live_run(settings: Settings, fakes: Fakes, world: DemoWorld) -> RunResult:
+    return run_with(Mode.LIVE, settings, without_chat_fake(fakes), None, world.incident_file)
+
+
+def test_live_opens_the_incident_room_and_posts_each_phase_in_blocks_and_a_timeline(
+    slack: SlackStandIn, demo_run_settings: Settings, fakes: Fakes, small_world: DemoWorld
+) -> None:
+    settings = with_slack(demo_run_settings, slack)
+    result = live_run(settings, fakes, small_world)
+    incident = incident_of(small_world)
+    name = room_name(incident.id)
+
+    creates = [c for c in slack.calls if c.method == "conversations.create"]
+    assert [c.params["name"] for c in creates] == [name]
+    channel = slack.by_name(name)
+    assert channel is not None and incident.id in channel.topic
+    invited = next(c for c in slack.calls if c.method == "conversations.invite")
+    # every role of the playbook that has people, and nobody for a role it does not name
+    assert sorted(invited.params["users"].split(",")) == ["U0LAW", "U0SEC1", "U0SEC2"]
+
+    posts = slack.posts()
+    assert {c.params["channel"] for c in posts} == {channel.id}
+    root = posts[0]
+    assert root.params["text"] == f"Timeline of {name}" and "thread_ts" not in root.params
+    root_ts = channel.messages[0]["ts"]
+    phases = [p.id for p in _phases(settings)]
+    headers = [c.params["blocks"][0]["text"]["text"] for c in posts if c.params.get("blocks")]
+    said = [h.split(":")[0] for h in headers]
+    expected = [f"Phase {p} {edge}" for p in phases for edge in ("started", "ended")]
+    assert sorted(said) == sorted(expected), "one message as each phase starts, one as it ends"
+    for phase in phases:
+        assert said.index(f"Phase {phase} started") < said.index(f"Phase {phase} ended")
+    timeline = [c for c in posts if c.params.get("thread_ts") == root_ts]
+    assert [t.params["text"].split(" ", 1)[1].split(":")[0] for t in timeline] == said
+    ended_contain = next(
+        c for c in posts if c.params.get("blocks") and "contain ended" in c.params["text"]
+    )
+    body = repr(ended_contain.params["blocks"])
+    assert "*Actions:*" in body and "*FAILED:*" in body
+    ended_notify = next(
+        c for c in posts if c.params.get("blocks") and "notify ended" in c.params["text"]
+    )
+    due = repr(ended_notify.params["blocks"])
+    assert "*Due within 24 h:*" in due and "ASAP" in due, "letters owed as soon as possible"
+
+    opened = [t for t in texts(slack) if "opened" in t and t.startswith(":rotating_light:")]
+    assert len(opened) == 1, "the chat.post step's message reached the room once"
+    statuses = {e.step_id: e.status for e in result.entries() if e.action == "chat.post"}
+    assert statuses["open-war-room"] is Status.COMPLETED
+
+    assert customers_named_in(everything_posted(slack), small_world.customers_db) == []
+    ledger = live_ledger(settings)
+    queued = ledger.records_of(incident.id, INCIDENT_SCOPE, QUEUE)
+    items = ledger.item_statuses(incident.id, DELIVERY)
+    assert set(items) == set(queued) and set(items.values()) == {ItemStatus.DONE}
+    assert len(queued) == len(posts)
+
+
+def _phases(settings: Settings) -> list[Any]:
+    from breachbook.playbook import load_playbook
+    from breachbook.settings import project_root
+
+    root = project_root(settings)
+    return load_playbook(
+        root / "playbooks" / "customer-data-breach.yaml", root / "templates"
+    ).phases
+
+
+def test_an_outage_never_stops_the_response_and_messages_arrive_later_in_order_once(
+    slack: SlackStandIn,
+    demo_run_settings: Settings,
+    fakes: Fakes,
+    small_world: DemoWorld,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = with_slack(demo_run_settings, slack)
+    incident = incident_of(small_world)
+    slack.down = True
+    result = live_run(settings, fakes, small_world)
+    assert not slack.posts()
+    assert fakes.mail.sent, "the letters went out while Slack was down"
+    chat_steps = [e for e in result.entries() if e.action == "chat.post"]
+    assert {e.status for e in chat_steps} == {Status.COMPLETED}, "queued, to be delivered later"
+    assert {e.verdict for e in chat_steps} == {"UNVERIFIED"}
+    ledger = live_ledger(settings)
+    queued = sorted(ledger.records_of(incident.id, INCIDENT_SCOPE, QUEUE))
+    assert len(queued) > 10
+    assert ItemStatus.DONE not in ledger.item_statuses(incident.id, DELIVERY).values()
+
+    slack.down = False
+    for name, value in {
+        "BREACHBOOK_HOME": str(settings.home),
+        "BREACHBOOK_SLACK_TOKEN": TOKEN,
+        "BREACHBOOK_SLACK_API_URL": slack.url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    flushed = CliRunner().invoke(app, ["warroom", "flush", "--incident", incident.id])
+    assert flushed.exit_code == 0, flushed.output
+    assert f"{len(queued)} delivered, 0 waiting" in flushed.output
+
+    raw = ledger.records_of(incident.id, INCIDENT_SCOPE, QUEUE)
+    wanted = [raw[key]["text"] for key in queued]
+    wanted[0] = f"Timeline of {room_name(incident.id)}"  # the room message starts the timeline
+    assert texts(slack) == wanted, "every message once, in the order it was queued"
+    again = CliRunner().invoke(app, ["warroom", "flush", "--incident", incident.id])
+    assert again.exit_code == 0 and "0 delivered, 0 waiting" in again.output
+    assert len(slack.posts()) == len(queued)
+
+
+def test_a_rate_limit_regime_slows_delivery_but_loses_nothing(
+    slack: SlackStandIn, demo_run_settings: Settings, fakes: Fakes, small_world: DemoWorld
+) -> None:
+    settings = with_slack(demo_run_settings, slack)
+    slack.rate_limit_every, slack.retry_after = 3, 0
+    live_run(settings, fakes, small_world)
+    incident = incident_of(small_world)
+    queued = live_ledger(settings).records_of(incident.id, INCIDENT_SCOPE, QUEUE)
+    assert any(c.status == 429 for c in slack.calls)
+    assert len(slack.posts()) == len(queued)
+    assert len({c.params["text"] for c in slack.posts()}) == len(queued)
+
+
+# -- DRILL -----------------------------------------------------------------------------
+
+
+def test_a_drill_posts_only_to_the_drill_channel_marked_drill_and_creates_nothing(
+    slack: SlackStandIn, demo_run_settings: Settings, small_world: DemoWorld, tmp_path: Path
+) -> None:
+    drill = slack.add_channel("inc-drill")
+    slack.add_channel(room_name(incident_of(small_world).id))
+    slack.add_channel("inc-war-room")
+    settings = with_slack(demo_run_settings, slack, slack_drill_channel="#inc-drill")
+    _, result = execute(
+        RunRequest(
+            mode=Mode.DRILL, incident_file=small_world.incident_file, out_dir=tmp_path / "out"
+        ),
+        settings=settings,
+        clock=FixedStepClock(T0),
+    )
+    chat_checks = [e for e in result.entries() if e.action == "chat.post"]
+    assert chat_checks and {e.verdict for e in chat_checks} == {"VERIFIED"}
+    assert {e.status for e in chat_checks} == {Status.PLANNED}
+
+    assert "auth.test" in slack.methods()
+    assert set(slack.methods()) == {"auth.test", "chat.postMessage"}, slack.methods()
+    posts = slack.posts()
+    assert posts and {c.params["channel"] for c in posts} == {"#inc-drill"}
+    assert all(str(c.params["text"]).startswith("[DRILL]") for c in posts)
+    for call in posts:
+        if call.params.get("blocks"):
+            assert "[DRILL]" in call.params["blocks"][0]["elements"][0]["text"]
+    assert len(drill.messages) == len(posts)
+    others = [c for c in slack.channels.values() if c is not drill]
+    assert len(slack.channels) == 3 and all(not c.messages and not c.topic for c in others)
+    assert customers_named_in(everything_posted(slack), small_world.customers_db) == []
+
+
+def test_a_drill_with_a_token_missing_a_scope_fails_the_chat_steps_naming_it(
+    slack: SlackStandIn, demo_run_settings: Settings, small_world: DemoWorld, tmp_path: Path
+) -> None:
+    slack.add_channel("inc-drill")
+    slack.tokens[TOKEN] = ("chat:write", "channels:read", "channels:join")
+    settings = with_slack(demo_run_settings, slack, slack_drill_channel="#inc-drill")
+    _, result = execute(
+        RunRequest(
+            mode=Mode.DRILL, incident_file=small_world.incident_file, out_dir=tmp_path / "out"
+        ),
+        settings=settings,
+        clock=FixedStepClock(T0),
+    )
+    chat_checks = [e for e in result.entries() if e.action == "chat.post"]
+    assert chat_checks and {e.verdict for e in chat_checks} == {"FAILED"}
+    assert all("channels:manage" in e.reason for e in chat_checks)
+    plan = (tmp_path / "out" / "plan.md").read_text(encoding="utf-8")
+    assert "channels:manage" in plan
