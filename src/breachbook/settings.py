@@ -111,6 +111,13 @@ class Settings(BaseSettings):
     turn. Containment in the receiver does not wait for it."""
     """Port of the Prefect server `breachbook serve` starts when PREFECT_API_URL is not set."""
 
+    # The public statement's publisher (statement.publish; connectors/publisher_http.py).
+    publisher_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Status page or newsroom endpoint the approved statement is POSTed to (JSON, one request
+    per version and language); none: publishing is UNVERIFIED in a drill and not done LIVE."""
+    publisher_token: SecretStr | None = None
+    """Bearer token sent to BREACHBOOK_PUBLISHER_URL."""
+
     @classmethod
     def settings_customise_sources(
         cls,
