@@ -348,6 +348,8 @@ class StatementVersion(BaseModel):
     texts: dict[str, LanguageText]
     facts: StatementFacts
     after_rejection: Rejection | None = None
+    decisions_seen: int = 0
+    """Decisions on publishing it recorded when it was drafted: later ones are about it."""
 
     def same_text(self, texts: dict[str, LanguageText]) -> bool:
         return {k: t.sha256 for k, t in self.texts.items()} == {
@@ -379,20 +381,40 @@ def decisions_of(journal: RunJournal, step_id: str) -> list[dict[str, Any]]:
     return [dict(row.data) for row in rows]
 
 
-def rejection_since(
-    journal: RunJournal, playbook: Playbook, statement: StatementKind, since: datetime
-) -> Rejection | None:
-    """A rejection of publishing this statement decided after `since` (the last version)."""
-    for step_id in publish_steps(playbook, statement):
-        for decision in decisions_of(journal, step_id):
-            at = decision.get("at")
-            if decision.get("status") == "denied" and at and datetime.fromisoformat(at) >= since:
-                return Rejection(
-                    by=str(decision.get("by") or "-"),
-                    at=str(at),
-                    comment=str(decision.get("comment") or ""),
-                )
+def publish_decisions(
+    journal: RunJournal, playbook: Playbook, statement: StatementKind
+) -> list[dict[str, Any]]:
+    """Every decision on the steps publishing this statement, in the order recorded. Their
+    number when a version is drafted tells the decisions since apart from the earlier ones,
+    whatever the clocks of the runs and of `breachbook approve` say."""
+    return [
+        d for step_id in publish_steps(playbook, statement) for d in decisions_of(journal, step_id)
+    ]
+
+
+def _as_rejection(decision: dict[str, Any]) -> Rejection:
+    return Rejection(
+        by=str(decision.get("by") or "-"),
+        at=str(decision.get("at") or "-"),
+        comment=str(decision.get("comment") or ""),
+    )
+
+
+def rejection_since(decisions: list[dict[str, Any]], seen: int) -> Rejection | None:
+    """A rejection among the decisions recorded after the first `seen`."""
+    for decision in decisions[seen:]:
+        if decision.get("status") == "denied":
+            return _as_rejection(decision)
     return None
+
+
+def approval_before(decisions: list[dict[str, Any]], kept: StatementVersion) -> Rejection | None:
+    """The latest decision, when it is a grant given before this version was drafted (so for
+    a text nobody approved); else None."""
+    if not decisions or len(decisions) > kept.decisions_seen:
+        return None
+    latest = decisions[-1]
+    return _as_rejection(latest) if latest.get("status") == "granted" else None
 
 
 def latest_version(journal: RunJournal, statement: StatementKind) -> StatementVersion | None:
@@ -415,7 +437,8 @@ def keep_version(
     """The version these texts are: the latest when unchanged and not rejected since, else
     a new one, recorded in the ledger (incident-wide) and audited."""
     latest = latest_version(journal, statement)
-    rejected = rejection_since(journal, playbook, statement, latest.drafted_at) if latest else None
+    decisions = publish_decisions(journal, playbook, statement)
+    rejected = rejection_since(decisions, latest.decisions_seen) if latest else None
     if latest is not None and rejected is None and latest.same_text(texts):
         return latest
     version = StatementVersion(
@@ -426,6 +449,7 @@ def keep_version(
         texts=texts,
         facts=facts,
         after_rejection=rejected,
+        decisions_seen=len(decisions),
     )
     journal.put(VERSION, statement, version, scope=INCIDENT_SCOPE)
     journal.record(

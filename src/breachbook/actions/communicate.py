@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -21,17 +20,16 @@ from breachbook.letters import LetterData
 from breachbook.models import LanguageTag
 from breachbook.ports import Changed, Check, StatementRelease, not_configured
 from breachbook.statement import (
-    Rejection,
     StatementKind,
     StatementVersion,
     all_versions,
-    decisions_of,
+    approval_before,
     facts_json,
     facts_markdown,
     gather,
     keep_version,
     latest_version,
-    publish_steps,
+    publish_decisions,
     render,
     stem,
     text_of,
@@ -214,11 +212,11 @@ class PublishStatement(Action[PublishArgs]):
         if publisher is None:
             return not_configured("publisher", PUBLISHER_SETTING)
         kept = self._latest(args, ctx)
-        stale = approval_before(ctx, kept)
+        stale = approval_before(publish_decisions(ctx.journal, ctx.playbook, kept.statement), kept)
         if stale is not None:
             return Check.failed(
-                f"{stem(kept)} was drafted at {kept.drafted_at.isoformat()}, after the approval "
-                f"by {stale.by} at {stale.at}: that approval was for an earlier text",
+                f"{stem(kept)} was drafted after the approval by {stale.by} at {stale.at}: "
+                "that approval was for an earlier text; it needs a decision of its own",
                 "approval against version",
             )
         return publisher.check_can_publish()
@@ -255,24 +253,6 @@ class PublishStatement(Action[PublishArgs]):
                 "sha256": text.sha256,
             }
         )
-
-
-def approval_before(ctx: RunContext, kept: StatementVersion) -> Rejection | None:
-    """The latest recorded grant of a step publishing this statement, when it was given
-    before this version was drafted (a text nobody approved), else None."""
-    for step_id in publish_steps(ctx.playbook, kept.statement):
-        decisions = decisions_of(ctx.journal, step_id)
-        if not decisions:
-            continue
-        latest = decisions[-1]
-        at = latest.get("at")
-        if (
-            latest.get("status") == "granted"
-            and at
-            and datetime.fromisoformat(at) < kept.drafted_at
-        ):
-            return Rejection(by=str(latest.get("by") or "-"), at=str(at))
-    return None
 
 
 @register
