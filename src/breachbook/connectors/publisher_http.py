@@ -8,7 +8,9 @@ The request, one per language of one approved version:
     Content-Type: application/json
     {"incident_id", "statement", "version", "language", "title", "body", "sha256"}
 
-A 2xx answer is published; its JSON `url` (else `id`, else the status) is recorded. The key
+A 2xx answer is published; its JSON `url` (else `id`, else the status) is recorded. A 429 or
+5xx answer, a timeout or a dropped connection is retried after 1, 4 and 16 s; another 4xx
+fails the item, naming the status, and a later run tries again. The key
 makes a retry after a timeout safe: the endpoint is expected to answer a repeated key with
 the first answer, not publish twice (the ledger also claims each version and language once).
 The readiness check, a drill's only call, is `GET` of the same URL with the token: 2xx (or
@@ -30,7 +32,12 @@ READY = frozenset({405})
 
 
 class PublishRefused(BreachbookError):
-    """The endpoint answered the publish request with a status that is not 2xx."""
+    """The endpoint refused the publish request (a 4xx but 429): retrying will not help."""
+
+
+class PublisherBusy(Exception):
+    """The endpoint answered 429 or 5xx: a passing error, which the ledger retries with back-off
+    (1, 4, 16 s) under the same Idempotency-Key. Not a BreachbookError on purpose."""
 
 
 class HttpPublisher:
@@ -87,6 +94,9 @@ class HttpPublisher:
                 "sha256": release.sha256,
             },
         )
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise PublisherBusy(f"{self._url} answered HTTP {status}")
         if not response.is_success:
             raise PublishRefused(
                 f"{self._url} answered HTTP {response.status_code} to "
