@@ -544,3 +544,24 @@ def facts_markdown(version: StatementVersion) -> str:
 def _short(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def versions_markdown(journal: RunJournal, statement: StatementKind) -> str | None:
+    """Every version of a statement with the facts behind it, for a Prefect artifact: the
+    texts hold counts, rule names and the incident file's words, never a customer's data."""
+    versions = all_versions(journal, statement)
+    if not versions:
+        return None
+    parts = [f"# The {statement} statement: {len(versions)} version(s), latest last", ""]
+    for version in versions:
+        parts.append(facts_markdown(version).replace("# ", "## ", 1))
+        for language, text in version.texts.items():
+            parts += [
+                f"### v{version.version} text ({language})",
+                "",
+                "```markdown",
+                text.body,
+                "```",
+                "",
+            ]
+    return "\n".join(parts)

@@ -243,7 +243,7 @@ def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(
 def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     out = drill_run["out"]
     statement = (out / "statement.md").read_text()
-    assert statement.startswith("[DRILL]") and "About 10,000 customers in" in statement
+    assert statement.startswith("[DRILL]") and "10,000 customers are affected" in statement
     report = (out / "report.md").read_text()
     for phase in ("contain", "preserve", "notify", "communicate"):
         assert f"| {phase} |" in report
@@ -337,7 +337,7 @@ def test_the_flow_run_shows_its_progress_to_the_end(drill_run: dict[str, Any]) -
     mine = [a for a in found if a.key == f"breachbook-progress-{run12}"]
     assert len(mine) == 1 and mine[0].type == "progress"
     assert float(str(mine[0].data)) == 100.0
-    assert mine[0].description == "16 of 16 steps done; last: communicate/war-room-update"
+    assert mine[0].description == "17 of 17 steps done; last: communicate/war-room-update"
 
 
 def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) -> None:
@@ -348,6 +348,8 @@ def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) ->
         "breachbook-plan",
         "breachbook-obligations",
         "breachbook-report",
+        "breachbook-statement-holding",
+        "breachbook-statement-full",
     } <= artifact_keys
     joined = "\n".join(texts)
     assert "render-letters" in joined and "letters=" in joined  # the logs were really read
