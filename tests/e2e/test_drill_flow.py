@@ -94,7 +94,7 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
         assert entry["status"] == "planned"
         assert entry["verdict"] in {"VERIFIED", "FAILED", "UNVERIFIED"}
         assert entry["reason"]
-    assert len(by_step) == 16
+    assert len(by_step) == 17
     assert by_step["lock-db-role"][0]["target"] == "analytics_etl"
     assert by_step["lock-db-role"][0]["verdict"] == "UNVERIFIED"
     assert "no database admin connector configured" in by_step["lock-db-role"][0]["reason"]
