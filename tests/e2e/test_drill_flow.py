@@ -252,9 +252,10 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     assert not (out / "RUN-INCOMPLETE.txt").exists()
     result = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
     assert result.exit_code == 0, result.output
-    # the incident's facts, then a preflight and a plan entry for each action, and a
-    # preflight and an outcome for each place no rule covers
-    entries = 107 + 2 * len(no_rule_targets(out))
+    # the incident's facts, then a preflight and a plan entry for each action (publishing:
+    # one per language), one entry for each statement version drafted (holding and full),
+    # and a preflight and an outcome for each place no rule covers
+    entries = 113 + 2 * len(no_rule_targets(out))
     assert f"incident demo-2026-antiques-leak, {entries} entries" in result.output
 
 
