@@ -32,7 +32,7 @@ from breachbook.errors import TemplateFieldError
 from breachbook.journal import INCIDENT_SCOPE, RunJournal
 from breachbook.ledger import ItemStatus
 from breachbook.letters import ClaimState, LetterData, StepClaim, babel_locale, long_date
-from breachbook.models import Incident
+from breachbook.models import Incident, base_language
 from breachbook.notify import Assessment
 from breachbook.playbook import Playbook
 from breachbook.register import filings
@@ -256,9 +256,10 @@ class Sentences:
     """The `said` of a template: keeps each sentence with the fact ids it names (which must
     be facts the statement has), and returns the sentence unchanged."""
 
-    def __init__(self, known: dict[str, Fact], template: str) -> None:
+    def __init__(self, known: dict[str, Fact], template: str, glue: str = " ") -> None:
         self._known = known
         self._template = template
+        self._glue = glue
         self.said: list[Sentence] = []
 
     def __call__(self, *fact_ids: str, caller: Callable[[], str]) -> str:
@@ -270,7 +271,7 @@ class Sentences:
             )
         text = caller()
         if text.strip():
-            self.said.append(Sentence(text=" ".join(text.split()), facts=list(fact_ids)))
+            self.said.append(Sentence(text=self._glue.join(text.split()), facts=list(fact_ids)))
         return text
 
 
@@ -296,7 +297,7 @@ def render(
     incident: Incident,
 ) -> tuple[str, list[Sentence]]:
     """One language of a statement and the facts behind each of its sentences."""
-    said = Sentences(facts.sources, template)
+    said = Sentences(facts.sources, template, glue_for(language))
     texts = incident.texts_in(language) or incident.texts_in(incident.language)
     assert texts is not None
 
@@ -317,7 +318,38 @@ def render(
         "number": lambda n: format_decimal(n, locale=babel_locale(language)),
         "date": lambda iso: long_date(datetime.fromisoformat(iso).date(), language),
     }
-    return renderer.render(template, context), said.said
+    return tidy(renderer.render(template, context), language), said.said
+
+
+UNSPACED = frozenset({"zh", "ja"})
+"""Languages written without spaces between words: a paragraph's lines join with nothing."""
+
+
+def glue_for(language: str) -> str:
+    return "" if base_language(language) in UNSPACED else " "
+
+
+def tidy(body: str, language: str) -> str:
+    """Join the lines of each prose paragraph the template spread out (headings and list
+    items keep their lines), so the published text reads as written, in any language."""
+    glue = glue_for(language)
+    out: list[str] = []
+    prose: list[str] = []
+
+    def flush() -> None:
+        if prose:
+            out.append(glue.join(prose))
+            prose.clear()
+
+    for line in body.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "- ", "|", "*")):
+            flush()
+            out.append(line.rstrip())
+        else:
+            prose.append(stripped)
+    flush()
+    return "\n".join(out) + "\n"
 
 
 class LanguageText(BaseModel):
