@@ -105,10 +105,14 @@ def test_the_holding_statement_says_what_is_done_and_what_will_be(tmp_path: Path
     with_holding.write_text(yaml.safe_dump(playbook, allow_unicode=True))
     out = tmp_path / "run"
     fakes = Fakes(tmp_path, customers=InMemoryCustomers(list(ONE)))
-    run_with(Mode.LIVE, Settings(home=tmp_path / "home"), fakes, out, INCIDENT, with_holding)
+    result = run_with(
+        Mode.LIVE, Settings(home=tmp_path / "home"), fakes, out, INCIDENT, with_holding
+    )
     en = " ".join((out / "statements" / "holding-v1.en.md").read_text().split())
     assert "We locked the database account used in the breach." in en
     assert "(1 letter delivered so far)" in en
     assert "We will notify the authorities where the law requires it." in en
     zh = "".join((out / "statements" / "holding-v1.zh-CN.md").read_text().split())
     assert "我们将在法律要求时通知监管机构。" in zh and "我们已通知" not in zh
+    holding = next(e for e in result.entries() if e.step_id == "draft-holding")
+    assert "the incident texts have no zh-CN translation" in holding.reason

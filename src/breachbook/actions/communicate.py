@@ -166,9 +166,19 @@ class DraftStatement(Action[StatementArgs]):
         rejected = (
             f", after a rejection by {kept.after_rejection.by}" if kept.after_rejection else ""
         )
+        untranslated = [
+            language for language in kept.texts if ctx.incident.texts_in(language) is None
+        ]
+        quoted = (
+            f"; the incident texts have no {', '.join(untranslated)} translation, so that text "
+            f"quotes them in '{ctx.incident.language}' (add them under translations: in the "
+            "incident file)"
+            if untranslated
+            else ""
+        )
         return Check.verified(
             f"drafted {stem(kept)} ({', '.join(kept.texts)}){rejected}, every sentence with "
-            "the ledger facts it relies on",
+            f"the ledger facts it relies on{quoted}",
             "template render from ledger facts",
         )
 
