@@ -153,7 +153,7 @@ class DraftStatement(Action[StatementArgs]):
         if args.statement == "full":
             ctx.workspace.write_document(STATEMENT, texts[args.languages[0]].body)
             documents.append(STATEMENT)
-        return Prepared(documents, {"statement_version": kept.version})
+        return Prepared(documents, {f"{args.statement}_statement_version": kept.version})
 
     def _kept(self, args: StatementArgs, ctx: RunContext) -> StatementVersion:
         kept = latest_version(ctx.journal, args.statement)
