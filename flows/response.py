@@ -42,6 +42,7 @@ from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
 from breachbook.run import execute
 from breachbook.settings import Settings
+from breachbook.statement import versions_markdown
 from breachbook.wiring import RunRequest, incident_journal, mode_profile
 
 
@@ -131,6 +132,14 @@ def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
         ],
     )
     create_markdown_artifact(key=artifact_key("obligations"), markdown=obligations_markdown(ctx))
+    for statement in ("holding", "full"):
+        versions = versions_markdown(ctx.journal, statement)
+        if versions is not None:
+            create_markdown_artifact(
+                key=artifact_key(f"statement-{statement}"),
+                description=f"Every version of the {statement} statement and its facts",
+                markdown=versions,
+            )
     create_markdown_artifact(
         key=artifact_key("report"),
         description="Timeline, phase durations, counts, FAILED and UNVERIFIED actions",

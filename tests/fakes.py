@@ -16,6 +16,7 @@ from breachbook.ports import (
     EvidenceRead,
     EvidenceSource,
     OutgoingLetter,
+    StatementRelease,
 )
 from breachbook.receiver import StartRequest
 
@@ -159,14 +160,17 @@ class RecordingChat:
 
 @dataclass
 class RecordingPublisher:
-    published: list[str] = field(default_factory=list)
+    published: list[StatementRelease] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return "recording publisher"
 
     def check_can_publish(self) -> Check:
         return Check.verified("token valid", "fake")
 
-    def publish(self, title: str, body: str) -> str:
-        self.published.append(title)
-        return "https://status.example/1"
+    def publish(self, release: StatementRelease) -> str:
+        self.published.append(release)
+        return f"https://status.example/{len(self.published)}"
 
 
 @dataclass

@@ -352,13 +352,37 @@ class CloudEvidence(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StatementRelease:
+    """One language of one approved version of a public statement, as it is published."""
+
+    incident_id: str
+    statement: str
+    version: int
+    language: str
+    title: str
+    body: str
+    sha256: str
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt at this version and language, so a retried request
+        (a timeout after the server accepted it) never publishes twice."""
+        return f"{self.incident_id}:{self.statement}-v{self.version}:{self.language}"
+
+
 class Publisher(Protocol):
     """Where an approved public statement is published (status page, newsroom)."""
 
     @reads
+    def describe(self) -> str: ...
+
+    @reads
     def check_can_publish(self) -> Check: ...
 
-    def publish(self, title: str, body: str) -> str: ...
+    def publish(self, release: StatementRelease) -> str:
+        """Publish one language of one version; returns where it was published."""
+        ...
 
 
 class DecisionStatus(StrEnum):

@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     """Playbook role -> Slack user ids invited to an incident's war-room channel, as JSON
     ({"security-oncall": ["U012AB3CD"]})."""
 
+    # The public statement's publisher (statement.publish; connectors/publisher_http.py).
+    publisher_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Status page or newsroom endpoint the approved statement is POSTed to (JSON, one request
+    per version and language); none: publishing is UNVERIFIED in a drill and not done LIVE."""
+    publisher_token: SecretStr | None = None
+    """Bearer token sent to BREACHBOOK_PUBLISHER_URL."""
+
     @classmethod
     def settings_customise_sources(
         cls,

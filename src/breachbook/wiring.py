@@ -237,7 +237,7 @@ def build_connectors(
         "database": given.database or database_admin(settings, profile.transport_read_only),
         "cloud": given.cloud or cloud(settings, profile.transport_read_only),
         "chat": given.chat or slack,
-        "publisher": given.publisher,
+        "publisher": given.publisher or publisher(settings),
         "evidence_source": given.evidence_source or evidence_source(settings, customers),
         "cloud_evidence": given.cloud_evidence or aws_evidence(settings, profile),
         "http": given.http or http_client(settings),
@@ -340,6 +340,16 @@ def http_client(settings: Settings) -> HttpClient | None:
     from breachbook.connectors.http import HttpxClient
 
     return HttpxClient(settings.http_secrets)
+
+
+def publisher(settings: Settings) -> Publisher | None:
+    """The statement's HTTP publisher when BREACHBOOK_PUBLISHER_URL is set; a drill's guard
+    lets only its readiness check (a GET) through."""
+    if settings.publisher_url is None:
+        return None
+    from breachbook.connectors.publisher_http import HttpPublisher
+
+    return HttpPublisher(settings.publisher_url, settings.publisher_token)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def test_plan_has_every_action_with_a_verdict_and_reason(drill_run: dict[str, An
         assert entry["status"] == "planned"
         assert entry["verdict"] in {"VERIFIED", "FAILED", "UNVERIFIED"}
         assert entry["reason"]
-    assert len(by_step) == 16
+    assert len(by_step) == 17
     assert by_step["lock-db-role"][0]["target"] == "analytics_etl"
     assert by_step["lock-db-role"][0]["verdict"] == "UNVERIFIED"
     assert "no database admin connector configured" in by_step["lock-db-role"][0]["reason"]
@@ -243,7 +243,7 @@ def test_evidence_manifest_hashes_what_was_read_with_a_custody_chain(
 def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     out = drill_run["out"]
     statement = (out / "statement.md").read_text()
-    assert statement.startswith("[DRILL]") and "About 10,000 customers in" in statement
+    assert statement.startswith("[DRILL]") and "10,000 customers are affected" in statement
     report = (out / "report.md").read_text()
     for phase in ("contain", "preserve", "notify", "communicate"):
         assert f"| {phase} |" in report
@@ -252,9 +252,10 @@ def test_statement_report_and_audit(drill_run: dict[str, Any]) -> None:
     assert not (out / "RUN-INCOMPLETE.txt").exists()
     result = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
     assert result.exit_code == 0, result.output
-    # the incident's facts, then a preflight and a plan entry for each action, and a
-    # preflight and an outcome for each place no rule covers
-    entries = 107 + 2 * len(no_rule_targets(out))
+    # the incident's facts, then a preflight and a plan entry for each action (publishing:
+    # one per language), one entry for each statement version drafted (holding and full),
+    # and a preflight and an outcome for each place no rule covers
+    entries = 113 + 2 * len(no_rule_targets(out))
     assert f"incident demo-2026-antiques-leak, {entries} entries" in result.output
 
 
@@ -337,7 +338,7 @@ def test_the_flow_run_shows_its_progress_to_the_end(drill_run: dict[str, Any]) -
     mine = [a for a in found if a.key == f"breachbook-progress-{run12}"]
     assert len(mine) == 1 and mine[0].type == "progress"
     assert float(str(mine[0].data)) == 100.0
-    assert mine[0].description == "16 of 16 steps done; last: communicate/war-room-update"
+    assert mine[0].description == "17 of 17 steps done; last: communicate/war-room-update"
 
 
 def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) -> None:
@@ -348,6 +349,8 @@ def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) ->
         "breachbook-plan",
         "breachbook-obligations",
         "breachbook-report",
+        "breachbook-statement-holding",
+        "breachbook-statement-full",
     } <= artifact_keys
     joined = "\n".join(texts)
     assert "render-letters" in joined and "letters=" in joined  # the logs were really read

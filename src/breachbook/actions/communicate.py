@@ -8,13 +8,35 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from breachbook.actions.base import NOTHING, Action, ActionArgs, Prepared, register, require
-from breachbook.actions.notify import incident_context, statement_context
+from breachbook.actions.notify import (
+    assessment,
+    claim_states,
+    incident_context,
+    statement_context,
+)
 from breachbook.context import RunContext
 from breachbook.errors import BreachbookError
-from breachbook.ports import Changed, Check, not_configured
+from breachbook.letters import LetterData
+from breachbook.models import LanguageTag
+from breachbook.ports import Changed, Check, StatementRelease, not_configured
+from breachbook.statement import (
+    StatementKind,
+    StatementVersion,
+    all_versions,
+    approval_before,
+    facts_json,
+    facts_markdown,
+    gather,
+    keep_version,
+    latest_version,
+    publish_decisions,
+    render,
+    stem,
+    text_of,
+)
 
 STATEMENT = "statement.md"
-PUBLISHER_SETTING = "none is built in this version yet"
+PUBLISHER_SETTING = "set BREACHBOOK_PUBLISHER_URL"
 CHAT_SETTING = "set BREACHBOOK_SLACK_TOKEN (and BREACHBOOK_SLACK_DRILL_CHANNEL for drills)"
 
 
@@ -62,56 +84,184 @@ def draft(ctx: RunContext, path: str, body: str) -> int:
     return ctx.journal.put(TEXT, path, Text.of(path, body))
 
 
+class StatementArgs(ActionArgs):
+    statement: StatementKind = Field(
+        default="full",
+        description="holding (early: what was found, what was done, what will be done) or "
+        "full (who is affected, letters, authorities); templates/statements/KIND/LANGUAGE.md.j2",
+    )
+    languages: list[LanguageTag] = Field(
+        default=["en", "zh-CN"], min_length=1, description="One text per language"
+    )
+
+
+class PublishArgs(ActionArgs):
+    statement: StatementKind = Field(default="full", description="Which drafted statement")
+
+
+def statement_template(statement: str, language: str) -> str:
+    return f"statements/{statement}/{language}.md.j2"
+
+
 @register
-class DraftStatement(Action[TemplateArgs]):
+class DraftStatement(Action[StatementArgs]):
     name = "statement.draft"
     summary = (
-        "Draft the public statement from its template; publishing is a separate, approved step."
+        "Draft the public statement in each language from the ledger's facts only, with the "
+        "facts behind each sentence; publishing is a separate, approved step."
     )
     changes = NOTHING
-    args_model = TemplateArgs
+    args_model = StatementArgs
 
     def required_templates(self, raw_args: dict[str, Any]) -> list[str]:
-        template = raw_args.get("template")
-        return [template] if isinstance(template, str) else []
+        statement = raw_args.get("statement", "full")
+        languages = raw_args.get("languages", ["en", "zh-CN"])
+        if not isinstance(statement, str) or not isinstance(languages, list):
+            return []
+        return [statement_template(statement, str(lang)) for lang in languages]
 
-    def prepare(self, args: TemplateArgs, ctx: RunContext) -> Prepared:
-        draft(ctx, STATEMENT, ctx.renderer.render(args.template, statement_context(ctx)))
-        return Prepared([STATEMENT], {})
+    def prepare(self, args: StatementArgs, ctx: RunContext) -> Prepared:
+        """Gather the facts, render each language, keep the version (a new one when the text
+        changed or publishing was rejected since), and write every version for people."""
+        found = assessment(ctx) if args.statement == "full" else None
+        facts = gather(ctx.journal, ctx.incident, ctx.rules, found, claim_states(ctx))
+        data = LetterData.load(ctx.renderer.templates_dir)
+        base = incident_context(ctx)
+        texts = {}
+        for language in args.languages:
+            body, sentences = render(
+                ctx.renderer,
+                statement_template(args.statement, language),
+                language,
+                facts,
+                base,
+                data,
+                ctx.incident,
+            )
+            texts[language] = text_of(language, body, sentences)
+        now = ctx.connectors.clock.now()
+        kept = keep_version(ctx.journal, ctx.playbook, args.statement, texts, facts, now)
+        documents = []
+        for version in all_versions(ctx.journal, args.statement):
+            for language, text in version.texts.items():
+                path = f"{stem(version)}.{language}.md"
+                ctx.workspace.write_document(path, text.body)
+                documents.append(path)
+        ctx.workspace.write_json(f"{stem(kept)}.facts.json", facts_json(kept))
+        ctx.workspace.write_document(f"{stem(kept)}.facts.md", facts_markdown(kept))
+        documents += [f"{stem(kept)}.facts.json", f"{stem(kept)}.facts.md"]
+        if args.statement == "full":
+            ctx.workspace.write_document(STATEMENT, texts[args.languages[0]].body)
+            documents.append(STATEMENT)
+        return Prepared(documents, {f"{args.statement}_statement_version": kept.version})
 
-    def preflight(self, args: TemplateArgs, target: str, ctx: RunContext) -> Check:
-        return Check.verified(f"drafted {STATEMENT} from {args.template}", "template render")
+    def _kept(self, args: StatementArgs, ctx: RunContext) -> StatementVersion:
+        kept = latest_version(ctx.journal, args.statement)
+        if kept is None:
+            raise BreachbookError(f"the {args.statement} statement has not been drafted")
+        return kept
 
-    def would(self, args: TemplateArgs, target: str, ctx: RunContext) -> str:
-        return f"keep the draft {STATEMENT} for review"
+    def preflight(self, args: StatementArgs, target: str, ctx: RunContext) -> Check:
+        kept = self._kept(args, ctx)
+        rejected = (
+            f", after a rejection by {kept.after_rejection.by}" if kept.after_rejection else ""
+        )
+        untranslated = [
+            language for language in kept.texts if ctx.incident.texts_in(language) is None
+        ]
+        quoted = (
+            f"; the incident texts have no {', '.join(untranslated)} translation, so that text "
+            f"quotes them in '{ctx.incident.language}' (add them under translations: in the "
+            "incident file)"
+            if untranslated
+            else ""
+        )
+        return Check.verified(
+            f"drafted {stem(kept)} ({', '.join(kept.texts)}){rejected}, every sentence with "
+            f"the ledger facts it relies on{quoted}",
+            "template render from ledger facts",
+        )
 
-    def apply(self, args: TemplateArgs, target: str, ctx: RunContext) -> Changed:
-        return Changed({"draft": STATEMENT, "sha256": drafted(ctx, STATEMENT).sha256})
+    def would(self, args: StatementArgs, target: str, ctx: RunContext) -> str:
+        return f"keep the {args.statement} statement draft for review"
+
+    def apply(self, args: StatementArgs, target: str, ctx: RunContext) -> Changed:
+        kept = self._kept(args, ctx)
+        return Changed(
+            {
+                "version": kept.version,
+                "sha256": {k: t.sha256 for k, t in sorted(kept.texts.items())},
+            }
+        )
 
 
 @register
-class PublishStatement(Action[NoArgs]):
+class PublishStatement(Action[PublishArgs]):
     name = "statement.publish"
-    summary = "Publish the approved public statement."
+    summary = (
+        "Publish the approved statement's latest version, each language once, on the "
+        "configured status page or newsroom."
+    )
     changes = "publishes the statement on the configured status page or newsroom"
-    args_model = NoArgs
+    args_model = PublishArgs
 
-    def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
+    def _latest(self, args: PublishArgs, ctx: RunContext) -> StatementVersion:
+        kept = latest_version(ctx.journal, args.statement)
+        if kept is None:
+            raise BreachbookError(f"the {args.statement} statement has not been drafted")
+        return kept
+
+    def targets(self, args: PublishArgs, ctx: RunContext) -> list[str]:
+        """One per language of the latest version (`v2/en`): each is published once, and a
+        new version is a new target."""
+        kept = self._latest(args, ctx)
+        return [f"v{kept.version}/{language}" for language in kept.texts]
+
+    def preflight(self, args: PublishArgs, target: str, ctx: RunContext) -> Check:
         publisher = ctx.connectors.publisher
-        return (
-            not_configured("publisher", PUBLISHER_SETTING)
-            if publisher is None
-            else publisher.check_can_publish()
-        )
+        if publisher is None:
+            return not_configured("publisher", PUBLISHER_SETTING)
+        kept = self._latest(args, ctx)
+        stale = approval_before(publish_decisions(ctx.journal, ctx.playbook, kept.statement), kept)
+        if stale is not None:
+            return Check.failed(
+                f"{stem(kept)} was drafted after the approval by {stale.by} at {stale.at}: "
+                "that approval was for an earlier text; it needs a decision of its own",
+                "approval against version",
+            )
+        return publisher.check_can_publish()
 
-    def would(self, args: NoArgs, target: str, ctx: RunContext) -> str:
-        return f"publish {STATEMENT}"
+    def would(self, args: PublishArgs, target: str, ctx: RunContext) -> str:
+        kept = self._latest(args, ctx)
+        version, _, language = target.partition("/")
+        text = kept.texts.get(language)
+        digest = f" (sha256 {text.sha256[:16]})" if text else ""
+        return f"publish the {args.statement} statement {version} in {language}{digest}"
 
-    def apply(self, args: NoArgs, target: str, ctx: RunContext) -> Changed:
+    def apply(self, args: PublishArgs, target: str, ctx: RunContext) -> Changed:
         publisher = require(ctx.connectors.publisher, "publisher", PUBLISHER_SETTING)
-        text = drafted(ctx, STATEMENT)
+        kept = self._latest(args, ctx)
+        version, _, language = target.partition("/")
+        if version != f"v{kept.version}":
+            raise BreachbookError(
+                f"{target}: superseded by v{kept.version} of the {args.statement} statement"
+            )
+        text = kept.texts[language]
+        release = StatementRelease(
+            incident_id=ctx.incident.id,
+            statement=args.statement,
+            version=kept.version,
+            language=language,
+            title=text.title,
+            body=text.body,
+            sha256=text.sha256,
+        )
         return Changed(
-            {"published": publisher.publish(ctx.incident.title, text.body), "sha256": text.sha256}
+            {
+                "published": publisher.publish(release),
+                "version": kept.version,
+                "sha256": text.sha256,
+            }
         )
 
 

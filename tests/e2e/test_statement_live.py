@@ -1,0 +1,225 @@
+"""The public statement after LIVE runs of the reference playbook on the small demo world,
+through the real wiring with recording fakes: its facts are the ledger's, its sentences claim
+nothing the ledger does not show, a rejection makes v2, and it is published only after
+approval, each language of a version exactly once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from breachbook.cli import app
+from breachbook.demo import DemoWorld
+from breachbook.engine import RunResult, Status
+from breachbook.errors import BreachbookError
+from breachbook.ledger import ItemStatus
+from breachbook.modes import Mode
+from breachbook.ports import OutgoingLetter
+from breachbook.settings import Settings
+from breachbook.wiring import demo_settings
+from tests.conftest import Fakes, live_ledger, run_with
+from tests.fakes import RecordingMail
+
+INCIDENT = "demo-2026-antiques-leak"
+SENT_BEFORE_THE_RELAY_STOPS = 30
+
+
+class RelayRefused(BreachbookError):
+    """The relay refused a letter: a definite failure, retried by a later run."""
+
+
+@dataclass
+class MailThatStops(RecordingMail):
+    """Delivers the first `after` letters, then refuses every other one."""
+
+    after: int = SENT_BEFORE_THE_RELAY_STOPS
+
+    def send(self, letter: OutgoingLetter) -> str:
+        if len(self.sent) >= self.after:
+            raise RelayRefused("relay refused the letter")
+        return super().send(letter)
+
+
+@pytest.fixture
+def world(small_world: DemoWorld, tmp_path: Path) -> DemoWorld:
+    folder = tmp_path / "world"
+    shutil.copytree(small_world.folder, folder)
+    return DemoWorld(folder, folder / small_world.customers_db.name, folder / "incident.yaml")
+
+
+@pytest.fixture
+def settings(world: DemoWorld, tmp_path: Path) -> Settings:
+    return demo_settings(Settings(home=tmp_path / "home"), world.customers_db, world.folder)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def dense(text: str) -> str:
+    """Chinese text without the line breaks of the template."""
+    return "".join(text.split())
+
+
+def statement(out: Path, version: int, language: str) -> str:
+    return (out / "statements" / f"full-v{version}.{language}.md").read_text()
+
+
+def statuses(result: RunResult, step_id: str) -> set[Status]:
+    return {e.status for e in result.entries() if e.step_id == step_id}
+
+
+def test_after_a_partial_run_the_statement_says_what_the_ledger_shows_and_nothing_more(
+    settings: Settings, world: DemoWorld, tmp_path: Path
+) -> None:
+    fakes = Fakes(tmp_path, mail=MailThatStops())
+    out = tmp_path / "run1"
+    result = run_with(Mode.LIVE, settings, fakes, out, world.incident_file)
+    assert len(fakes.mail.sent) == SENT_BEFORE_THE_RELAY_STOPS
+    assert statuses(result, "deliver-letters") >= {Status.INCOMPLETE}
+
+    ledger = live_ledger(settings)
+    done = [i for i in ledger.items(INCIDENT, "letters.deliver") if i.status is ItemStatus.DONE]
+    filed = ledger.records_of(INCIDENT, "incident", "filing")
+    ledger.close()
+    assert len(done) == SENT_BEFORE_THE_RELAY_STOPS
+    assert all(f["status"] == "drafted" for f in filed.values())  # drafted, none filed
+
+    obligations = json.loads((out / "obligations.json").read_text())
+    owed = {line for path in (out / "recipients").iterdir() for line in path.read_text().split()}
+    told = {i.key.split("/", 1)[1] for i in done}
+    regulators = sorted(
+        {o["recipient"] for o in obligations["obligations"] if o["audience"] == "regulator"}
+    )
+
+    facts = json.loads((out / "statements" / "full-v1.facts.json").read_text())
+    by_id = {f["id"]: f for s in facts["languages"]["en"]["sentences"] for f in s["facts"]}
+    assert by_id["letters.delivered"]["value"] == {"letters": 30, "people": len(told)}
+    assert by_id["letters.delivered"]["entries"] == sorted(i.done_order or 0 for i in done)
+    assert by_id["people.owed_notice"]["value"]["people"] == len(owed)
+    assert by_id["people.affected"]["value"]["people"] == obligations["affected_customers"]
+    assert by_id["authorities.notified"]["value"] == []
+    assert by_id["authorities.to_notify"]["value"] == regulators
+
+    en = flat(statement(out, 1, "en"))
+    n = obligations["affected_customers"]
+    assert f"{n:,} customers are affected" in en
+    assert (
+        f"We have written to {len(told)} of the {len(owed):,} people owed a letter from us, "
+        f"and will write to the remaining {len(owed) - len(told):,}." in en
+    )
+    assert "We will notify the " + regulators[0] in en
+    assert "We have notified" not in en and "we have informed" not in en.lower()
+    assert "writing to each of them" not in en and "About" not in en
+    assert "copied the entire customers table" in en and "part of" not in en
+    assert "We locked the database account used in the breach." in en  # done in the ledger
+
+    zh = dense(statement(out, 1, "zh-CN"))
+    assert f"我们已致信{len(told)}人" in zh
+    assert f"将致信其余{len(owed) - len(told):,}人" in zh
+    assert "我们已通知" not in zh and "我们将通知" in zh
+    assert "customers表的全部记录" in zh
+    assert "我们已锁定被滥用的数据库账户。" in zh
+
+    approver = (out / "statements" / "full-v1.facts.md").read_text()
+    assert "`letters.delivered` = `{'letters': 30," in approver
+    # the published text is the draft, word for word
+    published = {r.language: r for r in fakes.publisher.published}
+    assert set(published) == {"en", "zh-CN"}
+    assert published["en"].body == statement(out, 1, "en")
+    assert "Massachusetts" not in json.dumps([r.title for r in published.values()])
+
+
+def test_a_rejected_statement_is_drafted_again_as_v2_and_not_published(
+    settings: Settings, world: DemoWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fakes = Fakes(tmp_path, approvals=None)  # decisions in the ledger: `breachbook approve`
+    first = run_with(Mode.LIVE, settings, fakes, tmp_path / "run1", world.incident_file)
+    assert statuses(first, "publish-statement") == {Status.WAITING}
+    assert fakes.publisher.published == []
+
+    monkeypatch.setenv("BREACHBOOK_HOME", str(settings.home))
+    denied = CliRunner().invoke(
+        app,
+        [
+            "approve",
+            "--incident",
+            INCIDENT,
+            "--step",
+            "publish-statement",
+            "--by",
+            "comms:Bo",
+            "--deny",
+        ],
+    )
+    assert denied.exit_code == 0, denied.output
+
+    second = run_with(Mode.LIVE, settings, fakes, tmp_path / "run2", world.incident_file)
+    assert statuses(second, "publish-statement") == {Status.NOT_APPROVED}
+    assert fakes.publisher.published == []
+    folder = tmp_path / "run2" / "statements"
+    assert {p.name for p in folder.glob("full-v*.en.md")} == {"full-v1.en.md", "full-v2.en.md"}
+    facts = json.loads((folder / "full-v2.facts.json").read_text())
+    assert facts["version"] == 2 and facts["after_rejection"]["by"] == "comms:Bo"
+    assert "Drafted after a rejection by comms:Bo" in (folder / "full-v2.facts.md").read_text()
+    draft = next(e for e in second.entries() if e.step_id == "draft-statement")
+    assert draft.details["version"] == 2
+    assert draft.details["sha256"]["en"] == facts["languages"]["en"]["sha256"]
+
+
+def test_published_only_after_approval_each_language_once(
+    settings: Settings, world: DemoWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fakes = Fakes(tmp_path, approvals=None)
+    first = run_with(Mode.LIVE, settings, fakes, tmp_path / "run1", world.incident_file)
+    assert fakes.publisher.published == []
+    monkeypatch.setenv("BREACHBOOK_HOME", str(settings.home))
+    for step in ("deliver-letters", "publish-statement"):
+        granted = CliRunner().invoke(
+            app, ["approve", "--incident", INCIDENT, "--step", step, "--by", "comms:Ada"]
+        )
+        assert granted.exit_code == 0, granted.output
+
+    # letters go out in the resumed run, so the statement's text changes: a new version the
+    # approval was not given for is refused, never published on an older approval
+    resumed = run_with(
+        Mode.LIVE, settings, fakes, tmp_path / "run2", world.incident_file, resume=first.run_id
+    )
+    assert fakes.mail.sent
+    refused = [e for e in resumed.entries() if e.step_id == "publish-statement"]
+    assert {e.status for e in refused} == {Status.REFUSED}
+    assert all("that approval was for an earlier text" in e.reason for e in refused)
+    assert fakes.publisher.published == []
+
+
+def test_an_approved_version_is_published_once_per_language_and_never_again(
+    settings: Settings, world: DemoWorld, tmp_path: Path
+) -> None:
+    fakes = Fakes(tmp_path)  # the scripted approvers grant legal and comms
+    first = run_with(Mode.LIVE, settings, fakes, tmp_path / "run1", world.incident_file)
+    assert statuses(first, "publish-statement") == {Status.COMPLETED}
+    releases = [(r.version, r.language, r.idempotency_key) for r in fakes.publisher.published]
+    assert releases == [
+        (1, "en", f"{INCIDENT}:full-v1:en"),
+        (1, "zh-CN", f"{INCIDENT}:full-v1:zh-CN"),
+    ]
+    again = run_with(Mode.LIVE, settings, fakes, tmp_path / "run2", world.incident_file)
+    assert statuses(again, "publish-statement") == {Status.ALREADY_DONE}
+    assert len(fakes.publisher.published) == 2
+
+
+def test_a_drill_never_publishes(settings: Settings, world: DemoWorld, tmp_path: Path) -> None:
+    fakes = Fakes(tmp_path)
+    result = run_with(Mode.DRILL, settings, fakes, tmp_path / "drill", world.incident_file)
+    entries = [e for e in result.entries() if e.step_id == "publish-statement"]
+    assert {e.status for e in entries} == {Status.PLANNED}
+    assert {e.verdict for e in entries} == {"VERIFIED"}
+    assert fakes.publisher.published == []
+    text = statement(tmp_path / "drill", 1, "en")
+    assert text.startswith("[DRILL]")
+    assert "we will write to each of them directly" in flat(text)
