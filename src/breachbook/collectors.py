@@ -1,5 +1,6 @@
 """Evidence collectors that read local sources as streams: log files and folders (a glob with
-size limits) and the ledger's audit entries of the incident. Memory stays at one chunk.
+size limits), the ledger's audit entries of the incident and its war-room transcript. Memory
+stays at one chunk.
 
 A file that shrinks or disappears while it is read fails with a clear error: the vault then
 keeps nothing of it and the manifest marks the item failed.
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from breachbook.errors import BreachbookError
+from breachbook.journal import INCIDENT_SCOPE
 from breachbook.ledger import Ledger
+from breachbook.warroom import DELIVERY, QUEUE
 
 READ = 1024 * 1024
 
@@ -89,3 +92,21 @@ def ledger_entries(ledger: Ledger, incident_id: str) -> Iterator[bytes]:
     for row in ledger.entries(incident_id):
         data = {column.name: getattr(row, column.name) for column in row.__table__.columns}
         yield json.dumps(data, sort_keys=True, default=str).encode() + b"\n"
+
+
+def war_room_transcript(ledger: Ledger, incident_id: str) -> Iterator[bytes] | None:
+    """Every war-room message of the incident as JSON lines, in the order it was queued,
+    with whether it reached the channel (ids and counts only: messages never hold customer
+    data); None when the incident has no war room."""
+    queue = ledger.records_of(incident_id, INCIDENT_SCOPE, QUEUE)
+    if not queue:
+        return None
+    delivered = ledger.item_statuses(incident_id, DELIVERY)
+
+    def lines() -> Iterator[bytes]:
+        for key in sorted(queue):
+            status = delivered.get(key)
+            line = {"key": key, "delivery": status.value if status else "waiting", **queue[key]}
+            yield json.dumps(line, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+
+    return lines()

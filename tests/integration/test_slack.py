@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,22 @@ def test_live_opens_the_incident_room_and_posts_each_phase_in_blocks_and_a_timel
     items = ledger.item_statuses(incident.id, DELIVERY)
     assert set(items) == set(queued) and set(items.values()) == {ItemStatus.DONE}
     assert len(queued) == len(posts)
+
+    # the preserve phase kept the war room's transcript so far as an evidence item
+    run_folder = settings.home / "runs" / result.incident_id / result.run_id
+    to = run_folder.parent / "legal"
+    env = {"BREACHBOOK_HOME": str(settings.home)}
+    exported = CliRunner().invoke(
+        app, ["evidence", "export", str(run_folder / "evidence"), "--to", str(to)], env=env
+    )
+    assert exported.exit_code == 0, exported.output
+    transcript = next((to / "items").glob("war-room-transcript-*"))
+    lines = [json.loads(x) for x in transcript.read_text().splitlines()]
+    keys = [line["key"] for line in lines]
+    assert keys == sorted(queued)[: len(keys)] and len(keys) >= 2, keys
+    assert [line["text"] for line in lines] == [queued[k]["text"] for k in keys]
+    assert any("Phase contain started" in line["text"] for line in lines)
+    assert {line["delivery"] for line in lines} <= {"done", "claimed"}
 
 
 def _phases(settings: Settings) -> list[Any]:

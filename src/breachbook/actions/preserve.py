@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from breachbook.actions.base import Action, ActionArgs, Prepared, register, require
-from breachbook.collectors import find_files, ledger_entries, read_file
+from breachbook.collectors import find_files, ledger_entries, read_file, war_room_transcript
 from breachbook.context import RunContext
 from breachbook.custody import MANIFEST as BUNDLE_MANIFEST
 from breachbook.custody import Bundle, Event, record_hash
@@ -31,6 +31,7 @@ BUNDLE = "evidence"
 MANIFEST = f"{BUNDLE}/{BUNDLE_MANIFEST}"
 INCIDENT_ITEM = "incident-record"
 LEDGER_ITEM = "ledger"
+WAR_ROOM_ITEM = "war-room-transcript"
 EVIDENCE = "evidence"
 TARGETS = "targets"
 CLOSED = "manifest-closed"
@@ -70,6 +71,8 @@ class SnapshotArgs(ActionArgs):
     s3: list[S3Source] = []
     volumes: list[str] = []
     """EBS volumes to snapshot (LIVE; a drill checks with DryRun), recorded by snapshot id."""
+    include_war_room: bool = True
+    """The war-room messages queued so far (`breachbook.warroom`), when there are any."""
     legal_hold: bool = True
     retention: timedelta = timedelta(days=7 * 365)
     """How long a write-once store (BREACHBOOK_EVIDENCE_BUCKET) keeps each transferred item
@@ -215,6 +218,13 @@ class SnapshotEvidence(Action[SnapshotArgs]):
                 LEDGER_ITEM,
                 f"audit ledger of incident {ctx.incident.id}",
                 ledger_entries(ledger, ctx.incident.id),
+            )
+        transcript = war_room_transcript(ctx.journal.ledger, ctx.incident.id)
+        if args.include_war_room and transcript is not None:
+            run.take(
+                WAR_ROOM_ITEM,
+                f"war-room transcript of incident {ctx.incident.id} (the ledger's message queue)",
+                transcript,
             )
         closed = run.bundle.close(ctx.actor, run.now())
         ctx.journal.put(
