@@ -19,7 +19,7 @@ from breachbook.engine import RunResult
 from breachbook.ledger import Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
-from breachbook.ports import Approvals, CustomerDirectory, EvidenceSource
+from breachbook.ports import Approvals, CustomerDirectory, EvidenceSource, Pauses
 from breachbook.run import execute
 from breachbook.settings import Settings, project_root
 from breachbook.wiring import Adapters, RunRequest, demo_settings, live_ledger_url
@@ -86,6 +86,7 @@ class Fakes:
     )
     customers: CustomerDirectory | None = None
     evidence_source: EvidenceSource | None = None
+    pauses: Pauses | None = None
 
     def adapters(self) -> Adapters:
         return Adapters(
@@ -97,6 +98,7 @@ class Fakes:
             chat=self.chat,
             publisher=self.publisher,
             approvals=self.approvals,
+            pauses=self.pauses,
             evidence=FilesystemEvidenceStore(self.folder / "vault"),
         )
 

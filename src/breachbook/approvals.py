@@ -125,6 +125,8 @@ class PausingApprovals:
         self._roster = roster
         self._chat = chat
         self._default_timeout = default_timeout
+        self._expired: set[str] = set()
+        """Steps whose wait ran out in this run: their other targets do not wait again."""
 
     def check_can_ask(self, request: ApprovalRequest) -> Check:
         return roster_check(request, self._roster, self._chat)
@@ -133,6 +135,11 @@ class PausingApprovals:
         found = decision_of(self._journal, request.step_id)
         if found is not None:
             return found
+        pending = Decision(
+            step_id=request.step_id, role=request.gate.role, status=DecisionStatus.PENDING
+        )
+        if request.step_id in self._expired:
+            return pending
         wait = ask(
             self._journal, self._chat, request, self._roster, self._clock, self._pauses.site()
         )
@@ -141,14 +148,16 @@ class PausingApprovals:
             decided = self._wait_for_answers(request, wait, limit)
             if decided is not None:
                 return decided
+            recorded = decision_of(self._journal, request.step_id)
+            if recorded is not None:  # answered in the ledger meanwhile (no Prefect at hand)
+                return recorded
             if stage == "role":
                 wait = escalate(
                     self._journal, self._chat, wait, self._roster, request.war_room, limit
                 )
         expire(self._journal, self._chat, wait, request.war_room)
-        return Decision(
-            step_id=request.step_id, role=request.gate.role, status=DecisionStatus.PENDING
-        )
+        self._expired.add(request.step_id)
+        return pending
 
     def _wait_for_answers(
         self, request: ApprovalRequest, wait: Wait, limit: timedelta

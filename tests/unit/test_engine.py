@@ -24,8 +24,8 @@ from breachbook.ledger import ItemStatus, Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.ports import Changed, Check, is_read
-from breachbook.run import execute
 from breachbook.roster import RoleApprovers
+from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.wiring import RunRequest, live_ledger_url, mode_profile, port_types
 from breachbook.workspace import Workspace
