@@ -48,8 +48,12 @@ def approval_entries(settings: Settings) -> list[LedgerRow]:
     return found
 
 
-def paused(answers: list[Answer | None]) -> tuple[Fakes, ScriptedPauses]:
-    return Fakes(Path("."), approvals=None), ScriptedPauses(answers=list(answers))
+def decision_record(settings: Settings) -> dict[str, Any]:
+    ledger = live_ledger(settings)
+    found = ledger.get_record("inc-engine-1", "incident", "decision", "deactivate-keys")
+    ledger.close()
+    assert isinstance(found, dict)
+    return found
 
 
 def yes(who: str, comment: str = "") -> Answer:
@@ -125,9 +129,7 @@ def test_two_different_people_other_than_the_starter_must_approve(
     assert len(forms) == 5
     assert "mallory is not a named approver for role 'incident-lead'" in forms[1]
     assert "2 different people of the role must approve; not lin, who started" in forms[0]
-    ledger = live_ledger(settings)
-    decision = ledger.get_record("inc-engine-1", "incident", "decision", "deactivate-keys")
-    ledger.close()
+    decision = decision_record(settings)
     assert decision["by"] == "ada, ben" and decision["status"] == "granted"
 
 
@@ -166,9 +168,7 @@ def test_a_rejection_ends_the_step_with_its_comment_recorded(
     assert gated(result) == {Status.NOT_APPROVED} and fakes.cloud.changes == []
     reasons = {e.reason for e in result.entries() if e.step_id == "deactivate-keys"}
     assert all("denied by ada: key 02 belongs to the backup job" in r for r in reasons)
-    ledger = live_ledger(settings)
-    decision = ledger.get_record("inc-engine-1", "incident", "decision", "deactivate-keys")
-    ledger.close()
+    decision = decision_record(settings)
     assert (decision["status"], decision["comment"]) == ("denied", no.comment)
 
 
