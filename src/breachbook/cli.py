@@ -296,12 +296,12 @@ def approve(
     answer = Answer(approve=not deny, approver=by, comment=comment)
     try:
         settings = Settings()
-        incident_id = incident or _incident_waiting_in(settings, _run_id_of(run or ""))
+        incident_id = incident or _incident_waiting_in(settings, run or "")
         journal = incident_journal(
             mode_profile(Mode.LIVE), incident_id, settings, SystemClock(), "approval", actor=by
         )
         try:
-            wait = _the_wait(journal, step_id, _run_id_of(run) if run else None)
+            wait = _the_wait(journal, step_id, run)
             before = journal.head()[0]
             if wait.flow_run_id and _submitted_to_prefect(wait.flow_run_id, answer):
                 outcome = _outcome_in_ledger(journal, step_id, by, before)
@@ -331,13 +331,17 @@ def approve(
     )
 
 
-def _run_id_of(run: str) -> str:
-    """A breachbook run id, or the Prefect flow run id a deployed run takes its id from."""
-    hexed = run.replace("-", "")
-    return hexed[:12] if len(hexed) == 32 else run
+def _is_run(wait: Any, run: str) -> bool:
+    """RUN names the waiting run: its breachbook id, or its Prefect flow run's id (a deployed
+    run's breachbook id is that id's first 12 hex digits)."""
+    hexed = run.replace("-", "").lower()
+    flow_run = (wait.flow_run_id or "").replace("-", "")
+    return (
+        run == wait.run_id or hexed == flow_run or (len(hexed) == 32 and hexed[:12] == wait.run_id)
+    )
 
 
-def _incident_waiting_in(settings: Any, run_id: str) -> str:
+def _incident_waiting_in(settings: Any, run: str) -> str:
     """The incident in which the run has a step waiting for a decision."""
     from breachbook.clock import SystemClock
     from breachbook.connectors.ledger_approvals import WAIT, waiting_steps
@@ -349,23 +353,23 @@ def _incident_waiting_in(settings: Any, run_id: str) -> str:
     try:
         for incident_id in ledger.incidents_with_record(INCIDENT_SCOPE, WAIT):
             journal = RunJournal(ledger, incident_id, "-", "-", "live", SystemClock())
-            if any(w.run_id == run_id for w in waiting_steps(journal).values()):
+            if any(_is_run(w, run) for w in waiting_steps(journal).values()):
                 return incident_id
     finally:
         ledger.close()
-    raise BreachbookError(f"no step of run {run_id} waits for a decision")
+    raise BreachbookError(f"no step of run {run} waits for a decision")
 
 
-def _the_wait(journal: Any, step_id: str, run_id: str | None) -> Any:
+def _the_wait(journal: Any, step_id: str, run: str | None) -> Any:
     from breachbook.connectors.ledger_approvals import waiting_steps
 
     waits = waiting_steps(journal)
     wait = waits.get(step_id)
-    if wait is None or (run_id is not None and wait.run_id != run_id):
+    if wait is None or (run is not None and not _is_run(wait, run)):
         listed = ", ".join(f"{w.step_id} (run {w.run_id})" for w in waits.values())
         raise BreachbookError(
             f"incident {journal.incident_id}: no step {step_id!r} waits for a decision"
-            f"{f' in run {run_id}' if run_id else ''}; waiting: {listed or 'none'}"
+            f"{f' in run {run}' if run else ''}; waiting: {listed or 'none'}"
         )
     return wait
 

@@ -119,7 +119,8 @@ class LiveRun:
             run: dict[str, Any] = _get(f"{self.api}/flow_runs/{flow_run_id}").json()
             return run if run["state"]["type"] == "PAUSED" else None
 
-        return self._until(paused_now)
+        found: dict[str, Any] = self._until(paused_now)
+        return found
 
     def form_description(self, run: dict[str, Any]) -> str:
         key = run["state"]["state_details"]["run_input_keyset"]["description"]
