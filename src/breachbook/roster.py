@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from breachbook.playbook import ApprovalGate
 from breachbook.ports import Answer
 
+NAME_LENGTH = 100
+"""A person's name is the ledger's actor for their answers: it must fit there."""
+
 
 def same_person(a: str, b: str) -> bool:
     """Names are compared as people type them: case and surrounding blanks do not matter."""
@@ -36,6 +39,8 @@ class RoleApprovers(BaseModel):
     def _named(cls, names: list[str]) -> list[str]:
         if any(not name.strip() for name in names):
             raise ValueError("a person's name may not be blank")
+        if any(len(name.strip()) > NAME_LENGTH for name in names):
+            raise ValueError(f"a person's name may have at most {NAME_LENGTH} characters")
         return [name.strip() for name in names]
 
     def everyone(self) -> list[str]:

@@ -26,6 +26,7 @@ from breachbook.ports import (
     Verdict,
 )
 from breachbook.roster import (
+    NAME_LENGTH,
     Judgement,
     Roster,
     Ruling,
@@ -233,7 +234,7 @@ def record_answer(
     gate = wait.the_gate()
     given = journal.get(GIVEN, wait.step_id, Given, scope=INCIDENT_SCOPE) or Given()
     judgement = judge(gate, roster, wait.starter, given.approvers, answer)
-    who = answer.approver.strip() or "(no name)"
+    who = answer.approver.strip()[:NAME_LENGTH] or "(no name)"
     journal.acting_as(who).record(
         wait.step_id,
         "-",
