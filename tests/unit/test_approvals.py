@@ -4,11 +4,14 @@ judged against the named approvers, escalation, rejection, and the drill's prefl
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from breachbook.cli import app
 from breachbook.engine import RunResult, Status
 from breachbook.ledger import LedgerRow
 from breachbook.modes import Mode
@@ -22,6 +25,7 @@ from tests.fakes import InMemoryCustomers, ScriptedPauses
 TWO_PEOPLE = ROOT / "tests" / "data" / "approvals" / "two-people.yaml"
 KEYS = ["AKIAZ3MDEMOLEAKED01", "AKIAZ3MDEMOLEAKED02"]
 LEADS = {"incident-lead": RoleApprovers(people=["lin", "ada"], backup=["ben"])}
+LEADS_JSON = json.dumps({"incident-lead": {"people": ["lin", "ada"], "backup": ["ben"]}})
 
 
 @pytest.fixture
@@ -194,3 +198,39 @@ def test_the_drill_says_who_would_be_asked_and_fails_a_role_without_people(
     none = run(Mode.DRILL, nobody, Fakes(tmp_path / "c", approvals=None))
     [reason] = {e.reason for e in none.entries() if e.step_id == "deactivate-keys"}
     assert "no approvers are named for role 'incident-lead'" in reason
+
+
+def test_the_terminal_answers_a_run_that_waits_in_the_ledger_by_the_same_rules(
+    settings: Settings, tmp_path: Path
+) -> None:
+    fakes = Fakes(tmp_path, approvals=None)
+    first = run(Mode.LIVE, settings, fakes, TWO_PEOPLE)
+    assert gated(first) == {Status.WAITING}
+    env = {
+        "BREACHBOOK_HOME": str(settings.home),
+        "BREACHBOOK_APPROVERS": LEADS_JSON,
+    }
+
+    def approve(*args: str) -> Any:
+        return CliRunner().invoke(app, ["approve", first.run_id, "deactivate-keys", *args], env=env)
+
+    unknown = approve("--by", "mallory")
+    assert unknown.exit_code == 1
+    assert "refused: mallory is not a named approver for role 'incident-lead'" in unknown.output
+    starter = approve("--by", "lin")
+    assert starter.exit_code == 1 and "lin started this run" in starter.output
+    counted = approve("--by", "ada")
+    assert counted.exit_code == 0 and "counted (approved by ada: 1 of 2)" in counted.output
+    denied = approve("--by", "ben", "--deny", "--comment", "wrong keys")
+    assert denied.exit_code == 0 and "denied (rejected by ben)" in denied.output
+
+    resumed = run(Mode.LIVE, settings, fakes, TWO_PEOPLE, resume=first.run_id)
+    assert gated(resumed) == {Status.NOT_APPROVED} and fakes.cloud.changes == []
+    answers = [(r.outcome, r.actor, r.details.get("via")) for r in approval_entries(settings)]
+    assert [a for a in answers if a[0] in {r.value for r in Ruling}] == [
+        ("refused", "mallory", "terminal"),
+        ("refused", "lin", "terminal"),
+        ("counted", "ada", "terminal"),
+        ("denied", "ben", "terminal"),
+    ]
+    assert decision_record(settings)["comment"] == "wrong keys"
