@@ -238,12 +238,12 @@ class _NoCustomers:
 
 
 class _NoApprovals:
-    def check_can_ask(self, role: str) -> Any:
+    def check_can_ask(self, request: Any) -> Any:
         from breachbook.ports import Check
 
         return Check.verified("no approval in the contain playbook", "bench")
 
-    def decide(self, step_id: str, role: str, summary: str) -> Any:
+    def decide(self, request: Any) -> Any:
         raise AssertionError("the contain playbook asks for no approval")
 
 

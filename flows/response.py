@@ -25,14 +25,19 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.flow_runs import suspend_flow_run
-from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
 from prefect.states import Failed
 from pydantic import Field
 
 from breachbook.anchors import Anchoring, anchor_artifact, last_anchor_of_run
 from breachbook.clock import SystemClock
-from breachbook.connectors.ledger_approvals import record_decision
+from breachbook.connectors.ledger_approvals import (
+    decision_of,
+    record_answer,
+    wait_of,
+    waiting_steps,
+)
+from breachbook.connectors.prefect_pauses import ApprovalForm
 from breachbook.context import RunContext
 from breachbook.demo import demo_inputs
 from breachbook.engine import Position, RunResult, StepResult, new_run_id
@@ -147,13 +152,6 @@ def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
     )
 
 
-class DecisionInput(RunInput):
-    """What a person gives to resume a suspended run: the decision and who made it."""
-
-    approve: bool
-    by: str
-
-
 APPROVAL_WAIT = timedelta(days=3)
 
 
@@ -166,23 +164,52 @@ def _run_id_of_deployed_flow_run() -> str | None:
 
 
 def _wait_for_decision(incident_id: str, step_id: str, settings: Settings) -> None:
-    """Suspend until someone resumes the flow run with a decision; record it in the ledger.
+    """Suspend until someone resumes the flow run with an answer; judge and record it.
 
-    The first call ends the process (the run is Suspended). When resumed, the flow runs
-    again, reaches the same wait, and Prefect hands back the input given with the resume."""
-    answer = suspend_flow_run(
-        wait_for_input=DecisionInput,
-        key=f"decision-{step_id}",
-        timeout=int(APPROVAL_WAIT.total_seconds()),
-    )
+    Reached when a step's pause ran out twice (role, then backup) with no decision: the run
+    gives up its process. The first call ends the process (the run is Suspended). When
+    resumed, the flow runs again, reaches the same wait, and Prefect hands back the answer
+    given with the resume (the same form as the pause's)."""
     journal = incident_journal(
-        mode_profile(Mode.LIVE), incident_id, settings, SystemClock(), "approval", actor=answer.by
+        mode_profile(Mode.LIVE), incident_id, settings, SystemClock(), "approval"
     )
     try:
-        record_decision(journal, step_id, answer.approve, answer.by, SystemClock())
+        wait = wait_of(journal, step_id)
+        if wait is None or decision_of(journal, step_id) is not None:
+            return
+        form = ApprovalForm.with_initial_data(
+            description=f"{step_id} waits for {wait.role}; {wait.summary}"
+        )
+        given = suspend_flow_run(
+            wait_for_input=form,
+            key=f"decision-{step_id}-{wait.expiries}",
+            timeout=int(APPROVAL_WAIT.total_seconds()),
+        )
+        record_answer(journal, wait, settings.approvers, given.answer(), "prefect", SystemClock())
         Anchoring.from_settings(settings).checkpoint(journal, f"approve {step_id}")
     finally:
         journal.ledger.close()
+
+
+def _answers_given_on_resume(request: RunRequest, settings: Settings) -> None:
+    """A suspended run that was resumed starts again from the top: read the answers it was
+    resumed with before its steps run, so a step does not pause again for one given."""
+    if deployment.id is None or (flow_run.run_count or 0) <= 1 or request.run_id is None:
+        return
+    incident_id = request.load_incident().id
+    journal = incident_journal(
+        mode_profile(Mode.LIVE), incident_id, settings, SystemClock(), "approval"
+    )
+    try:
+        suspended = [
+            w.step_id
+            for w in waiting_steps(journal).values()
+            if w.run_id == request.run_id and w.expiries > 0
+        ]
+    finally:
+        journal.ledger.close()
+    for step_id in suspended:
+        _wait_for_decision(incident_id, step_id, settings)
 
 
 @flow(name="breachbook-response", persist_result=False)
@@ -230,6 +257,7 @@ def _run(request: RunRequest, settings: Settings) -> dict[str, str]:
 
 
 def _run_steps(request: RunRequest, settings: Settings, steps: PrefectSteps) -> dict[str, str]:
+    _answers_given_on_resume(request, settings)
     ctx, result = execute(request, runner=steps, settings=settings)
     while result.waiting_for and deployment.id is not None:
         for step_id in result.waiting_for:
@@ -237,10 +265,10 @@ def _run_steps(request: RunRequest, settings: Settings, steps: PrefectSteps) -> 
         ctx, result = execute(request, runner=steps, settings=settings)
     for step_id in result.waiting_for:
         get_run_logger().info(
-            "%s waits for a decision: breachbook approve --incident %s --step %s --by NAME, "
+            "%s waits for a decision: breachbook approve %s %s --by NAME, "
             "then breachbook respond ... --resume %s",
             step_id,
-            ctx.incident.id,
+            result.run_id,
             step_id,
             result.run_id,
         )

@@ -19,7 +19,7 @@ from breachbook.engine import RunResult
 from breachbook.ledger import Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
-from breachbook.ports import Approvals, CustomerDirectory, EvidenceSource
+from breachbook.ports import Approvals, CustomerDirectory, EvidenceSource, Pauses
 from breachbook.run import execute
 from breachbook.settings import Settings, project_root
 from breachbook.wiring import Adapters, RunRequest, demo_settings, live_ledger_url
@@ -88,6 +88,7 @@ class Fakes:
     evidence_source: EvidenceSource | None = None
     evidence_in_folder: bool = True
     """Transfer LIVE evidence to a folder of the test's; False: the store settings name."""
+    pauses: Pauses | None = None
 
     def adapters(self) -> Adapters:
         return Adapters(
@@ -99,6 +100,7 @@ class Fakes:
             chat=self.chat,
             publisher=self.publisher,
             approvals=self.approvals,
+            pauses=self.pauses,
             evidence=FilesystemEvidenceStore(self.folder / "vault")
             if self.evidence_in_folder
             else None,

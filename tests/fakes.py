@@ -9,6 +9,8 @@ from typing import Any
 from breachbook.connectors.evidence_sql import EvidenceReadError
 from breachbook.models import Customer, DataCategory, Incident, RejectedRecord
 from breachbook.ports import (
+    Answer,
+    ApprovalRequest,
     Changed,
     Check,
     Decision,
@@ -16,6 +18,7 @@ from breachbook.ports import (
     EvidenceRead,
     EvidenceSource,
     OutgoingLetter,
+    PauseSite,
     StatementRelease,
 )
 from breachbook.receiver import StartRequest
@@ -180,10 +183,11 @@ class ScriptedApprovals:
     approve: set[str] = field(default_factory=set)
     asked: list[tuple[str, str]] = field(default_factory=list)
 
-    def check_can_ask(self, role: str) -> Check:
-        return Check.verified(f"can ask {role}", "fake")
+    def check_can_ask(self, request: ApprovalRequest) -> Check:
+        return Check.verified(f"can ask {request.gate.role}", "fake")
 
-    def decide(self, step_id: str, role: str, summary: str) -> Decision:
+    def decide(self, request: ApprovalRequest) -> Decision:
+        step_id, role = request.step_id, request.gate.role
         self.asked.append((step_id, role))
         granted = role in self.approve
         return Decision(
@@ -292,3 +296,22 @@ class RecordingStarter:
             raise ConnectionError("Prefect API unreachable")
         self.started.append(request)
         return f"flow-run-{len(self.started)}"
+
+
+@dataclass
+class ScriptedPauses:
+    """A flow run's pauses, answered in turn by `answers`; None stands for a pause whose time
+    ran out. Remembers each pause: its key, the form's description and its timeout."""
+
+    answers: list[Answer | None] = field(default_factory=list)
+    pauses: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def site(self) -> PauseSite:
+        return PauseSite(
+            flow_run_id="0f0e0d0c-0000-4000-8000-000000000001",
+            url="http://prefect.test/runs/flow-run/0f0e0d0c-0000-4000-8000-000000000001",
+        )
+
+    def wait(self, description: str, key: str, timeout_seconds: float) -> Answer | None:
+        self.pauses.append((key, description, timeout_seconds))
+        return self.answers.pop(0) if self.answers else None

@@ -259,45 +259,162 @@ def respond(
 
 @app.command()
 def approve(
-    incident: Annotated[str, typer.Option("--incident", help="The incident id.")],
-    step: Annotated[str, typer.Option("--step", help="The step waiting for a decision.")],
-    by: Annotated[str, typer.Option("--by", help="Who decides (recorded in the audit trail).")],
-    deny: Annotated[bool, typer.Option("--deny", help="Refuse instead of granting.")] = False,
+    run: Annotated[
+        str | None,
+        typer.Argument(help="The run that waits: its id, or its Prefect flow run's id."),
+    ] = None,
+    step_at: Annotated[
+        str | None, typer.Argument(metavar="STEP", help="The step waiting for a decision.")
+    ] = None,
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by", help="Who decides: a name listed for the role in BREACHBOOK_APPROVERS."
+        ),
+    ] = "",
+    deny: Annotated[bool, typer.Option("--deny", help="Reject instead of approving.")] = False,
+    comment: Annotated[
+        str, typer.Option("--comment", help="Why (kept with the decision; a rejection's reason).")
+    ] = "",
+    incident: Annotated[
+        str | None, typer.Option("--incident", help="The incident id (instead of RUN).")
+    ] = None,
+    step: Annotated[str | None, typer.Option("--step", help="The step (instead of STEP).")] = None,
 ) -> None:
-    """Grant (or --deny) a step that waits for approval; the run then resumes with --resume."""
+    """Approve (or --deny) a step that waits: `approve RUN STEP --by NAME`. A run paused in
+    Prefect gets the answer through Prefect's API, as its form would; otherwise the answer is
+    recorded in the ledger and the run carries on with `respond --resume`."""
     from breachbook.anchors import Anchoring
     from breachbook.clock import SystemClock
-    from breachbook.connectors.ledger_approvals import record_decision, waiting_steps
+    from breachbook.connectors.ledger_approvals import record_answer
+    from breachbook.ports import Answer
+    from breachbook.roster import Ruling
     from breachbook.settings import Settings
     from breachbook.wiring import incident_journal, mode_profile
 
+    step_id = step_at or step
+    if step_id is None or not by.strip() or (run is None and incident is None):
+        raise _fail("give the run, the step and your name: breachbook approve RUN STEP --by NAME")
+    answer = Answer(approve=not deny, approver=by, comment=comment)
     try:
         settings = Settings()
+        incident_id = incident or _incident_waiting_in(settings, run or "")
         journal = incident_journal(
-            mode_profile(Mode.LIVE), incident, settings, SystemClock(), "approval", actor=by
+            mode_profile(Mode.LIVE), incident_id, settings, SystemClock(), "approval", actor=by
         )
         try:
-            waits = waiting_steps(journal)
-            if step not in waits:
-                listed = ", ".join(f"{w.step_id} (run {w.run_id})" for w in waits.values())
-                raise BreachbookError(
-                    f"incident {incident}: no step {step!r} waits for a decision; "
-                    f"waiting: {listed or 'none'}"
-                )
-            decision = record_decision(journal, step, not deny, by, SystemClock())
-            Anchoring.from_settings(settings).checkpoint(journal, f"approve {step}")
+            wait = _the_wait(journal, step_id, run)
+            before = journal.head()[0]
+            if wait.flow_run_id and _submitted_to_prefect(wait.flow_run_id, answer):
+                outcome = _outcome_in_ledger(journal, step_id, by, before)
+                console.print(escape(f"{step_id}: {outcome}"), highlight=False)
+                if outcome.startswith(Ruling.REFUSED.value):
+                    raise typer.Exit(1)
+                return
+            judgement = record_answer(
+                journal, wait, settings.approvers, answer, "terminal", SystemClock()
+            )
+            Anchoring.from_settings(settings).checkpoint(journal, f"approve {step_id}")
         finally:
             journal.ledger.close()
     except BreachbookError as exc:
         raise _fail(str(exc)) from None
-    wait = waits[step]
+    if judgement.ruling is Ruling.REFUSED:
+        raise _fail(f"{step_id}: refused: {judgement.reason}", code=1)
+    then = (
+        f"carry on with: breachbook respond --incident FILE --confirm {incident_id} "
+        f"--resume {wait.run_id}"
+        if judgement.ruling.final
+        else "the step waits for the next approver"
+    )
     console.print(
-        escape(
-            f"{step}: {decision.status.value} by {by}; carry on with: breachbook respond "
-            f"--incident FILE --confirm {incident} --resume {wait.run_id}"
-        ),
+        escape(f"{step_id}: {judgement.ruling.value} ({judgement.reason}); {then}"),
         highlight=False,
     )
+
+
+def _is_run(wait: Any, run: str) -> bool:
+    """RUN names the waiting run: its breachbook id, or its Prefect flow run's id (a deployed
+    run's breachbook id is that id's first 12 hex digits)."""
+    hexed = run.replace("-", "").lower()
+    flow_run = (wait.flow_run_id or "").replace("-", "")
+    return (
+        run == wait.run_id or hexed == flow_run or (len(hexed) == 32 and hexed[:12] == wait.run_id)
+    )
+
+
+def _incident_waiting_in(settings: Any, run: str) -> str:
+    """The incident in which the run has a step waiting for a decision."""
+    from breachbook.clock import SystemClock
+    from breachbook.connectors.ledger_approvals import WAIT, waiting_steps
+    from breachbook.journal import INCIDENT_SCOPE, RunJournal
+    from breachbook.ledger import Ledger
+    from breachbook.wiring import live_ledger_url
+
+    ledger = Ledger(live_ledger_url(settings), SystemClock(), create=False)
+    try:
+        for incident_id in ledger.incidents_with_record(INCIDENT_SCOPE, WAIT):
+            journal = RunJournal(ledger, incident_id, "-", "-", "live", SystemClock())
+            if any(_is_run(w, run) for w in waiting_steps(journal).values()):
+                return incident_id
+    finally:
+        ledger.close()
+    raise BreachbookError(f"no step of run {run} waits for a decision")
+
+
+def _the_wait(journal: Any, step_id: str, run: str | None) -> Any:
+    from breachbook.connectors.ledger_approvals import waiting_steps
+
+    waits = waiting_steps(journal)
+    wait = waits.get(step_id)
+    if wait is None or (run is not None and not _is_run(wait, run)):
+        listed = ", ".join(f"{w.step_id} (run {w.run_id})" for w in waits.values())
+        raise BreachbookError(
+            f"incident {journal.incident_id}: no step {step_id!r} waits for a decision"
+            f"{f' in run {run}' if run else ''}; waiting: {listed or 'none'}"
+        )
+    return wait
+
+
+def _submitted_to_prefect(flow_run_id: str, answer: Any) -> bool:
+    """Answer the paused flow run's form through Prefect's API when PREFECT_API_URL names
+    its server and it is paused there; False otherwise (the ledger takes the answer)."""
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if not os.environ.get("PREFECT_API_URL"):
+        return False
+    from breachbook.connectors.prefect_pauses import submit_answer
+
+    try:
+        return submit_answer(flow_run_id, answer)
+    except Exception as exc:
+        raise BreachbookError(
+            f"Prefect refused the answer for flow run {flow_run_id}: {type(exc).__name__}: "
+            f"{str(exc)[:200]}"
+        ) from None
+
+
+APPROVAL_ECHO_SECONDS = 60.0
+
+
+def _outcome_in_ledger(journal: Any, step_id: str, by: str, after_seq: int) -> str:
+    """What the paused run made of the answer, once it has recorded it."""
+    from breachbook.roster import Ruling, same_person
+
+    answers = {r.value for r in Ruling}
+    deadline = time.monotonic() + APPROVAL_ECHO_SECONDS
+    while time.monotonic() < deadline:
+        for entry in journal.ledger.entries(journal.incident_id):
+            if (
+                entry.seq > after_seq
+                and entry.step_id == step_id
+                and entry.phase == "approval"
+                and entry.outcome in answers
+                and same_person(entry.actor, by)
+            ):
+                return f"{entry.outcome}: {entry.details.get('reason', '')}"
+        time.sleep(0.5)
+    return "submitted to Prefect; the run has not recorded it yet (see its page)"
 
 
 @app.command()

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from breachbook.actions.base import Action, Prepared
+from breachbook.approvals import approval_request
 from breachbook.context import RunContext
 from breachbook.errors import BreachbookError
 from breachbook.expressions import evaluate, resolve
@@ -25,7 +26,7 @@ from breachbook.journal import STEP_OUTCOME, Once, StepOutcome
 from breachbook.ledger import ItemStatus
 from breachbook.models import describe_validation_error
 from breachbook.playbook import Phase, Step
-from breachbook.ports import Changed, Check, DecisionStatus, Verdict
+from breachbook.ports import ApprovalRequest, Changed, Check, DecisionStatus, Verdict
 
 
 class Status(StrEnum):
@@ -180,7 +181,7 @@ def _entry(
         reason=check.reason if check else "",
         method=check.method if check else "",
         would=would,
-        approval=step.approval,
+        approval=step.approval.role if step.approval else None,
         details=details or {},
     )
 
@@ -217,6 +218,14 @@ class StepExecutor(ABC):
     ) -> list[PlanEntry]:
         known = ctx.journal.statuses(step.id)
         entries = []
+        gate = step.approval
+
+        @functools.cache
+        def request() -> ApprovalRequest:
+            """What the role is asked, built once per step at its first gated target."""
+            assert gate is not None
+            return approval_request(ctx, step, gate, action, args, targets)
+
         for target in targets:
             would = action.would(args, target, ctx)
             claimed_once = not action.itemized and not action.changes_nothing
@@ -241,10 +250,10 @@ class StepExecutor(ABC):
                 ctx.record(step.id, target, "outcome", Status.BLOCKED, held)
                 entries.append(_entry(phase, step, target, Status.BLOCKED, check, would, held))
                 continue
-            if step.approval:
-                stop, check = self.gate(ctx, step, step.approval, check, would)
+            if gate is not None:
+                stop, check = self.gate(ctx, request(), check)
                 if stop is not None:
-                    ctx.record(step.id, target, "outcome", stop, {"role": step.approval})
+                    ctx.record(step.id, target, "outcome", stop, {"role": gate.role})
                     entries.append(_entry(phase, step, target, stop, check, would))
                     continue
             status, details = self.act(ctx, step, action, args, target, known)
@@ -253,7 +262,7 @@ class StepExecutor(ABC):
 
     @abstractmethod
     def gate(
-        self, ctx: RunContext, step: Step, role: str, check: Check, would: str
+        self, ctx: RunContext, request: ApprovalRequest, check: Check
     ) -> tuple[Status | None, Check]:
         """Whether the step may go on after its approval gate (None) or stops here."""
 
@@ -274,9 +283,10 @@ class PlanOnly(StepExecutor):
     """DRILL: says what apply would do; never calls it."""
 
     def gate(
-        self, ctx: RunContext, step: Step, role: str, check: Check, would: str
+        self, ctx: RunContext, request: ApprovalRequest, check: Check
     ) -> tuple[Status | None, Check]:
-        asked = ctx.connectors.approvals.check_can_ask(role)
+        role = request.gate.role
+        asked = ctx.connectors.approvals.check_can_ask(request)
         check = _with_approval(check, role, asked.reason)
         if asked.verdict is not Verdict.VERIFIED:
             return Status.NOT_APPROVED, Check(
@@ -310,13 +320,15 @@ class ApplyChanges(StepExecutor):
     """LIVE: asks for the decision, claims each item, applies, records the outcome."""
 
     def gate(
-        self, ctx: RunContext, step: Step, role: str, check: Check, would: str
+        self, ctx: RunContext, request: ApprovalRequest, check: Check
     ) -> tuple[Status | None, Check]:
-        decision = ctx.connectors.approvals.decide(step.id, role, would)
+        role = request.gate.role
+        decision = ctx.connectors.approvals.decide(request)
         if decision.status is DecisionStatus.PENDING:
             return Status.WAITING, _with_approval(check, role, "waiting for the decision")
         by = decision.by or "nobody"
-        check = _with_approval(check, role, f"{decision.status.value} by {by}")
+        said = f": {decision.comment}" if decision.comment else ""
+        check = _with_approval(check, role, f"{decision.status.value} by {by}{said}")
         if decision.status is DecisionStatus.DENIED:
             return Status.NOT_APPROVED, check
         return None, check

@@ -79,6 +79,18 @@ class RunJournal:
         self._clock = clock
         self._retry_delays = retry_delays
 
+    def acting_as(self, actor: str) -> RunJournal:
+        """The same journal writing as another actor (a person's decision within a run)."""
+        return RunJournal(
+            self.ledger,
+            self.incident_id,
+            self.run_id,
+            actor,
+            self._mode,
+            self._clock,
+            self._retry_delays,
+        )
+
     def _entry(
         self, step_id: str, target: str, phase: str, outcome: str, details: Mapping[str, Any]
     ) -> Entry:

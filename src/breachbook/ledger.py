@@ -748,6 +748,17 @@ class Ledger:
         with Session(self._engine) as session:
             return {key: data for key, data in session.execute(query)}
 
+    def incidents_with_record(self, scope: str, kind: str) -> list[str]:
+        """Incidents that hold a record of this kind (which incident a run waits in)."""
+        query = (
+            select(RecordRow.incident_id)
+            .where(RecordRow.scope == scope, RecordRow.kind == kind)
+            .distinct()
+            .order_by(RecordRow.incident_id)
+        )
+        with Session(self._engine) as session:
+            return list(session.scalars(query))
+
     def record_history(self, incident_id: str, scope: str, kind: str, key: str) -> list[RecordRow]:
         """Every version of a record, oldest first (who changed it, when)."""
         query = (

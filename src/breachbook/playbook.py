@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from breachbook.errors import PlaybookError
 from breachbook.expressions import Scope, expression_problems, value_problems
@@ -31,6 +31,30 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class ApprovalGate(Strict):
+    """Who must approve a step: a role, how many different people of it, and whether the
+    person who started the LIVE run may be one of them."""
+
+    role: RoleName
+    people: int = Field(
+        default=1, ge=1, le=5, description="How many different people of the role must approve"
+    )
+    not_the_starter: bool = Field(
+        default=False,
+        description="The person who started the LIVE run (BREACHBOOK_ACTOR) may not approve",
+    )
+    timeout: timedelta | None = Field(
+        default=None,
+        description="ISO 8601 duration to wait before escalating to the role's backup "
+        "(default: the role's, else BREACHBOOK_APPROVAL_TIMEOUT)",
+    )
+
+
+def _gate_of_role(value: Any) -> Any:
+    """`approval: legal` is short for `approval: {role: legal}`."""
+    return {"role": value} if isinstance(value, str) else value
+
+
 class Step(Strict):
     id: StepId
     title: str = Field(min_length=1)
@@ -44,8 +68,10 @@ class Step(Strict):
         default=None, description="Condition on the incident; the step is skipped when false"
     )
     depends_on: list[StepId] = Field(default_factory=list)
-    approval: RoleName | None = Field(
-        default=None, description="Role that must approve before the step changes anything"
+    approval: Annotated[ApprovalGate | None, BeforeValidator(_gate_of_role)] = Field(
+        default=None,
+        description="Role that must approve before the step changes anything, or "
+        "{role, people, not_the_starter, timeout}",
     )
     deadline: timedelta | None = Field(
         default=None, description="ISO 8601 duration from the start of the run, e.g. PT15M"
@@ -102,6 +128,9 @@ def json_schema() -> dict[str, Any]:
 
     schema = Playbook.model_json_schema(by_alias=True)
     schema["$defs"]["Step"]["properties"]["action"]["enum"] = sorted(registry())
+    approval = schema["$defs"]["Step"]["properties"]["approval"]
+    role = schema["$defs"]["ApprovalGate"]["properties"]["role"]
+    approval["anyOf"] = [{"type": "string", "pattern": role["pattern"]}, *approval["anyOf"]]
     schema["title"] = "breachbook playbook"
     return schema
 
@@ -182,10 +211,11 @@ def _check_references(playbook: Playbook, templates_dir: Path, problems: _Proble
                         problems.add(
                             (*loc, "with"), f"template {template!r} not found in {templates_dir}"
                         )
-            if step.approval is not None and step.approval not in playbook.roles:
+            gate = step.approval
+            if gate is not None and gate.role not in playbook.roles:
                 problems.add(
                     (*loc, "approval"),
-                    f"approval role {step.approval!r} is not one of roles: {playbook.roles}",
+                    f"approval role {gate.role!r} is not one of roles: {playbook.roles}",
                 )
             if step.when is not None:
                 for problem in expression_problems(step.when, EXPRESSION_SCOPE):

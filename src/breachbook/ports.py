@@ -16,9 +16,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from breachbook.models import Customer, Incident, RejectedRecord
+from breachbook.playbook import ApprovalGate
 
 
 class Verdict(StrEnum):
@@ -401,14 +402,69 @@ class Decision(BaseModel):
     status: DecisionStatus
     by: str | None = None
     at: datetime | None = None
+    comment: str | None = None
+    """What the person said with the decision (a rejection's reason, for the redraft)."""
+
+
+class ApprovalRequest(BaseModel):
+    """What a person is asked to approve: ids, counts, targets and public text only, never a
+    customer's personal data (it is shown in the Prefect UI and posted to the war room)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step_id: str
+    title: str
+    gate: ApprovalGate
+    starter: str
+    """Who started the run (BREACHBOOK_ACTOR): refused where the gate says not_the_starter."""
+    war_room: str
+    targets: list[str]
+    would: list[str]
+    statement: str | None = None
+    """The public statement's text as drafted, for a step that publishes it."""
+    letters: dict[str, int] = Field(default_factory=dict)
+    """Letters per obligation, for a step that delivers them."""
+    letter_sample: dict[str, list[str]] = Field(default_factory=dict)
+    """A few customer ids per obligation (ids only), for spot checks."""
+
+
+class Answer(BaseModel):
+    """A person's answer to an approval request, as given in the Prefect form or the terminal."""
+
+    model_config = ConfigDict(frozen=True)
+
+    approve: bool
+    approver: str
+    comment: str = ""
 
 
 class Approvals(Protocol):
     """Asks a role to approve a step before its changes are made; per step, not per target."""
 
     @reads
-    def check_can_ask(self, role: str) -> Check: ...
+    def check_can_ask(self, request: ApprovalRequest) -> Check:
+        """Could the step be approved: are there enough named people of the role (and a war
+        room to reach them, if a chat is configured)? Says who would be asked."""
+        ...
 
-    def decide(self, step_id: str, role: str, summary: str) -> Decision:
+    def decide(self, request: ApprovalRequest) -> Decision:
         """The recorded decision, or PENDING after recording that the step waits for one."""
+        ...
+
+
+@dataclass(frozen=True)
+class PauseSite:
+    """Where a paused run can be answered: its Prefect flow run and that run's page."""
+
+    flow_run_id: str
+    url: str
+
+
+class Pauses(Protocol):
+    """How a running flow waits for a person's answer (Prefect's pause with a form)."""
+
+    def site(self) -> PauseSite: ...
+
+    def wait(self, description: str, key: str, timeout_seconds: float) -> Answer | None:
+        """Pause until someone answers the form (the answer) or the time is up (None)."""
         ...

@@ -7,6 +7,7 @@ also ships inside the package, so an installed wheel runs without a checkout.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic_settings import (
 
 from breachbook.errors import BreachbookError, UnknownSetting
 from breachbook.ledger import AUTOMATION
+from breachbook.roster import RoleApprovers
 
 PREFIX = "BREACHBOOK_"
 CONTENT_FOLDERS = ("playbooks", "templates", "rules", "flows")
@@ -134,6 +136,20 @@ class Settings(BaseSettings):
     per version and language); none: publishing is UNVERIFIED in a drill and not done LIVE."""
     publisher_token: SecretStr | None = None
     """Bearer token sent to BREACHBOOK_PUBLISHER_URL."""
+
+    # Approvals (people in the loop): who may approve, how long they have, how runs wait.
+    approvers: dict[str, RoleApprovers] | None = None
+    """Role -> {"people": [...], "backup": [...], "timeout": "PT1H"} as JSON (or a mapping
+    in the BREACHBOOK_CONFIG file). Only these people may approve a role's steps."""
+    approval_timeout: timedelta = timedelta(hours=1)
+    """How long a role's people have before its backup is asked (a role or step may say
+    otherwise); the backup has as long again, then the step waits without proceeding."""
+    approval_poll_seconds: int = Field(default=2, ge=1, le=60)
+    """How often a paused flow run asks Prefect whether it has been answered."""
+    approvals_via: Literal["auto", "prefect", "ledger"] = "auto"
+    """auto: a deployment's flow run pauses in Prefect for a form, other runs stop and wait
+    in the ledger; prefect: every flow run pauses (needs a shared PREFECT_API_URL); ledger:
+    never pause."""
 
     @classmethod
     def settings_customise_sources(

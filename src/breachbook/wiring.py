@@ -7,6 +7,7 @@ asks which mode it is in. Default is DRILL; LIVE needs the incident id named to 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,8 +46,10 @@ from breachbook.ports import (
     EvidenceStore,
     HttpClient,
     Mail,
+    Pauses,
     Publisher,
 )
+from breachbook.roster import RoleApprovers
 from breachbook.rules import RuleBook, check_rule_templates
 from breachbook.settings import Settings, project_root
 from breachbook.templates import Renderer
@@ -195,6 +198,9 @@ class Adapters:
     evidence_source: EvidenceSource | None = None
     cloud_evidence: CloudEvidence | None = None
     http: HttpClient | None = None
+    pauses: Pauses | None = None
+    """How a gated step waits in a running flow (approvals); default: Prefect's pause in a
+    deployment's flow run (BREACHBOOK_APPROVALS_VIA), else none (waits in the ledger)."""
 
 
 NOT_PORTS = frozenset({"clock", "executor", "war_room"})
@@ -228,15 +234,17 @@ def build_connectors(
     given = given or Adapters()
     customers = given.customers or open_customers(settings)
     slack = slack_chat(settings, profile)
+    chat = given.chat or slack
     built: dict[str, object | None] = {
         "customers": customers,
-        "approvals": given.approvals or LedgerApprovals(journal, clock),
+        "approvals": given.approvals
+        or approvals(settings, journal, clock, given.pauses or pauses(settings), chat),
         "mail": given.mail
         or (OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None),
         "evidence": given.evidence or evidence_store(settings, profile),
         "database": given.database or database_admin(settings, profile.transport_read_only),
         "cloud": given.cloud or cloud(settings, profile.transport_read_only),
-        "chat": given.chat or slack,
+        "chat": chat,
         "publisher": given.publisher or publisher(settings),
         "evidence_source": given.evidence_source or evidence_source(settings, customers),
         "cloud_evidence": given.cloud_evidence or aws_evidence(settings, profile),
@@ -281,6 +289,33 @@ def war_room(
     from breachbook.warroom import WarRoom
 
     return WarRoom(slack, journal, clock, room_name(journal.incident_id), settings.slack_members)
+
+
+def pauses(settings: Settings) -> Pauses | None:
+    """Prefect's pause when this runs inside a flow run that may pause (see
+    BREACHBOOK_APPROVALS_VIA); Prefect is only looked at if something already imported it."""
+    if settings.approvals_via == "ledger" or "prefect" not in sys.modules:
+        return None
+    from breachbook.connectors.prefect_pauses import PrefectPauses, current_flow_run
+
+    running = current_flow_run(deployed_only=settings.approvals_via == "auto")
+    if running is None:
+        return None
+    return PrefectPauses(running, settings.approval_poll_seconds)
+
+
+def approvals(
+    settings: Settings, journal: RunJournal, clock: Clock, waits: Pauses | None, chat: Chat | None
+) -> Approvals:
+    """Approvals that pause the flow run when it can pause, else wait in the ledger; both
+    judge answers against BREACHBOOK_APPROVERS and ask in the war room through `chat`."""
+    if waits is None:
+        return LedgerApprovals(journal, clock, settings.approvers, chat, settings.approval_timeout)
+    from breachbook.approvals import PausingApprovals
+
+    return PausingApprovals(
+        journal, clock, waits, settings.approvers, chat, settings.approval_timeout
+    )
 
 
 CONTAIN_EXTRA = "pip install 'breachbook[contain]'"
@@ -546,5 +581,15 @@ def demo_settings(settings: Settings, customers_db: Path, demo_folder: Path) -> 
             "outbox": settings.outbox or demo_folder / "outbox",
             "evidence_dir": settings.evidence_dir
             or (None if settings.evidence_bucket else demo_folder / "evidence"),
+            "approvers": settings.approvers or DEMO_APPROVERS,
         }
     )
+
+
+DEMO_APPROVERS = {
+    "incident-lead": RoleApprovers(people=["lin"], backup=["ravi"]),
+    "security-oncall": RoleApprovers(people=["sam"], backup=["kim"]),
+    "legal": RoleApprovers(people=["ada", "ben"], backup=["carol"]),
+    "comms": RoleApprovers(people=["grace"], backup=["dan"]),
+}
+"""The demo world's approvers (fictitious), unless BREACHBOOK_APPROVERS names others."""

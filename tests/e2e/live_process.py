@@ -15,7 +15,7 @@ from pathlib import Path
 
 from breachbook.engine import Status
 from breachbook.modes import Mode
-from breachbook.ports import Check, Decision, DecisionStatus, OutgoingLetter
+from breachbook.ports import ApprovalRequest, Check, Decision, DecisionStatus, OutgoingLetter
 from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.wiring import Adapters, RunRequest, demo_settings
@@ -44,11 +44,16 @@ class AppendingMail:
 
 
 class Granted:
-    def check_can_ask(self, role: str) -> Check:
+    def check_can_ask(self, request: ApprovalRequest) -> Check:
         return Check.verified("granted in advance by the test", "test")
 
-    def decide(self, step_id: str, role: str, summary: str) -> Decision:
-        return Decision(step_id=step_id, role=role, status=DecisionStatus.GRANTED, by="test")
+    def decide(self, request: ApprovalRequest) -> Decision:
+        return Decision(
+            step_id=request.step_id,
+            role=request.gate.role,
+            status=DecisionStatus.GRANTED,
+            by="test",
+        )
 
 
 def main(home: Path, run_id: str, log: Path, seconds_per_letter: float) -> int:

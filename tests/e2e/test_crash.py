@@ -116,7 +116,10 @@ def test_live_killed_while_sending_resumes_and_sends_each_letter_once(tmp_path: 
             "--by",
             "legal:ada",
         ],
-        env={"BREACHBOOK_HOME": str(home)},
+        env={
+            "BREACHBOOK_HOME": str(home),
+            "BREACHBOOK_APPROVERS": '{"legal": {"people": ["legal:ada"]}}',
+        },
     )
     assert granted.exit_code == 0, granted.output
 

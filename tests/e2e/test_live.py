@@ -221,6 +221,7 @@ def test_live_through_the_flow_waits_resumes_and_keeps_personal_data_out_of_pref
     mp.setenv("BREACHBOOK_CUSTOMERS_URL", f"sqlite:///{world.customers_db}")
     mp.setenv("BREACHBOOK_OUTBOX", str(tmp_path / "outbox"))
     mp.setenv("BREACHBOOK_EVIDENCE_DIR", str(tmp_path / "evidence"))
+    mp.setenv("BREACHBOOK_APPROVERS", '{"legal": {"people": ["ada"]}}')
     try:
         first = response(
             incident_file=str(world.incident_file),

@@ -1,7 +1,7 @@
 """The deployments of prefect.yaml on a real Prefect server with a process worker, run the way
 the Prefect UI runs them: a drill completes with its documents, and no customer's personal data
 reaches the server; LIVE without confirmation fails, naming what is missing; a LIVE run that
-needs a decision is suspended (no process left) and resumed with the decision as its input."""
+needs a decision pauses with the approval form and resumes with the answer as its input."""
 
 from __future__ import annotations
 
@@ -135,6 +135,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_world: DemoWorld) -> 
         "BREACHBOOK_OUTBOX": str(scratch / "outbox"),
         "BREACHBOOK_EVIDENCE_DIR": str(scratch / "evidence"),
         "BREACHBOOK_INCIDENTS_DIR": str(scratch / "incidents"),
+        "BREACHBOOK_APPROVERS": json.dumps(
+            {"legal": {"people": ["ada"]}, "comms": {"people": ["grace"]}}
+        ),
+        "BREACHBOOK_APPROVAL_POLL_SECONDS": "1",
     }
     (scratch / "incidents").mkdir()
     (scratch / "incidents" / "antiques-leak.yaml").write_bytes(
@@ -305,7 +309,7 @@ def test_live_without_confirmation_fails_naming_the_incident_id_in_its_progress(
     assert progress["description"].startswith("FAILED") and expected in progress["description"]
 
 
-def test_live_waits_suspended_for_each_decision_and_resumes_the_same_run(
+def test_live_pauses_for_each_decision_with_a_form_and_resumes_the_same_run(
     server: Server, small_world: DemoWorld
 ) -> None:
     from breachbook.clock import SystemClock
@@ -323,12 +327,12 @@ def test_live_waits_suspended_for_each_decision_and_resumes_the_same_run(
     assert found, done.stdout + done.stderr
     flow_run_id = found.group(1)
     outbox = server.scratch / "outbox"
-    for by in ("legal:ada", "comms:grace"):
-        suspended = server.wait_for(flow_run_id, {"Suspended"})
-        assert suspended["state"]["type"] == "PAUSED"
-        if by == "legal:ada":
+    for by in ("ada", "grace"):
+        paused = server.wait_for(flow_run_id, {"Paused"})
+        assert paused["state"]["type"] == "PAUSED"
+        if by == "ada":
             assert not outbox.exists()  # nothing is sent before legal decides
-        resumed = server.resume(flow_run_id, {"approve": True, "by": by})
+        resumed = server.resume(flow_run_id, {"approve": True, "approver": by})
         assert resumed["status"] == "ACCEPT", resumed
         time.sleep(2)
     run = server.wait_for(flow_run_id, {"Completed"}, seconds=240)
@@ -341,7 +345,7 @@ def test_live_waits_suspended_for_each_decision_and_resumes_the_same_run(
     decisions = [
         (r.step_id, r.outcome, r.actor)
         for r in ledger.entries("demo-2026-antiques-leak")
-        if r.phase == "approval"
+        if r.phase == "approval" and r.outcome == "granted"
     ]
     letters = ledger.item_statuses("demo-2026-antiques-leak", "letters.deliver")
     runs = {
@@ -351,8 +355,8 @@ def test_live_waits_suspended_for_each_decision_and_resumes_the_same_run(
     }
     ledger.close()
     assert decisions == [
-        ("deliver-letters", "granted", "legal:ada"),
-        ("publish-statement", "granted", "comms:grace"),
+        ("deliver-letters", "granted", "ada"),
+        ("publish-statement", "granted", "grace"),
     ]
     assert runs == {flow_run_id.replace("-", "")[:12]}  # one breachbook run across the waits
     assert set(letters.values()) == {ItemStatus.DONE}

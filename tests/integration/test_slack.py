@@ -207,8 +207,11 @@ def test_live_opens_the_incident_room_and_posts_each_phase_in_blocks_and_a_timel
     items = ledger.item_statuses(incident.id, DELIVERY)
     assert set(items) == set(queued) and set(items.values()) == {ItemStatus.DONE}
     assert len(queued) == len(posts)
+    _assert_transcript_kept(settings, result, queued)
 
-    # the preserve phase kept the war room's transcript so far as an evidence item
+
+def _assert_transcript_kept(settings: Settings, result: RunResult, queued: dict[str, Any]) -> None:
+    """The preserve phase kept the war room's transcript so far as an evidence item."""
     run_folder = settings.home / "runs" / result.incident_id / result.run_id
     to = run_folder.parent / "legal"
     env = {"BREACHBOOK_HOME": str(settings.home)}

@@ -24,6 +24,7 @@ from breachbook.ledger import ItemStatus, Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.ports import Changed, Check, is_read
+from breachbook.roster import RoleApprovers
 from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.wiring import RunRequest, live_ledger_url, mode_profile, port_types
@@ -172,10 +173,16 @@ def test_an_unknown_outcome_is_surfaced_and_never_retried(
     ledger.close()
 
 
+LEADS = '{"incident-lead": {"people": ["ada"]}}'
+
+
 def test_an_approval_waits_in_the_ledger_and_the_same_run_resumes(
     settings: Settings, tmp_path: Path
 ) -> None:
     fakes = Fakes(tmp_path, approvals=None)  # the wired approvals: decisions in the ledger
+    settings = settings.model_copy(
+        update={"approvers": {"incident-lead": RoleApprovers(people=["ada"])}}
+    )
     first = run(Mode.LIVE, settings, fakes)
     assert first.waiting_for == ["deactivate-keys"]
     assert statuses(first)[("deactivate-keys", KEYS[0])] is Status.WAITING
@@ -185,13 +192,13 @@ def test_an_approval_waits_in_the_ledger_and_the_same_run_resumes(
     wrong = cli.invoke(
         app,
         ["approve", "--incident", "inc-engine-1", "--step", "lock-db-role", "--by", "x"],
-        env={"BREACHBOOK_HOME": str(settings.home)},
+        env={"BREACHBOOK_HOME": str(settings.home), "BREACHBOOK_APPROVERS": LEADS},
     )
     assert wrong.exit_code == 2 and "waiting: deactivate-keys" in wrong.output
     granted = cli.invoke(
         app,
         ["approve", "--incident", "inc-engine-1", "--step", "deactivate-keys", "--by", "ada"],
-        env={"BREACHBOOK_HOME": str(settings.home)},
+        env={"BREACHBOOK_HOME": str(settings.home), "BREACHBOOK_APPROVERS": LEADS},
     )
     assert granted.exit_code == 0, granted.output
     assert f"--resume {first.run_id}" in granted.output
@@ -202,9 +209,15 @@ def test_an_approval_waits_in_the_ledger_and_the_same_run_resumes(
     assert sorted(fakes.cloud.changes) == [("deactivate_key", key) for key in KEYS]
     ledger = live_ledger(settings)
     approvals = [r for r in ledger.entries() if r.phase == "approval"]
-    assert [(r.step_id, r.outcome, r.actor, r.details["by"]) for r in approvals] == [
-        ("deactivate-keys", "granted", "ada", "ada")
+    assert [(r.step_id, r.outcome, r.actor, r.details.get("by")) for r in approvals] == [
+        ("deactivate-keys", "asked", "automation:breachbook", None),
+        ("deactivate-keys", "posted", "automation:breachbook", None),
+        ("deactivate-keys", "granted", "ada", "ada"),
     ]
+    assert approvals[0].details["asked"] == ["ada"]
+    [(channel, asked)] = fakes.chat.posts
+    assert channel == "#inc" and "Approval needed from incident-lead (ada)" in asked
+    assert f"breachbook approve {first.run_id} deactivate-keys --by NAME" in asked
     ledger.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import os
 from collections import Counter
 from pathlib import Path
@@ -59,6 +60,16 @@ def assessment(ctx: RunContext) -> Assessment:
 
 def recipients_path(rule_id: str) -> str:
     return f"recipients/{rule_id}.txt"
+
+
+def recipients_sample(ctx: RunContext, rule_id: str, count: int) -> list[str]:
+    """The first `count` customer ids owed the rule's letter, from this run's recipients file
+    (empty when this run's folder has none)."""
+    path = ctx.workspace.path(recipients_path(rule_id))
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as handle:
+        return [line.strip() for line in itertools.islice(handle, count)]
 
 
 class RecipientFiles:
