@@ -25,6 +25,7 @@ from breachbook.ports import (
     EvidenceStore,
     HttpClient,
     Mail,
+    PrintShop,
     Publisher,
 )
 from breachbook.rules import RuleBook
@@ -56,6 +57,7 @@ class Connectors:
     evidence_source: EvidenceSource | None = None
     cloud_evidence: CloudEvidence | None = None
     http: HttpClient | None = None
+    printer: PrintShop | None = None
 
 
 @dataclass

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     turn. Containment in the receiver does not wait for it."""
     """Port of the Prefect server `breachbook serve` starts when PREFECT_API_URL is not set."""
 
+    # Printed post (letters.print)
+    print_dir: Path | None = None
+    """The print folder: LIVE writes one PDF per posted letter and the merged print files per
+    obligation and country here, for the print shop; none: printing is UNVERIFIED."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -45,6 +45,7 @@ from breachbook.ports import (
     EvidenceStore,
     HttpClient,
     Mail,
+    PrintShop,
     Publisher,
 )
 from breachbook.rules import RuleBook, check_rule_templates
@@ -188,6 +189,7 @@ class Adapters:
     evidence_source: EvidenceSource | None = None
     cloud_evidence: CloudEvidence | None = None
     http: HttpClient | None = None
+    printer: PrintShop | None = None
 
 
 NOT_PORTS = frozenset({"clock", "executor"})
@@ -234,6 +236,7 @@ def build_connectors(
         "evidence_source": given.evidence_source or evidence_source(settings, customers),
         "cloud_evidence": given.cloud_evidence or aws_evidence(settings, profile),
         "http": given.http or http_client(settings),
+        "printer": given.printer or print_shop(settings),
     }
     guarded = {
         name: None if built.get(name) is None else profile.guard(built[name], port)
@@ -289,6 +292,15 @@ def http_client(settings: Settings) -> HttpClient | None:
     from breachbook.connectors.http import HttpxClient
 
     return HttpxClient(settings.http_secrets)
+
+
+def print_shop(settings: Settings) -> PrintShop | None:
+    """Printed post into BREACHBOOK_PRINT_DIR, when it is set."""
+    if settings.print_dir is None:
+        return None
+    from breachbook.connectors.print_post import FolderPrintShop
+
+    return FolderPrintShop(settings.print_dir)
 
 
 @dataclass(frozen=True)
@@ -469,5 +481,6 @@ def demo_settings(settings: Settings, customers_db: Path, demo_folder: Path) -> 
             "datasource": mapping if mapping.is_file() else DEMO_DATASOURCE,
             "outbox": settings.outbox or demo_folder / "outbox",
             "evidence_dir": settings.evidence_dir or demo_folder / "evidence",
+            "print_dir": settings.print_dir or demo_folder / "print",
         }
     )
