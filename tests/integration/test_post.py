@@ -28,7 +28,7 @@ from breachbook.ports import Check, PrintedLetter
 from breachbook.run import execute
 from breachbook.settings import CONTENT_FOLDERS, Settings
 from breachbook.wiring import RunRequest, demo_settings
-from tests.conftest import ROOT, T0, Fakes, customers_named_in, live_ledger
+from tests.conftest import ROOT, T0, Fakes, live_ledger
 from tests.fakes import RecordingDatabaseAdmin
 
 INCIDENT = "demo-2026-antiques-leak"
@@ -127,6 +127,16 @@ def owed_by_post(result: RunResult, out: Path, posted: dict[str, str]) -> set[st
         ids = set(listing.read_text().split())
         keys |= {f"{listing.stem}/{cid}" for cid in ids & set(posted)}
     return keys
+
+
+def personal_data_in(text: str, customers_db: Path, ids: set[str]) -> list[str]:
+    """Ids of the given customers whose name, street or phone is in text (not digits a hash
+    may hold by chance, like a postal code)."""
+    db = sqlite3.connect(customers_db)
+    rows = db.execute("SELECT id, full_name, street, phone FROM customers")
+    found = [row[0] for row in rows if row[0] in ids and any(v in text for v in row[1:] if v)]
+    db.close()
+    return found
 
 
 def print_entries(result: RunResult) -> list[Status]:
@@ -264,7 +274,7 @@ def test_live_prints_each_posted_letter_once_and_a_rerun_prints_nothing_again(
         ]
     )
     ledger.close()
-    assert customers_named_in(audit, world.customers_db) == []
+    assert personal_data_in(audit, world.customers_db, set(posted)) == []
     assert "Eve" not in audit
 
 
