@@ -16,8 +16,8 @@ import email_validator
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
@@ -416,7 +416,7 @@ Email = Annotated[str, Field(max_length=320), AfterValidator(_checked_email)]
 
 def _email_or_none(value: str) -> str:
     """An empty address means the customer gave none: their letters go by post."""
-    return value if not value.strip() else _checked_email(value)
+    return "" if not value.strip() else _checked_email(value)
 
 
 CustomerEmail = Annotated[

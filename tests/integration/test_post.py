@@ -153,9 +153,7 @@ def test_drill_renders_each_posted_letter_into_its_own_folder_and_nothing_else(
 
     owed = owed_by_post(result, out, posted)
     assert len(owed) >= 10  # every locale of the demo world, some owed two letters
-    proofs = {
-        f"{p.parent.parent.name}/{p.stem}": p for p in (out / "print").glob("*/*/*.pdf")
-    }
+    proofs = {f"{p.parent.parent.name}/{p.stem}": p for p in (out / "print").glob("*/*/*.pdf")}
     assert set(proofs) == owed
     assert not (tmp_path / "print").exists()  # the print folder is LIVE's, untouched
     assert set(print_entries(result)) == {Status.PLANNED}
@@ -224,8 +222,19 @@ def test_a_page_per_locale_is_printed_legibly_and_chinese_in_a_cjk_font(
         share = dark_share(path)
         assert 0.005 < share < 0.5, (locale, share)  # ink on the page, not a black box
         subprocess.run(
-            ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(path),
-             str(SAMPLES / f"print-{locale}")],
+            [
+                "pdftoppm",
+                "-png",
+                "-r",
+                "60",
+                "-f",
+                "1",
+                "-l",
+                "1",
+                "-singlefile",
+                str(path),
+                str(SAMPLES / f"print-{locale}"),
+            ],
             check=True,
         )
         assert (SAMPLES / f"print-{locale}.png").stat().st_size > 5000
