@@ -12,10 +12,12 @@ import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import pytest
 import yaml
 from pypdf import PdfReader
+from pypdf.generic import DictionaryObject
 
 from breachbook.clock import FixedStepClock
 from breachbook.connectors.print_post import FolderPrintShop
@@ -195,10 +197,12 @@ def dark_share(pdf: Path, page: int = 1) -> float:
 
 
 def embedded_fonts(pdf: Path) -> set[str]:
+    """The names of the fonts the PDF's pages embed."""
     fonts = set()
     for page in PdfReader(pdf).pages:
-        for font in page["/Resources"]["/Font"].values():
-            fonts.add(str(font.get_object()["/BaseFont"]))
+        resources = cast(DictionaryObject, page["/Resources"])
+        for font in cast(DictionaryObject, resources["/Font"]).values():
+            fonts.add(str(cast(DictionaryObject, font.get_object())["/BaseFont"]))
     return fonts
 
 
@@ -209,7 +213,7 @@ def test_a_page_per_locale_is_printed_legibly_and_chinese_in_a_cjk_font(
     out = tmp_path / "drill"
     run(Mode.DRILL, settings_for(world, tmp_path), world, out)
     SAMPLES.mkdir(parents=True, exist_ok=True)
-    seen = {}
+    seen: dict[str, Path] = {}
     for path in sorted((out / "print").glob("*/*/*.pdf")):
         seen.setdefault(posted[path.stem], path)
     assert set(seen) == set(posted.values())
