@@ -62,6 +62,15 @@ def address_lines(customer: Customer, language: str) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
+def paragraphs(customer: Customer, body: str) -> list[str]:
+    """The letter's paragraphs, less the name-and-address paragraph an email letter opens
+    with: on paper the address block in the envelope window says it."""
+    parts = [part.strip("\n") for part in body.split("\n\n") if part.strip()]
+    if parts and parts[0].splitlines()[0].strip() == customer.full_name.strip():
+        parts = parts[1:]
+    return parts
+
+
 def letter_language(renderer: Renderer, rule: Rule, customer: Customer) -> str:
     """The language the customer's letter is written in (the template LetterWriter picks)."""
     spec = rule.letter
@@ -94,7 +103,7 @@ class PdfLetters:
             "sender": [self.org.legal_name, *self.org.contact.postal.splitlines()],
             "recipient": address_lines(customer, language),
             "subject": subject,
-            "paragraphs": [part.strip("\n") for part in body.split("\n\n") if part.strip()],
+            "paragraphs": paragraphs(customer, body),
             "customer_id": customer.id,
             "rule_id": rule.id,
         }
