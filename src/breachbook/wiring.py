@@ -473,7 +473,7 @@ def live_ledger_url(settings: Settings) -> str:
 
 def demo_settings(settings: Settings, customers_db: Path, demo_folder: Path) -> Settings:
     """Settings pointing at the demo world: its customers and their mapping (the data-source
-    file beside them), an outbox and an evidence folder."""
+    file beside them), an outbox, an evidence folder and a print folder."""
     mapping = demo_folder / "datasource.yaml"
     return settings.model_copy(
         update={
