@@ -21,17 +21,20 @@ from pypdf.generic import DictionaryObject
 
 from breachbook.clock import FixedStepClock
 from breachbook.connectors.print_post import FolderPrintShop
+from breachbook.deadlines import deliveries
 from breachbook.demo import DemoWorld
 from breachbook.engine import RunResult, Status
+from breachbook.errors import BreachbookError
+from breachbook.journal import RunJournal
 from breachbook.ledger import ItemStatus
 from breachbook.models import Incident
 from breachbook.modes import Mode
-from breachbook.ports import Check, PrintedLetter
+from breachbook.ports import Check, OutgoingLetter, PrintedLetter
 from breachbook.run import execute
 from breachbook.settings import CONTENT_FOLDERS, Settings
 from breachbook.wiring import RunRequest, demo_settings
 from tests.conftest import ROOT, T0, Fakes, live_ledger
-from tests.fakes import RecordingDatabaseAdmin
+from tests.fakes import RecordingDatabaseAdmin, RecordingMail
 
 INCIDENT = "demo-2026-antiques-leak"
 HOSTILE = "<b>Eve</b> & {{ 7 * 7 }} <script>alert(1)</script>"
@@ -50,6 +53,15 @@ class CountingPrintShop(FolderPrintShop):
         reference = super().print_letter(letter)
         self.printed[letter.key] += 1
         return reference
+
+
+class EmailOnlyMail(RecordingMail):
+    """Sends only to customers with an email address (as SMTP delivery does)."""
+
+    def send(self, letter: OutgoingLetter) -> str:
+        if not letter.recipient:
+            raise BreachbookError(f"letter {letter.key}: no email address")
+        return super().send(letter)
 
 
 class Killed(BaseException):
@@ -256,7 +268,8 @@ def test_live_prints_each_posted_letter_once_and_a_rerun_prints_nothing_again(
     world, posted = posted_world(tmp_path / "world", small_world)
     settings = settings_for(world, tmp_path)
     shop = CountingPrintShop(tmp_path / "print")
-    first = run(Mode.LIVE, settings, world, tmp_path / "run-1", shop)
+    mail = Fakes(tmp_path / "fakes", mail=EmailOnlyMail())
+    first = run(Mode.LIVE, settings, world, tmp_path / "run-1", shop, mail)
     assert set(print_entries(first)) == {Status.COMPLETED}
     owed = owed_by_post(first, tmp_path / "run-1", posted)
     assert set(shop.printed) == owed and set(shop.printed.values()) == {1}
@@ -278,6 +291,11 @@ def test_live_prints_each_posted_letter_once_and_a_rerun_prints_nothing_again(
     ledger = live_ledger(settings)
     items = ledger.item_statuses(INCIDENT, "letters.print")
     assert set(items) == owed and set(items.values()) == {ItemStatus.DONE}
+    # a printed letter counts as delivered for the deadline clock and the notices
+    journal = RunJournal(ledger, INCIDENT, "check", "tests", "LIVE", FixedStepClock(T0))
+    chinese = (tmp_path / "run-1" / "recipients" / "cn-pipl-57.txt").read_text().split()
+    emailed = [m for m in mail.mail.sent if m.key.startswith("cn-pipl-57/")]
+    assert len(emailed) < len(chinese) == deliveries(journal)["cn-pipl-57"].delivered
     assert ledger.verify() == []
     audit = json.dumps(
         [
