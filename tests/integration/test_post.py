@@ -283,6 +283,14 @@ def test_live_prints_each_posted_letter_once_and_a_rerun_prints_nothing_again(
     first_page = next(p for p in letters if p.parent.parent.name == "US")
     assert "[DRILL]" not in PdfReader(first_page).pages[0].extract_text()
 
+    # a printed letter counts as delivered for the deadline clock and the notices
+    ledger = live_ledger(settings)
+    journal = RunJournal(ledger, INCIDENT, "check", "tests", "LIVE", FixedStepClock(T0))
+    chinese = (tmp_path / "run-1" / "recipients" / "cn-pipl-57.txt").read_text().split()
+    emailed = [m for m in mail.mail.sent if m.key.startswith("cn-pipl-57/")]
+    assert len(emailed) < len(chinese) == deliveries(journal)["cn-pipl-57"].delivered
+    ledger.close()
+
     again = run(Mode.LIVE, settings, world, tmp_path / "run-2", shop)
     assert set(print_entries(again)) == {Status.COMPLETED}
     assert set(shop.printed.values()) == {1}
@@ -291,11 +299,6 @@ def test_live_prints_each_posted_letter_once_and_a_rerun_prints_nothing_again(
     ledger = live_ledger(settings)
     items = ledger.item_statuses(INCIDENT, "letters.print")
     assert set(items) == owed and set(items.values()) == {ItemStatus.DONE}
-    # a printed letter counts as delivered for the deadline clock and the notices
-    journal = RunJournal(ledger, INCIDENT, "check", "tests", "LIVE", FixedStepClock(T0))
-    chinese = (tmp_path / "run-1" / "recipients" / "cn-pipl-57.txt").read_text().split()
-    emailed = [m for m in mail.mail.sent if m.key.startswith("cn-pipl-57/")]
-    assert len(emailed) < len(chinese) == deliveries(journal)["cn-pipl-57"].delivered
     assert ledger.verify() == []
     audit = json.dumps(
         [
@@ -318,6 +321,14 @@ def test_a_run_killed_mid_print_is_resumed_and_prints_no_letter_twice(
     with pytest.raises(Killed):
         run(Mode.LIVE, settings, world, tmp_path / "run-1", dying)
     shop = CountingPrintShop(tmp_path / "print")
+    # a printed letter counts as delivered for the deadline clock and the notices
+    ledger = live_ledger(settings)
+    journal = RunJournal(ledger, INCIDENT, "check", "tests", "LIVE", FixedStepClock(T0))
+    chinese = (tmp_path / "run-1" / "recipients" / "cn-pipl-57.txt").read_text().split()
+    emailed = [m for m in mail.mail.sent if m.key.startswith("cn-pipl-57/")]
+    assert len(emailed) < len(chinese) == deliveries(journal)["cn-pipl-57"].delivered
+    ledger.close()
+
     again = run(Mode.LIVE, settings, world, tmp_path / "run-2", shop)
     owed = owed_by_post(again, tmp_path / "run-2", posted)
 
