@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import cast
@@ -19,14 +23,14 @@ import yaml
 from pypdf import PdfReader
 from pypdf.generic import DictionaryObject
 
-from breachbook.clock import FixedStepClock
+from breachbook.clock import FixedStepClock, SystemClock
 from breachbook.connectors.print_post import FolderPrintShop
 from breachbook.deadlines import deliveries
 from breachbook.demo import DemoWorld
 from breachbook.engine import RunResult, Status
 from breachbook.errors import BreachbookError
 from breachbook.journal import RunJournal
-from breachbook.ledger import ItemStatus
+from breachbook.ledger import ItemStatus, Ledger
 from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.ports import Check, OutgoingLetter, PrintedLetter
@@ -387,3 +391,75 @@ def test_a_rule_that_asks_for_written_notice_prints_to_customers_with_email_too(
     assert {p.stem for p in (out / "print" / "us-ny" / "US").glob("*.pdf")} == new_york
     texas = set((out / "recipients" / "us-tx.txt").read_text().split())
     assert {p.stem for p in (out / "print" / "us-tx" / "US").glob("*.pdf")} == texas & set(posted)
+
+
+KILLABLE = """
+import sys
+from pathlib import Path
+from breachbook.connectors.print_post import FolderPrintShop
+from breachbook.modes import Mode
+from breachbook.ports import PrintedLetter
+from breachbook.run import execute
+from breachbook.settings import Settings
+from breachbook.wiring import Adapters, RunRequest, demo_settings
+from tests.fakes import RecordingCloud, RecordingDatabaseAdmin, RecordingMail, ScriptedApprovals
+world, home, prints, log = (Path(arg) for arg in sys.argv[1:5])
+
+
+class LoggingShop(FolderPrintShop):
+    def print_letter(self, letter: PrintedLetter) -> str:
+        reference = super().print_letter(letter)
+        with log.open("a") as handle:
+            handle.write(letter.key + "\\n")
+        return reference
+
+
+execute(
+    RunRequest(
+        mode=Mode.LIVE,
+        incident_file=world / "incident.yaml",
+        confirm_incident_id="demo-2026-antiques-leak",
+    ),
+    settings=demo_settings(Settings(home=home), world / "customers.sqlite", world),
+    adapters=Adapters(
+        database=RecordingDatabaseAdmin(),
+        cloud=RecordingCloud(),
+        mail=RecordingMail(),
+        approvals=ScriptedApprovals(approve={"legal", "comms", "incident-lead"}),
+        printer=LoggingShop(prints),
+    ),
+)
+"""
+
+
+def test_a_process_killed_with_sigkill_while_printing_prints_no_letter_twice(
+    small_world: DemoWorld, tmp_path: Path
+) -> None:
+    world, _ = posted_world(tmp_path / "world", small_world)
+    db = sqlite3.connect(world.customers_db)
+    db.execute("UPDATE customers SET email = '' WHERE id IN (SELECT id FROM customers LIMIT 40)")
+    db.commit()
+    db.close()
+    home, prints, log = tmp_path / "home", tmp_path / "print", tmp_path / "printed.log"
+    command = [sys.executable, "-c", KILLABLE, str(world.folder), str(home), str(prints), str(log)]
+    process = subprocess.Popen(command, cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while not (log.exists() and log.read_text().count("\n") >= 10):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = log.read_text().split()
+
+    subprocess.run(command, cwd=ROOT, check=False, capture_output=True)
+    printed = Counter(log.read_text().split())
+    assert max(printed.values()) == 1 and len(printed) > len(before) >= 10
+    ledger = Ledger(f"sqlite:///{home / 'ledger.sqlite'}", SystemClock(), create=False)
+    items = ledger.item_statuses(INCIDENT, "letters.print")
+    assert ledger.verify() == []
+    ledger.close()
+    stuck = [key for key, status in items.items() if status is not ItemStatus.DONE]
+    assert len(stuck) <= 1 and all(items[key] is ItemStatus.CLAIMED for key in stuck)
+    done = {key for key, status in items.items() if status is ItemStatus.DONE}
+    assert done <= set(printed) and set(printed) - done <= set(stuck)
