@@ -26,6 +26,7 @@ from breachbook.ports import (
     EvidenceStore,
     HttpClient,
     Mail,
+    PrintShop,
     Publisher,
 )
 from breachbook.rules import RuleBook
@@ -71,6 +72,7 @@ class Connectors:
     evidence_source: EvidenceSource | None = None
     cloud_evidence: CloudEvidence | None = None
     http: HttpClient | None = None
+    printer: PrintShop | None = None
     war_room: WarRoomHooks | None = None
     """Not a port: the war room, told of each phase (wiring decides where it posts)."""
 

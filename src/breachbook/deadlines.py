@@ -21,6 +21,8 @@ from breachbook.register import Filing, filings
 from breachbook.rules import RuleBook, describe_deadline
 
 DELIVER_ACTION = "letters.deliver"
+PRINT_ACTION = "letters.print"
+DELIVERY_ACTIONS = (DELIVER_ACTION, PRINT_ACTION)
 
 
 @dataclass(frozen=True)
@@ -33,16 +35,23 @@ class Deliveries:
 
 def deliveries(journal: RunJournal) -> dict[str, Deliveries]:
     """Delivered letters per rule id, read from the ledger's items (each letter is an item of
-    the delivery action, keyed rule/customer), across every run of the incident."""
+    a delivery action, keyed rule/customer: sent by email, or printed for the post), across
+    every run of the incident. A letter both sent and printed counts once, when first done."""
+    first: dict[str, datetime | None] = {}
+    for action in DELIVERY_ACTIONS:
+        for item in journal.items(action):
+            if item.status is not ItemStatus.DONE:
+                continue
+            at = datetime.fromisoformat(item.updated_at) if item.updated_at else None
+            known = first.get(item.key)
+            if item.key not in first or (at is not None and (known is None or at < known)):
+                first[item.key] = at
     counts: dict[str, int] = {}
     last: dict[str, datetime] = {}
-    for item in journal.items(DELIVER_ACTION):
-        if item.status is not ItemStatus.DONE:
-            continue
-        rule_id = item.key.split("/", 1)[0]
+    for key, at in first.items():
+        rule_id = key.split("/", 1)[0]
         counts[rule_id] = counts.get(rule_id, 0) + 1
-        if item.updated_at:
-            at = datetime.fromisoformat(item.updated_at)
+        if at is not None:
             last[rule_id] = max(at, last.get(rule_id, at))
     return {rule_id: Deliveries(n, last.get(rule_id)) for rule_id, n in counts.items()}
 

@@ -17,6 +17,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
@@ -458,12 +459,26 @@ Email = Annotated[str, Field(max_length=320), AfterValidator(_checked_email)]
 PRINTABLE_FIELDS = ("full_name", "phone", "street", "city", "postal_code", "region", "honorific")
 
 
+def _email_or_none(value: str) -> str:
+    """An empty address means the customer gave none: their letters go by post."""
+    return "" if not value.strip() else _checked_email(value)
+
+
+CustomerEmail = Annotated[
+    str,
+    BeforeValidator(lambda value: "" if value is None else value),
+    Field(max_length=320),
+    AfterValidator(_email_or_none),
+]
+"""A customer's email address, or "" when there is none (printed post, breachbook.post)."""
+
+
 class Customer(Strict):
     """One customer's record as read from the customer directory. Personal data: never log it."""
 
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     full_name: Annotated[str, Field(min_length=1, max_length=200)]
-    email: Email
+    email: CustomerEmail
     phone: Annotated[str, Field(max_length=64)]
     street: Annotated[str, Field(max_length=300)]
     city: Annotated[str, Field(max_length=200)]
@@ -490,6 +505,17 @@ class Customer(Strict):
                 except ValueError as exc:
                     raise ValueError(f"{name}: {exc}") from None
         return self
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Customer:
+        if not self.email and not (self.street.strip() and self.city.strip()):
+            raise ValueError("email: no email address, and no street and city to post a letter to")
+        return self
+
+    @property
+    def has_email(self) -> bool:
+        """Whether letters can go by email; without an address they are printed and posted."""
+        return bool(self.email)
 
     @property
     def jurisdiction(self) -> str:

@@ -243,6 +243,42 @@ class Mail(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PrintedLetter:
+    """One letter rendered for the post, as a PDF. Its bytes are personal data; the other
+    fields are ids (the incident, the rule, the customer) and the destination country."""
+
+    key: str
+    incident_id: str
+    rule_id: str
+    country: str
+    customer_id: str
+    pdf: bytes
+
+
+class PrintShop(Protocol):
+    """Where printed post goes: the print folder a print-and-mail service takes files from."""
+
+    @reads
+    def describe(self) -> str: ...
+
+    @reads
+    def check_can_print(self) -> Check: ...
+
+    def print_letter(self, letter: PrintedLetter) -> str:
+        """Hand over one letter's PDF, whole or not at all; returns its reference (a file name
+        made of ids, no personal data)."""
+        ...
+
+    def assemble(
+        self, incident_id: str, rule_id: str, country: str, number: int, references: list[str]
+    ) -> str:
+        """Merge letters already handed over into print file `number` of one obligation and
+        country, in the order given; the same arguments give the same file. Returns its
+        reference."""
+        ...
+
+
 class Chat(Protocol):
     @reads
     def check_can_post(self, channel: str) -> Check: ...

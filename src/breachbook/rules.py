@@ -103,6 +103,12 @@ class Rule(Strict):
         description="Not owed by an organisation that declares any of these entity_types",
     )
     letter: LetterSpec | None = None
+    written_notice: bool = Field(
+        default=False,
+        description="The law asks for notice in writing (on paper): each letter is also "
+        "printed for the post, even to a customer with an email address. Set it only with the "
+        "provision that says so in the rule's citation or notes",
+    )
     notice_template: str | None = None
     notice_language: str = Field(
         default="en",

@@ -151,6 +151,11 @@ class Settings(BaseSettings):
     in the ledger; prefect: every flow run pauses (needs a shared PREFECT_API_URL); ledger:
     never pause."""
 
+    # Printed post (letters.print)
+    print_dir: Path | None = None
+    """The print folder: LIVE writes one PDF per posted letter and the merged print files per
+    obligation and country here, for the print shop; none: printing is UNVERIFIED."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -47,6 +47,7 @@ from breachbook.ports import (
     HttpClient,
     Mail,
     Pauses,
+    PrintShop,
     Publisher,
 )
 from breachbook.roster import RoleApprovers
@@ -201,6 +202,7 @@ class Adapters:
     pauses: Pauses | None = None
     """How a gated step waits in a running flow (approvals); default: Prefect's pause in a
     deployment's flow run (BREACHBOOK_APPROVALS_VIA), else none (waits in the ledger)."""
+    printer: PrintShop | None = None
 
 
 NOT_PORTS = frozenset({"clock", "executor", "war_room"})
@@ -249,6 +251,7 @@ def build_connectors(
         "evidence_source": given.evidence_source or evidence_source(settings, customers),
         "cloud_evidence": given.cloud_evidence or aws_evidence(settings, profile),
         "http": given.http or http_client(settings),
+        "printer": given.printer or print_shop(settings),
     }
     guarded = {
         name: None if built.get(name) is None else profile.guard(built[name], port)
@@ -385,6 +388,15 @@ def publisher(settings: Settings) -> Publisher | None:
     from breachbook.connectors.publisher_http import HttpPublisher
 
     return HttpPublisher(settings.publisher_url, settings.publisher_token)
+
+
+def print_shop(settings: Settings) -> PrintShop | None:
+    """Printed post into BREACHBOOK_PRINT_DIR, when it is set."""
+    if settings.print_dir is None:
+        return None
+    from breachbook.connectors.print_post import FolderPrintShop
+
+    return FolderPrintShop(settings.print_dir)
 
 
 @dataclass(frozen=True)
@@ -572,7 +584,7 @@ def live_ledger_url(settings: Settings) -> str:
 
 def demo_settings(settings: Settings, customers_db: Path, demo_folder: Path) -> Settings:
     """Settings pointing at the demo world: its customers and their mapping (the data-source
-    file beside them), an outbox and an evidence folder."""
+    file beside them), an outbox, an evidence folder and a print folder."""
     mapping = demo_folder / "datasource.yaml"
     return settings.model_copy(
         update={
@@ -582,6 +594,7 @@ def demo_settings(settings: Settings, customers_db: Path, demo_folder: Path) -> 
             "evidence_dir": settings.evidence_dir
             or (None if settings.evidence_bucket else demo_folder / "evidence"),
             "approvers": settings.approvers or DEMO_APPROVERS,
+            "print_dir": settings.print_dir or demo_folder / "print",
         }
     )
 

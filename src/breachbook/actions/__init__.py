@@ -1,6 +1,6 @@
 """The action registry. Importing this package registers the built-in actions."""
 
-from breachbook.actions import communicate, contain, http, notify, preserve
+from breachbook.actions import communicate, contain, http, notify, post, preserve
 from breachbook.actions.base import Action, ActionArgs, Prepared, register, registry
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "contain",
     "http",
     "notify",
+    "post",
     "preserve",
     "register",
     "registry",
