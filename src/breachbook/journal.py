@@ -8,6 +8,7 @@ steps need) or to the incident (what every run of it shares: approvals, facts).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -55,6 +56,10 @@ SETTLE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
 settles a claim in that time, even a table's snapshot on a loaded machine; a claim left by a
 killed run never settles and is reported, at that cost per item, on the run that meets it."""
 
+RECLAIM_AFTER = timedelta(minutes=15)
+"""How long an item may stay claimed, its outcome unheard, before a later run may take it
+over (BREACHBOOK_LETTERS_RECLAIM_SECONDS for letters): far longer than one change takes."""
+
 RETRY_DELAYS = (1.0, 4.0, 16.0)
 """Seconds to wait before each retry of a change that failed for a passing reason (a dropped
 connection, a refused one): three retries over about 21 s, then the item is failed."""
@@ -70,6 +75,7 @@ class RunJournal:
         mode: str,
         clock: Clock,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        reclaim_after: timedelta = RECLAIM_AFTER,
     ) -> None:
         self.ledger = ledger
         self.incident_id = incident_id
@@ -78,6 +84,7 @@ class RunJournal:
         self._mode = mode
         self._clock = clock
         self._retry_delays = retry_delays
+        self.reclaim_after = reclaim_after
 
     def _entry(
         self, step_id: str, target: str, phase: str, outcome: str, details: Mapping[str, Any]
@@ -117,6 +124,13 @@ class RunJournal:
 
     def claim(self, step_id: str, key: str, details: Mapping[str, Any]) -> Claim | None:
         return self.ledger.claim(self._entry(step_id, key, "claim", "claimed", details), key)
+
+    def take_over(self, step_id: str, key: str, details: Mapping[str, Any]) -> Claim | None:
+        """Claim an item whose outcome was never heard (unknown, or claimed longer than
+        `reclaim_after` ago by a run that never settled it), to reconcile it; None if not."""
+        stale = (self._clock.now() - self.reclaim_after).astimezone(UTC)
+        entry = self._entry(step_id, key, "claim", "taken-over", details)
+        return self.ledger.take_over(entry, key, stale.isoformat(timespec="microseconds"))
 
     def settle(
         self,

@@ -38,6 +38,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    or_,
     select,
     text,
 )
@@ -151,6 +152,26 @@ _THIS_ITEM = and_(
 RECLAIM = (
     ITEMS.update()
     .where(_THIS_ITEM, ITEMS.c.status.in_([s.value for s in RECLAIMABLE]))
+    .values(
+        status=ItemStatus.CLAIMED.value,
+        generation=ITEMS.c.generation + 1,
+        run_id=bindparam("run"),
+        updated_at=bindparam("now"),
+    )
+    .returning(ITEMS.c.generation)
+)
+TAKE_OVER = (
+    ITEMS.update()
+    .where(
+        _THIS_ITEM,
+        or_(
+            ITEMS.c.status == ItemStatus.UNKNOWN.value,
+            and_(
+                ITEMS.c.status == ItemStatus.CLAIMED.value,
+                ITEMS.c.updated_at <= bindparam("stale_before"),
+            ),
+        ),
+    )
     .values(
         status=ItemStatus.CLAIMED.value,
         generation=ITEMS.c.generation + 1,
@@ -572,6 +593,19 @@ class Ledger:
                 generation = reclaimed[0]
             self._chain(conn, [claimant])
         return Claim(claimant.incident_id, claimant.step_id, key, generation)
+
+    def take_over(self, claimant: Entry, key: str, stale_before: str) -> Claim | None:
+        """Claim an item whose outcome was never heard: `unknown`, or claimed and not settled
+        since `stale_before` (its run was killed mid-change). The generation moves on, so the
+        earlier holder can no longer settle it; the claim and its audit entry commit together."""
+        item = {"incident": claimant.incident_id, "step": claimant.step_id, "key": key}
+        params = {**item, "run": claimant.run_id, "now": self._now(), "stale_before": stale_before}
+        with self._engine.begin() as conn:
+            taken = conn.execute(TAKE_OVER, params).first()
+            if taken is None:
+                return None
+            self._chain(conn, [claimant])
+        return Claim(claimant.incident_id, claimant.step_id, key, taken[0])
 
     def settle(
         self,

@@ -110,6 +110,25 @@ class Settings(BaseSettings):
     """Served runs `breachbook serve` runs at once (each a Python process); more wait their
     turn. Containment in the receiver does not wait for it."""
     """Port of the Prefect server `breachbook serve` starts when PREFECT_API_URL is not set."""
+    # -- SMTP delivery of letters (issue 10) ------------------------------------------------
+    smtp_host: str | None = None
+    """The SMTP relay letters are sent through; unset: the outbox folder (BREACHBOOK_OUTBOX)."""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    """Log in (AUTH) as this user after STARTTLS; unset: no AUTH."""
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    """Upgrade each connection with STARTTLS before AUTH and the first letter."""
+    smtp_ca_file: Path | None = None
+    """CA certificates (PEM) the relay's certificate is checked against; unset: the system's."""
+    smtp_connections: int = Field(default=4, ge=1, le=64)
+    """Connections to the relay kept open at once; that many letters are in flight."""
+    smtp_rate_per_minute: int = Field(default=6000, ge=1)
+    """Letters handed to the relay per minute at most, across every connection of a run."""
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    letters_reclaim_seconds: int = Field(default=900, ge=0)
+    """A letter claimed by a run that never recorded its outcome (killed mid-send) is taken
+    over by a later run after this long, and sent again with the same Message-ID."""
 
     @classmethod
     def settings_customise_sources(

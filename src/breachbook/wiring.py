@@ -10,6 +10,7 @@ import dataclasses
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -223,8 +224,7 @@ def build_connectors(
     built: dict[str, object | None] = {
         "customers": customers,
         "approvals": given.approvals or LedgerApprovals(journal, clock),
-        "mail": given.mail
-        or (OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None),
+        "mail": given.mail or mail(settings, clock, profile.transport_read_only),
         "evidence": given.evidence
         or (FilesystemEvidenceStore(settings.evidence_dir) if settings.evidence_dir else None),
         "database": given.database or database_admin(settings, profile.transport_read_only),
@@ -279,6 +279,16 @@ def cloud(settings: Settings, read_only: bool) -> AwsCloud | None:
         vpc_id=settings.aws_vpc_id,
     )
     return AwsCloud(config, read_only=read_only)
+
+
+def mail(settings: Settings, clock: Clock, read_only: bool) -> Mail | None:
+    """An SMTP relay when BREACHBOOK_SMTP_HOST is set, else the outbox folder when
+    BREACHBOOK_OUTBOX is; `read_only` refuses every send at the adapter too."""
+    if settings.smtp_host is not None:
+        from breachbook.connectors.smtp import SmtpConfig, SmtpMail
+
+        return SmtpMail(SmtpConfig.from_settings(settings), clock, read_only=read_only)
+    return OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None
 
 
 def http_client(settings: Settings) -> HttpClient | None:
@@ -347,7 +357,15 @@ def open_run(
     else:
         ledger_url = live_ledger_url(settings)
     ledger = Ledger(ledger_url, clock)
-    journal = RunJournal(ledger, incident.id, run_id, settings.actor, profile.label, clock)
+    journal = RunJournal(
+        ledger,
+        incident.id,
+        run_id,
+        settings.actor,
+        profile.label,
+        clock,
+        reclaim_after=timedelta(seconds=settings.letters_reclaim_seconds),
+    )
     try:
         connectors = build_connectors(profile, settings, clock, journal, given)
     except BaseException:
