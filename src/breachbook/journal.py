@@ -56,10 +56,6 @@ SETTLE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
 settles a claim in that time, even a table's snapshot on a loaded machine; a claim left by a
 killed run never settles and is reported, at that cost per item, on the run that meets it."""
 
-RECLAIM_AFTER = timedelta(minutes=15)
-"""How long an item may stay claimed, its outcome unheard, before a later run may take it
-over (BREACHBOOK_LETTERS_RECLAIM_SECONDS for letters): far longer than one change takes."""
-
 RETRY_DELAYS = (1.0, 4.0, 16.0)
 """Seconds to wait before each retry of a change that failed for a passing reason (a dropped
 connection, a refused one): three retries over about 21 s, then the item is failed."""
@@ -75,7 +71,7 @@ class RunJournal:
         mode: str,
         clock: Clock,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
-        reclaim_after: timedelta = RECLAIM_AFTER,
+        reclaim_after: timedelta | None = None,
     ) -> None:
         self.ledger = ledger
         self.incident_id = incident_id
@@ -126,11 +122,16 @@ class RunJournal:
         return self.ledger.claim(self._entry(step_id, key, "claim", "claimed", details), key)
 
     def take_over(self, step_id: str, key: str, details: Mapping[str, Any]) -> Claim | None:
-        """Claim an item whose outcome was never heard (unknown, or claimed longer than
-        `reclaim_after` ago by a run that never settled it), to reconcile it; None if not."""
-        stale = (self._clock.now() - self.reclaim_after).astimezone(UTC)
+        """Claim an item whose outcome was never heard, to reconcile it: unknown, or claimed
+        by an earlier process of this run (killed mid-change: a run is resumed by one process
+        at a time), or, with `reclaim_after`, claimed that long ago by another run that never
+        settled it. None if it is not such an item."""
+        stale = ""
+        if self.reclaim_after is not None:
+            moment = (self._clock.now() - self.reclaim_after).astimezone(UTC)
+            stale = moment.isoformat(timespec="microseconds")
         entry = self._entry(step_id, key, "claim", "taken-over", details)
-        return self.ledger.take_over(entry, key, stale.isoformat(timespec="microseconds"))
+        return self.ledger.take_over(entry, key, stale)
 
     def settle(
         self,

@@ -168,7 +168,10 @@ TAKE_OVER = (
             ITEMS.c.status == ItemStatus.UNKNOWN.value,
             and_(
                 ITEMS.c.status == ItemStatus.CLAIMED.value,
-                ITEMS.c.updated_at <= bindparam("stale_before"),
+                or_(
+                    ITEMS.c.run_id == bindparam("run"),
+                    ITEMS.c.updated_at <= bindparam("stale_before"),
+                ),
             ),
         ),
     )
@@ -595,9 +598,10 @@ class Ledger:
         return Claim(claimant.incident_id, claimant.step_id, key, generation)
 
     def take_over(self, claimant: Entry, key: str, stale_before: str) -> Claim | None:
-        """Claim an item whose outcome was never heard: `unknown`, or claimed and not settled
-        since `stale_before` (its run was killed mid-change). The generation moves on, so the
-        earlier holder can no longer settle it; the claim and its audit entry commit together."""
+        """Claim an item whose outcome was never heard: `unknown`, or claimed by this same run
+        (an earlier process of it was killed mid-change) or not settled since `stale_before`
+        (empty: never). The generation moves on, so the earlier holder can no longer settle
+        it; the claim and its audit entry commit together."""
         item = {"incident": claimant.incident_id, "step": claimant.step_id, "key": key}
         params = {**item, "run": claimant.run_id, "now": self._now(), "stale_before": stale_before}
         with self._engine.begin() as conn:

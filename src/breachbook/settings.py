@@ -126,9 +126,11 @@ class Settings(BaseSettings):
     smtp_rate_per_minute: int = Field(default=6000, ge=1)
     """Letters handed to the relay per minute at most, across every connection of a run."""
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
-    letters_reclaim_seconds: int = Field(default=900, ge=0)
-    """A letter claimed by a run that never recorded its outcome (killed mid-send) is taken
-    over by a later run after this long, and sent again with the same Message-ID."""
+    letters_reclaim_seconds: int | None = Field(default=None, ge=0)
+    """A letter another run claimed and never settled (that run was killed mid-send) is
+    taken over after this long and sent again with the same Message-ID; unset: only the
+    run itself, resumed under its id, takes it over. Set it only when no other run of the
+    incident can still be sending."""
 
     @classmethod
     def settings_customise_sources(

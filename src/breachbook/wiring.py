@@ -364,7 +364,9 @@ def open_run(
         settings.actor,
         profile.label,
         clock,
-        reclaim_after=timedelta(seconds=settings.letters_reclaim_seconds),
+        reclaim_after=None
+        if settings.letters_reclaim_seconds is None
+        else timedelta(seconds=settings.letters_reclaim_seconds),
     )
     try:
         connectors = build_connectors(profile, settings, clock, journal, given)

@@ -25,6 +25,7 @@ from breachbook.journal import (
     describe_error,
 )
 from breachbook.ledger import Claim, ItemStatus
+from breachbook.letter_status import FOR_POST
 from breachbook.letters import ClaimState, LetterData, StepClaim
 from breachbook.models import Customer
 from breachbook.notices import NoticeDraft, NoticeWriter
@@ -378,7 +379,6 @@ class RenderLetters(Action[RenderArgs]):
         return Changed({"letters": rendered.letters, "digest": rendered.digest})
 
 
-FOR_POST = "letters-for-post"
 FAILURE_STREAK = 25
 """Letters in a row that did not go out (refused, failed, in doubt), none sent between, after
 which a delivery stops: a relay that refuses everything is named once, not for every letter."""
