@@ -107,9 +107,9 @@ class RecordingHandler:
         with self.recorder.lock:
             self.recorder.commands.append(command)
 
-    async def handle_EHLO(
+    async def handle_EHLO(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: Any
-    ) -> Any:  # noqa: N802
+    ) -> Any:
         self._note("EHLO")
         session.host_name = hostname
         return responses
@@ -119,23 +119,23 @@ class RecordingHandler:
         self._note("STARTTLS")
         return True
 
-    async def handle_NOOP(
+    async def handle_NOOP(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope, arg: str
-    ) -> str:  # noqa: N802
+    ) -> str:
         self._note("NOOP")
         return "250 OK"
 
-    async def handle_MAIL(
+    async def handle_MAIL(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
-    ) -> str:  # noqa: N802
+    ) -> str:
         self._note("MAIL")
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
 
-    async def handle_RCPT(
+    async def handle_RCPT(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
-    ) -> str:  # noqa: N802
+    ) -> str:
         self._note("RCPT")
         script = self.recorder.reply
         answer = script(address) if script else None
