@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from email.message import EmailMessage
+from email.policy import default
 from email.utils import formatdate
 
 from breachbook.ports import OutgoingLetter
@@ -24,19 +25,23 @@ def message_id(incident_id: str, obligation: str, customer_id: str, sender: str)
     return f"<breachbook.{digest[:40]}@{domain}>"
 
 
+HEADERS_WHOLE = default.clone(max_line_length=998)
+"""RFC 5322's own line limit: a Message-ID is never folded, so it reads back as written."""
+
+
 def build_message(letter: OutgoingLetter, sender: str) -> EmailMessage:
     """Text, or text and HTML as multipart/alternative, with the letter's Message-ID."""
-    message = EmailMessage()
+    message = EmailMessage(policy=HEADERS_WHOLE)
     message["From"] = sender
     message["To"] = letter.recipient
     message["Subject"] = letter.subject
     message["Date"] = formatdate(usegmt=True)
     if letter.message_id:
         message["Message-ID"] = letter.message_id
-    if letter.language:
-        message["Content-Language"] = letter.language
     message["X-Breachbook-Key"] = letter.key
     message.set_content(letter.body)
     if letter.html:
         message.add_alternative(letter.html, subtype="html")
+    if letter.language:  # after the parts: making them moves Content-* headers down into one
+        message["Content-Language"] = letter.language
     return message
