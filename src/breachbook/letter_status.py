@@ -57,8 +57,7 @@ def owed_letters(run: Path) -> dict[str, list[str]]:
     """Obligation -> customer ids owed its letter, as the run's assessment wrote them."""
     folder = run / "recipients"
     return {
-        path.stem: path.read_text(encoding="utf-8").split()
-        for path in sorted(folder.glob("*.txt"))
+        path.stem: path.read_text(encoding="utf-8").split() for path in sorted(folder.glob("*.txt"))
     }
 
 
@@ -80,7 +79,9 @@ def letter_status(run: Path, ledger: Ledger) -> LetterStatus:
                 found.sent.append(key)
             elif item.status is ItemStatus.FAILED:
                 reply = item.details.get("reply")
-                found.failed[key] = f"reply {reply}" if reply else str(item.details.get("error", ""))
+                found.failed[key] = (
+                    f"reply {reply}" if reply else str(item.details.get("error", ""))
+                )
             else:
                 found.unknown.append(key)
     return found
