@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import smtplib
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -136,6 +137,10 @@ class SmtpMail:
         except (OSError, smtplib.SMTPException) as exc:
             raise _NotConnected(f"cannot connect ({type(exc).__name__})") from None
         try:
+            # each command waits for its reply: without NODELAY, Nagle's algorithm and the
+            # relay's delayed ACK hold many a small write back ~40 ms
+            if connection.sock is not None:
+                connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection.ehlo()
             if config.starttls:
                 if not connection.has_extn("starttls"):
