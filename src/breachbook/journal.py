@@ -121,6 +121,27 @@ class RunJournal:
     def claim(self, step_id: str, key: str, details: Mapping[str, Any]) -> Claim | None:
         return self.ledger.claim(self._entry(step_id, key, "claim", "claimed", details), key)
 
+    def claim_many(
+        self, step_id: str, keys: list[tuple[str, Mapping[str, Any]]]
+    ) -> list[Claim | None]:
+        """Claim many items in one transaction; None for each that is not free."""
+        return self.ledger.claim_many(
+            [(self._entry(step_id, key, "claim", "claimed", details), key) for key, details in keys]
+        )
+
+    def settle_many(self, outcomes: list[tuple[Claim, ItemStatus, Mapping[str, Any]]]) -> None:
+        """Record many claimed items' outcomes in one transaction, each audited."""
+        self.ledger.settle_many(
+            [
+                (
+                    claim,
+                    status,
+                    self._entry(claim.step_id, claim.key, "outcome", status.value, details),
+                )
+                for claim, status, details in outcomes
+            ]
+        )
+
     def take_over(self, step_id: str, key: str, details: Mapping[str, Any]) -> Claim | None:
         """Claim an item whose outcome was never heard, to reconcile it: unknown, or claimed
         by an earlier process of this run (killed mid-change: a run is resumed by one process

@@ -597,6 +597,64 @@ class Ledger:
             self._chain(conn, [claimant])
         return Claim(claimant.incident_id, claimant.step_id, key, generation)
 
+    def claim_many(self, claimants: list[tuple[Entry, str]]) -> list[Claim | None]:
+        """`claim` for many items in one transaction (one commit, not one per item): each
+        result is its Claim, or None when that item is not free."""
+        now = self._now()
+        found: list[Claim | None] = []
+        audited: list[Entry] = []
+        with self._engine.begin() as conn:
+            for claimant, key in claimants:
+                inserted = _counted(
+                    conn.execute(
+                        self._insert(ITEMS).values(
+                            incident_id=claimant.incident_id,
+                            step_id=claimant.step_id,
+                            item_key=key,
+                            status=ItemStatus.CLAIMED.value,
+                            generation=1,
+                            run_id=claimant.run_id,
+                            updated_at=now,
+                            details={},
+                        )
+                    )
+                )
+                generation = 1
+                if inserted.rowcount != 1:
+                    item = {"incident": claimant.incident_id, "step": claimant.step_id, "key": key}
+                    reclaimed = conn.execute(
+                        RECLAIM, {**item, "run": claimant.run_id, "now": now}
+                    ).first()
+                    if reclaimed is None:
+                        found.append(None)
+                        continue
+                    generation = reclaimed[0]
+                audited.append(claimant)
+                found.append(Claim(claimant.incident_id, claimant.step_id, key, generation))
+            if audited:
+                self._chain(conn, audited)
+        return found
+
+    def settle_many(self, outcomes: list[tuple[Claim, ItemStatus, Entry]]) -> None:
+        """`settle` for many claimed items in one transaction (no prior state to keep)."""
+        if not outcomes:
+            return
+        with self._engine.begin() as conn:
+            seqs = self._chain(conn, [audit for _, _, audit in outcomes])
+            now = self._now()
+            for (claim, status, audit), seq in zip(outcomes, seqs, strict=True):
+                params = {
+                    **_item_params(claim),
+                    "new_status": status.value,
+                    "now": now,
+                    "new_details": _plain(dict(audit.details)),
+                    "order": seq if status is ItemStatus.DONE else None,
+                }
+                if _counted(conn.execute(SETTLE, params)).rowcount != 1:
+                    raise LedgerError(
+                        f"item {claim.step_id}/{claim.key} was claimed again before its outcome was recorded"
+                    )
+
     def take_over(self, claimant: Entry, key: str, stale_before: str) -> Claim | None:
         """Claim an item whose outcome was never heard: `unknown`, or claimed by this same run
         (an earlier process of it was killed mid-change) or not settled since `stale_before`

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from breachbook.actions.notify import LETTERS_PER_COMMIT
 from breachbook.cli import app
 from breachbook.clock import SystemClock
 from breachbook.demo import ensure_demo_world
@@ -234,7 +235,8 @@ def test_live_killed_at_20_random_points_sends_no_letter_twice_and_loses_none(
     assert stuck == [], f"seed {seed}: letters left in doubt"
     assert all(len(ids) == 1 for ids in message_ids.values()), f"seed {seed}: two messages"
     resent = len(sent) - len(set(sent))
-    assert resent <= 2 * kills, f"seed {seed}: more copies than letters in flight at kills"
+    in_doubt = 3 * LETTERS_PER_COMMIT  # claimed, not yet settled, at a kill at most
+    assert resent <= in_doubt * kills, f"seed {seed}: more copies than letters in flight"
     assert set(sent) == set(items), f"seed {seed}"
     assert len(items) > 300, f"seed {seed}: lost"
     assert 0 < in_flight < len(items), f"seed {seed}: the kills did not land while sending"

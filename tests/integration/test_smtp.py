@@ -17,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from breachbook.actions.notify import DeliveryStopped
+from breachbook.actions.notify import FAILURE_STREAK, LETTERS_PER_COMMIT, DeliveryStopped
 from breachbook.cli import app
 from breachbook.clock import FixedStepClock
 from breachbook.connectors.message import message_id
@@ -249,8 +249,7 @@ def test_a_relay_that_refuses_everything_stops_the_delivery_after_a_bounded_numb
     ledger.close()
     assert relay.recorder.messages == []
     assert set(items.values()) == {ItemStatus.FAILED}
-    window = 2 * settings.smtp_connections
-    assert 25 <= len(items) <= 25 + window
+    assert FAILURE_STREAK <= len(items) <= FAILURE_STREAK + 2 * LETTERS_PER_COMMIT
     assert relay.recorder.count("RCPT") == len(items)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -511,8 +511,10 @@ class DeliverLetters(Action[NoArgs]):
             for customer in owed_customers(ctx, target):
                 if customer.email:
                     sending.offer(customer)
-        finally:
-            sending.finish()
+        except BaseException:
+            sending.finish(send_waiting=False)
+            raise
+        sending.finish()
         return sending.tally
 
 
@@ -526,10 +528,17 @@ def refuse_unclaimed(writer: LetterWriter, rule: Rule, key: str) -> None:
         )
 
 
+LETTERS_PER_COMMIT = 32
+"""Letters claimed together in one ledger transaction, and settled together in another: a
+commit per letter would bound delivery by the ledger's disk. A kill leaves at most about
+three times this many letters claimed and unsettled, which the resumed run sends again with
+the same Message-ID (those already handed over are the copies a receiving side drops)."""
+
+
 class Sending:
-    """One step's letters in flight: claimed and settled in the ledger by this thread,
-    handed to the mail connector by a pool of `parallel_sends` threads (no ledger write in
-    them), at most twice that many waiting for their outcome."""
+    """One step's letters in flight: claimed before and settled after in the ledger, by this
+    thread and `LETTERS_PER_COMMIT` at a time, handed to the mail connector by a pool of
+    `parallel_sends` threads (no ledger write in them)."""
 
     def __init__(
         self, ctx: RunContext, mail: Mail, step_id: str, writer: LetterWriter, rule: Rule
@@ -541,53 +550,73 @@ class Sending:
         self.rule = rule
         self.obligations = Obligations(ctx.rules, ctx.incident)
         self.known = ctx.journal.statuses(step_id)
+        self.sender = ctx.playbook.organisation.contact.email
         self.tally: Counter[Once] = Counter()
         self.window = max(1, mail.parallel_sends())
         self._pool = ThreadPoolExecutor(self.window, thread_name_prefix="breachbook-mail")
+        self._waiting: list[tuple[Customer, str, str]] = []
         self._pending: dict[Future[str], tuple[Claim, str, str]] = {}
+        self._outcomes: list[tuple[Claim, ItemStatus, Mapping[str, Any]]] = []
         self._streak = 0
         self._last_failure = ""
-
-    def _claim(self, key: str, details: dict[str, Any]) -> Claim | None:
-        journal = self.ctx.journal
-        claim = journal.claim(self.step_id, key, details)
-        if claim is not None:
-            return claim
-        latest = journal.ledger.item_status(journal.incident_id, self.step_id, key)
-        if latest is ItemStatus.DONE:
-            self.tally[Once.ALREADY_DONE] += 1
-            return None
-        taken = journal.take_over(self.step_id, key, {**details, "reconcile": "resend"})
-        if taken is None:
-            self.tally[Once.UNKNOWN if latest is ItemStatus.UNKNOWN else Once.BUSY] += 1
-        return taken
 
     def offer(self, customer: Customer) -> None:
         key = f"{self.rule.id}/{customer.id}"
         if self.known.get(key) is ItemStatus.DONE:
             self.tally[Once.ALREADY_DONE] += 1
             return
-        sender = self.ctx.playbook.organisation.contact.email
-        ident = message_id(self.ctx.incident.id, self.rule.id, customer.id, sender)
-        claim = self._claim(key, {"message_id": ident})
-        if claim is None:
-            return
-        try:
-            refuse_unclaimed(self.writer, self.rule, key)
-            letter, digest = outgoing(self.ctx, self.writer, self.obligations, self.rule, customer)
-        except BreachbookError as exc:
-            self._settle(claim, ItemStatus.FAILED, {"error": describe_error(exc)})
-            return
-        future = self._pool.submit(self.mail.send, letter)
-        self._pending[future] = (claim, digest, letter.message_id)
-        if len(self._pending) >= 2 * self.window:
+        ident = message_id(self.ctx.incident.id, self.rule.id, customer.id, self.sender)
+        self._waiting.append((customer, key, ident))
+        if len(self._waiting) >= LETTERS_PER_COMMIT:
+            self._send_waiting()
+
+    def _send_waiting(self) -> None:
+        """Claim the waiting letters in one transaction, hand each claimed one over, and
+        settle what has come back; stop when too many in a row did not go out."""
+        waiting, self._waiting = self._waiting, []
+        journal = self.ctx.journal
+        claims = journal.claim_many(
+            self.step_id, [(key, {"message_id": ident}) for _, key, ident in waiting]
+        )
+        for (customer, key, ident), free in zip(waiting, claims, strict=True):
+            claim = free or self._take_over(key, ident)
+            if claim is None:
+                continue
+            try:
+                refuse_unclaimed(self.writer, self.rule, key)
+                letter, digest = outgoing(
+                    self.ctx, self.writer, self.obligations, self.rule, customer
+                )
+            except BreachbookError as exc:
+                self._settle(claim, ItemStatus.FAILED, {"error": describe_error(exc)})
+                continue
+            self._pending[self._pool.submit(self.mail.send, letter)] = (claim, digest, ident)
+        while len(self._pending) > LETTERS_PER_COMMIT:
             self._collect(FIRST_COMPLETED)
+        if len(self._outcomes) >= LETTERS_PER_COMMIT:
+            self._flush()
+        self._stop_if_refused()
+
+    def _stop_if_refused(self) -> None:
         if self._streak >= FAILURE_STREAK:
             raise DeliveryStopped(
                 f"{self.step_id}: {self._streak} letters in a row did not go out via "
                 f"{self.mail.describe()} (last: {self._last_failure}); stopped before sending "
                 "more, none of them recorded as sent"
             )
+
+    def _take_over(self, key: str, ident: str) -> Claim | None:
+        """A letter not free: done already, or in flight elsewhere, or left in flight by a
+        killed process of this run (or in doubt): then taken over to be sent again."""
+        journal = self.ctx.journal
+        latest = journal.ledger.item_status(journal.incident_id, self.step_id, key)
+        if latest is ItemStatus.DONE:
+            self.tally[Once.ALREADY_DONE] += 1
+            return None
+        taken = journal.take_over(self.step_id, key, {"message_id": ident, "reconcile": "resend"})
+        if taken is None:
+            self.tally[Once.UNKNOWN if latest is ItemStatus.UNKNOWN else Once.BUSY] += 1
+        return taken
 
     def _collect(self, until: str) -> None:
         done, _ = wait(list(self._pending), return_when=until)
@@ -605,8 +634,9 @@ class Sending:
                 details = {"reference": reference, "sha256": digest, "message_id": ident}
                 self._settle(claim, ItemStatus.DONE, details)
 
-    def _settle(self, claim: Claim, status: ItemStatus, details: dict[str, Any]) -> None:
-        self.ctx.journal.settle(claim, status, details)
+    def _settle(self, claim: Claim, status: ItemStatus, details: Mapping[str, Any]) -> None:
+        """Note an outcome, to be written with the next batch of them."""
+        self._outcomes.append((claim, status, details))
         outcome = {ItemStatus.DONE: Once.DONE, ItemStatus.UNKNOWN: Once.UNKNOWN}
         self.tally[outcome.get(status, Once.FAILED)] += 1
         if status is ItemStatus.DONE:
@@ -615,13 +645,24 @@ class Sending:
             self._streak += 1
             self._last_failure = str(details.get("error", status.value))
 
-    def finish(self) -> None:
-        """Wait for every letter in flight and settle it, then close the pool."""
+    def _flush(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        self.ctx.journal.settle_many(outcomes)
+
+    def finish(self, send_waiting: bool = True) -> None:
+        """Send the letters still waiting (not when stopping on an error: they are not
+        claimed yet, a later run sends them), then settle every letter in flight."""
         try:
-            while self._pending:
-                self._collect(ALL_COMPLETED)
+            if send_waiting and self._waiting:
+                self._send_waiting()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            try:
+                while self._pending:
+                    self._collect(ALL_COMPLETED)
+            finally:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._flush()
+        self._stop_if_refused()
 
 
 @register
