@@ -182,6 +182,9 @@ def test_drill_renders_every_message_checks_the_relay_and_sends_nothing(
     assert sample["Message-ID"] == message_id(INCIDENT, rule_id, customer_id, sender_of(ctx))
     assert sample.get_content_type() == "multipart/alternative"
     assert not (tmp_path / "home" / "ledger.sqlite").exists()
+    status = CliRunner().invoke(app, ["letters", "status", "--run", str(out)], env=_env(tmp_path))
+    assert status.exit_code == 1, status.output
+    assert f"sent 0, failed 0, unknown 0, unsent {len(rendered)}," in status.output
 
 
 def test_4xx_is_retried_and_5xx_is_recorded_per_customer_with_its_code_not_its_address(
