@@ -12,7 +12,7 @@ size's alone:
 - breachbook: `SmtpMail` (its pool of connections, rate limit and retries), `parallel_sends`
   threads handing the same letters over;
 - breachbook with the ledger: the same, each letter claimed before and settled after in a
-  SQLite ledger, as `letters.deliver` does;
+  SQLite ledger, LETTERS_PER_COMMIT per transaction, as `letters.deliver` does;
 - peak resident memory of the process.
 
 It prints letters per second and breachbook's against the baseline (target: at least 2x).
@@ -31,19 +31,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from breachbook.actions.notify import letter_writer
+from breachbook.actions.notify import LETTERS_PER_COMMIT, letter_writer
 from breachbook.clock import SystemClock
 from breachbook.connectors.message import build_message, message_id
 from breachbook.connectors.smtp import SmtpConfig, SmtpMail
 from breachbook.demo import demo_incident_yaml, ensure_demo_world
 from breachbook.journal import RunJournal
-from breachbook.ledger import ItemStatus, Ledger
+from breachbook.ledger import Claim, ItemStatus, Ledger
 from breachbook.modes import Mode
 from breachbook.notify import Obligations, iter_valid_customers
 from breachbook.ports import OutgoingLetter
@@ -201,32 +201,54 @@ def pooled(port: int, connections: int, letters: Iterator[OutgoingLetter]) -> in
 def pooled_with_ledger(
     port: int, connections: int, letters: Iterator[OutgoingLetter], folder: Path
 ) -> int:
-    """Claim, hand over, settle: `letters.deliver`'s loop on a SQLite ledger."""
+    """Claim, hand over, settle, LETTERS_PER_COMMIT letters per ledger transaction:
+    `letters.deliver`'s loop on a SQLite ledger."""
     clock = SystemClock()
     ledger = Ledger(f"sqlite:///{folder / 'ledger.sqlite'}", clock)
     journal = RunJournal(ledger, "bench", "bench-run", "bench", "LIVE", clock)
     mail = mail_of(port, connections)
     sent = 0
+    outcomes: list[tuple[Claim, ItemStatus, Mapping[str, Any]]] = []
     with ThreadPoolExecutor(connections) as pool:
-        pending: dict[Future[str], Any] = {}
+        pending: dict[Future[str], Claim] = {}
 
-        def settle(futures: set[Future[str]]) -> int:
-            for future in futures:
-                claim = pending.pop(future)
-                journal.settle(claim, ItemStatus.DONE, {"reference": future.result()})
-            return len(futures)
+        def collect(until: str) -> None:
+            done, _ = wait(list(pending), return_when=until)
+            for future in done:
+                outcomes.append((pending.pop(future), ItemStatus.DONE, {"ref": future.result()}))
 
-        for letter in letters:
-            claim = journal.claim("letters.deliver", letter.key, {"message_id": letter.message_id})
-            assert claim is not None
-            pending[pool.submit(mail.send, letter)] = claim
-            if len(pending) >= 2 * connections:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                sent += settle(done)
-        sent += settle(set(pending))
+        for chunk in batched(letters, LETTERS_PER_COMMIT):
+            claims = journal.claim_many(
+                "letters.deliver",
+                [(letter.key, {"message_id": letter.message_id}) for letter in chunk],
+            )
+            for letter, claim in zip(chunk, claims, strict=True):
+                assert claim is not None
+                pending[pool.submit(mail.send, letter)] = claim
+            while len(pending) > LETTERS_PER_COMMIT:
+                collect(FIRST_COMPLETED)
+            if len(outcomes) >= LETTERS_PER_COMMIT:
+                sent += len(outcomes)
+                journal.settle_many(outcomes)
+                outcomes.clear()
+        while pending:
+            collect(ALL_COMPLETED)
+        sent += len(outcomes)
+        journal.settle_many(outcomes)
     mail.close()
     ledger.close()
     return sent
+
+
+def batched(items: Iterator[OutgoingLetter], size: int) -> Iterator[list[OutgoingLetter]]:
+    chunk: list[OutgoingLetter] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def run_once(size: int, port: int, connections: int, way: str) -> dict[str, float]:
