@@ -144,6 +144,9 @@ class RecordingMail:
         self.checks += 1
         return Check.verified("NOOP answered 250", "fake")
 
+    def parallel_sends(self) -> int:
+        return 1
+
     def send(self, letter: OutgoingLetter) -> str:
         self.sent.append(letter)
         return f"ref-{len(self.sent)}"

@@ -32,6 +32,8 @@ evidence_app = typer.Typer(help="Check and open evidence bundles.", no_args_is_h
 app.add_typer(evidence_app, name="evidence")
 warroom_app = typer.Typer(help="The Slack war room's message queue.", no_args_is_help=True)
 app.add_typer(warroom_app, name="warroom")
+letters_app = typer.Typer(help="Where the customer letters stand.", no_args_is_help=True)
+app.add_typer(letters_app, name="letters")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -950,10 +952,6 @@ def demo_world() -> None:
     )
 
 
-if __name__ == "__main__":
-    app()
-
-
 @warroom_app.command("flush")
 def warroom_flush(
     incident: Annotated[str, typer.Option("--incident", help="The incident id.")],
@@ -984,3 +982,58 @@ def warroom_flush(
     )
     if delivery.waiting:
         raise typer.Exit(1)
+
+
+@letters_app.command("status")
+def letters_status(
+    run: Annotated[Path, typer.Option("--run", help="A run's output folder, DRILL or LIVE.")],
+    ids: Annotated[
+        bool, typer.Option("--ids", help="List the ids of sent letters too, not only the rest.")
+    ] = False,
+) -> None:
+    """Count the run's letters as sent, failed, unknown, unsent and left for post, and list
+    each one not sent by id (ids and reply codes only, never an address).
+
+    Exit 0: every letter sent or left for post; 1: some failed, unknown or unsent; 2: bad input."""
+    from breachbook.anchors import run_folder_target
+    from breachbook.clock import SystemClock
+    from breachbook.ledger import Ledger, LedgerError
+    from breachbook.letter_status import letter_status
+    from breachbook.settings import Settings
+
+    try:
+        target = run_folder_target(run, Settings(), None)
+        book = Ledger(target.ledger_url, SystemClock(), create=False)
+    except (BreachbookError, LedgerError) as exc:
+        raise _fail(str(exc)) from None
+    try:
+        found = letter_status(run, book)
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        book.close()
+    console.print(
+        escape(
+            f"incident {found.incident_id}, run {found.run_id}: sent {len(found.sent)}, "
+            f"failed {len(found.failed)}, unknown {len(found.unknown)}, "
+            f"unsent {len(found.unsent)}, left for post {len(found.for_post)}"
+        ),
+        highlight=False,
+    )
+    listed: list[tuple[str, list[str]]] = [
+        ("failed", [f"{key} ({why})" for key, why in sorted(found.failed.items())]),
+        ("unknown", sorted(found.unknown)),
+        ("unsent", sorted(found.unsent)),
+        ("left for post", sorted(found.for_post)),
+    ]
+    if ids:
+        listed.insert(0, ("sent", sorted(found.sent)))
+    for label, keys in listed:
+        for key in keys:
+            console.print(escape(f"{label}: {key}"), highlight=False)
+    if not found.settled:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -57,3 +57,17 @@ class UnknownSetting(BreachbookError):
 class ContainmentRefused(BreachbookError):
     """The database or cloud refused a containment change (a missing privilege, an unknown
     role, key or host); definite, so it is recorded as failed, not retried."""
+
+
+class MailRefused(BreachbookError):
+    """The mail server refused one letter for good (a 5xx reply, a refused recipient): the
+    message names the letter's key and the reply code, never the address."""
+
+    def __init__(self, key: str, code: int, what: str) -> None:
+        self.code = code
+        super().__init__(f"letter {key}: {what} refused by the mail server (reply {code})")
+
+
+class MailUnavailable(BreachbookError):
+    """The mail server could not be reached or kept answering 'try later': the letter was
+    not sent, and a later run tries it again."""

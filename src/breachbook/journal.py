@@ -8,6 +8,7 @@ steps need) or to the incident (what every run of it shares: approvals, facts).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -70,6 +71,7 @@ class RunJournal:
         mode: str,
         clock: Clock,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        reclaim_after: timedelta | None = None,
     ) -> None:
         self.ledger = ledger
         self.incident_id = incident_id
@@ -78,6 +80,7 @@ class RunJournal:
         self._mode = mode
         self._clock = clock
         self._retry_delays = retry_delays
+        self.reclaim_after = reclaim_after
 
     def acting_as(self, actor: str) -> RunJournal:
         """The same journal writing as another actor (a person's decision within a run)."""
@@ -129,6 +132,39 @@ class RunJournal:
 
     def claim(self, step_id: str, key: str, details: Mapping[str, Any]) -> Claim | None:
         return self.ledger.claim(self._entry(step_id, key, "claim", "claimed", details), key)
+
+    def claim_many(
+        self, step_id: str, keys: list[tuple[str, Mapping[str, Any]]]
+    ) -> list[Claim | None]:
+        """Claim many items in one transaction; None for each that is not free."""
+        return self.ledger.claim_many(
+            [(self._entry(step_id, key, "claim", "claimed", details), key) for key, details in keys]
+        )
+
+    def settle_many(self, outcomes: list[tuple[Claim, ItemStatus, Mapping[str, Any]]]) -> None:
+        """Record many claimed items' outcomes in one transaction, each audited."""
+        self.ledger.settle_many(
+            [
+                (
+                    claim,
+                    status,
+                    self._entry(claim.step_id, claim.key, "outcome", status.value, details),
+                )
+                for claim, status, details in outcomes
+            ]
+        )
+
+    def take_over(self, step_id: str, key: str, details: Mapping[str, Any]) -> Claim | None:
+        """Claim an item whose outcome was never heard, to reconcile it: unknown, or claimed
+        by an earlier process of this run (killed mid-change: a run is resumed by one process
+        at a time), or, with `reclaim_after`, claimed that long ago by another run that never
+        settled it. None if it is not such an item."""
+        stale = ""
+        if self.reclaim_after is not None:
+            moment = (self._clock.now() - self.reclaim_after).astimezone(UTC)
+            stale = moment.isoformat(timespec="microseconds")
+        entry = self._entry(step_id, key, "claim", "taken-over", details)
+        return self.ledger.take_over(entry, key, stale)
 
     def settle(
         self,

@@ -38,6 +38,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    or_,
     select,
     text,
 )
@@ -151,6 +152,29 @@ _THIS_ITEM = and_(
 RECLAIM = (
     ITEMS.update()
     .where(_THIS_ITEM, ITEMS.c.status.in_([s.value for s in RECLAIMABLE]))
+    .values(
+        status=ItemStatus.CLAIMED.value,
+        generation=ITEMS.c.generation + 1,
+        run_id=bindparam("run"),
+        updated_at=bindparam("now"),
+    )
+    .returning(ITEMS.c.generation)
+)
+TAKE_OVER = (
+    ITEMS.update()
+    .where(
+        _THIS_ITEM,
+        or_(
+            ITEMS.c.status == ItemStatus.UNKNOWN.value,
+            and_(
+                ITEMS.c.status == ItemStatus.CLAIMED.value,
+                or_(
+                    ITEMS.c.run_id == bindparam("run"),
+                    ITEMS.c.updated_at <= bindparam("stale_before"),
+                ),
+            ),
+        ),
+    )
     .values(
         status=ItemStatus.CLAIMED.value,
         generation=ITEMS.c.generation + 1,
@@ -572,6 +596,78 @@ class Ledger:
                 generation = reclaimed[0]
             self._chain(conn, [claimant])
         return Claim(claimant.incident_id, claimant.step_id, key, generation)
+
+    def claim_many(self, claimants: list[tuple[Entry, str]]) -> list[Claim | None]:
+        """`claim` for many items in one transaction (one commit, not one per item): each
+        result is its Claim, or None when that item is not free."""
+        now = self._now()
+        found: list[Claim | None] = []
+        audited: list[Entry] = []
+        with self._engine.begin() as conn:
+            for claimant, key in claimants:
+                inserted = _counted(
+                    conn.execute(
+                        self._insert(ITEMS).values(
+                            incident_id=claimant.incident_id,
+                            step_id=claimant.step_id,
+                            item_key=key,
+                            status=ItemStatus.CLAIMED.value,
+                            generation=1,
+                            run_id=claimant.run_id,
+                            updated_at=now,
+                            details={},
+                        )
+                    )
+                )
+                generation = 1
+                if inserted.rowcount != 1:
+                    item = {"incident": claimant.incident_id, "step": claimant.step_id, "key": key}
+                    reclaimed = conn.execute(
+                        RECLAIM, {**item, "run": claimant.run_id, "now": now}
+                    ).first()
+                    if reclaimed is None:
+                        found.append(None)
+                        continue
+                    generation = reclaimed[0]
+                audited.append(claimant)
+                found.append(Claim(claimant.incident_id, claimant.step_id, key, generation))
+            if audited:
+                self._chain(conn, audited)
+        return found
+
+    def settle_many(self, outcomes: list[tuple[Claim, ItemStatus, Entry]]) -> None:
+        """`settle` for many claimed items in one transaction (no prior state to keep)."""
+        if not outcomes:
+            return
+        with self._engine.begin() as conn:
+            seqs = self._chain(conn, [audit for _, _, audit in outcomes])
+            now = self._now()
+            for (claim, status, audit), seq in zip(outcomes, seqs, strict=True):
+                params = {
+                    **_item_params(claim),
+                    "new_status": status.value,
+                    "now": now,
+                    "new_details": _plain(dict(audit.details)),
+                    "order": seq if status is ItemStatus.DONE else None,
+                }
+                if _counted(conn.execute(SETTLE, params)).rowcount != 1:
+                    raise LedgerError(
+                        f"item {claim.step_id}/{claim.key} was claimed again before its outcome was recorded"
+                    )
+
+    def take_over(self, claimant: Entry, key: str, stale_before: str) -> Claim | None:
+        """Claim an item whose outcome was never heard: `unknown`, or claimed by this same run
+        (an earlier process of it was killed mid-change) or not settled since `stale_before`
+        (empty: never). The generation moves on, so the earlier holder can no longer settle
+        it; the claim and its audit entry commit together."""
+        item = {"incident": claimant.incident_id, "step": claimant.step_id, "key": key}
+        params = {**item, "run": claimant.run_id, "now": self._now(), "stale_before": stale_before}
+        with self._engine.begin() as conn:
+            taken = conn.execute(TAKE_OVER, params).first()
+            if taken is None:
+                return None
+            self._chain(conn, [claimant])
+        return Claim(claimant.incident_id, claimant.step_id, key, taken[0])
 
     def settle(
         self,

@@ -6,8 +6,10 @@ customer personal data (only customer ids, which are internal keys).
 
 from __future__ import annotations
 
+import html
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -361,6 +363,27 @@ def obligation_record(
     }
 
 
+@dataclass(frozen=True)
+class RenderedLetter:
+    """One customer's letter: personal data, never logged."""
+
+    subject: str
+    text: str
+    html: str
+    language: str
+
+
+def html_page(escaped_body: str, language: str) -> str:
+    """An escaped text body as a plain HTML page: paragraphs at blank lines, line breaks
+    kept, so the HTML part says word for word what the text part says."""
+    paragraphs = [p for p in escaped_body.strip("\n").split("\n\n") if p.strip()]
+    inner = "\n".join("<p>" + "<br>\n".join(p.split("\n")) + "</p>" for p in paragraphs)
+    return (
+        f'<!DOCTYPE html>\n<html lang="{html.escape(language)}">\n<head><meta charset="utf-8">'
+        f"</head>\n<body>\n{inner}\n</body>\n</html>\n"
+    )
+
+
 class LetterWriter:
     """Builds each customer's letter context as the template family's model (required fields
     non-empty, forbidden ones absent) and renders it. What is the same in many letters (the
@@ -630,6 +653,18 @@ class LetterWriter:
         self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]
     ) -> tuple[str, str]:
         """(subject, body) of one letter. The template's first line is 'Subject: ...'."""
+        letter = self.render_letter(customer, rule, exposed, with_html=False)
+        return letter.subject, letter.text
+
+    def render_letter(
+        self,
+        customer: Customer,
+        rule: Rule,
+        exposed: frozenset[DataCategory],
+        with_html: bool = True,
+    ) -> RenderedLetter:
+        """One letter as text and, `with_html`, as HTML from the same template and context
+        with every value escaped; in the language it was written in."""
         spec = rule.letter
         assert spec is not None
         key = (rule.id, customer.locale)
@@ -645,7 +680,9 @@ class LetterWriter:
         if not self._texts_in(language)[1]:
             self.untranslated[(rule.id, language)] += 1
         try:
-            text = self.renderer.render(name, self.context(customer, rule, exposed, language, name))
+            context = self.context(customer, rule, exposed, language, name)
+            text = self.renderer.render(name, context)
+            escaped = self.renderer.render_escaped(name, context) if with_html else ""
         except TemplateFieldError as exc:
             raise TemplateFieldError(
                 f"customer {customer.id}: {without_customer_data(str(exc), customer)}"
@@ -661,4 +698,6 @@ class LetterWriter:
             raise TemplateFieldError(
                 f"{self.renderer.templates_dir / name}: first line must be 'Subject: ...'"
             )
-        return first.removeprefix("Subject: ").strip(), body.lstrip("\n")
+        subject = first.removeprefix("Subject: ").strip()
+        page = html_page(escaped.partition("\n")[2], language) if with_html else ""
+        return RenderedLetter(subject, body.lstrip("\n"), page, language)

@@ -229,6 +229,13 @@ class OutgoingLetter:
     recipient: str
     subject: str
     body: str
+    html: str = ""
+    """The same letter as HTML (values escaped); empty: text only."""
+    message_id: str = ""
+    """Deterministic per (incident, customer, obligation): a resend carries the same one, so
+    the receiving side can tell a copy (breachbook.connectors.message.message_id)."""
+    language: str = ""
+    """The language the letter is written in (Content-Language)."""
 
 
 class Mail(Protocol):
@@ -238,8 +245,15 @@ class Mail(Protocol):
     @reads
     def check_can_send(self) -> Check: ...
 
+    @reads
+    def parallel_sends(self) -> int:
+        """How many `send` calls may run at once from different threads (its pool size)."""
+        ...
+
     def send(self, letter: OutgoingLetter) -> str:
-        """Deliver one letter; returns a delivery reference (no personal data)."""
+        """Deliver one letter; returns a delivery reference (no personal data). Raises
+        MailRefused (a permanent refusal, with the reply code), MailUnavailable (not sent,
+        worth another try later) or OutcomeUnknown (it may have been accepted)."""
         ...
 
 

@@ -156,6 +156,28 @@ class Settings(BaseSettings):
     """The print folder: LIVE writes one PDF per posted letter and the merged print files per
     obligation and country here, for the print shop; none: printing is UNVERIFIED."""
 
+    # -- SMTP delivery of letters (issue 10) ------------------------------------------------
+    smtp_host: str | None = None
+    """The SMTP relay letters are sent through; unset: the outbox folder (BREACHBOOK_OUTBOX)."""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    """Log in (AUTH) as this user after STARTTLS; unset: no AUTH."""
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    """Upgrade each connection with STARTTLS before AUTH and the first letter."""
+    smtp_ca_file: Path | None = None
+    """CA certificates (PEM) the relay's certificate is checked against; unset: the system's."""
+    smtp_connections: int = Field(default=4, ge=1, le=64)
+    """Connections to the relay kept open at once; that many letters are in flight."""
+    smtp_rate_per_minute: int = Field(default=6000, ge=1)
+    """Letters handed to the relay per minute at most, across every connection of a run."""
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    letters_reclaim_seconds: int | None = Field(default=None, ge=0)
+    """A letter another run claimed and never settled (that run was killed mid-send) is
+    taken over after this long and sent again with the same Message-ID; unset: only the
+    run itself, resumed under its id, takes it over. Set it only when no other run of the
+    incident can still be sending."""
+
     @classmethod
     def settings_customise_sources(
         cls,

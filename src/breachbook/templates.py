@@ -67,6 +67,15 @@ class Renderer:
             lstrip_blocks=True,
         )
         self._cache: dict[str, Template] = {}
+        self._escaping = ImmutableSandboxedEnvironment(
+            loader=self._env.loader,
+            undefined=StrictUndefined,
+            autoescape=True,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._escaped: dict[str, Template] = {}
 
     def exists(self, name: str) -> bool:
         return (self.templates_dir / name).is_file()
@@ -89,6 +98,22 @@ class Renderer:
         """Render or raise TemplateFieldError naming the template and the missing field."""
         try:
             return self.template(name).render(context)
+        except UndefinedError as exc:
+            raise TemplateFieldError(
+                f"{self.templates_dir / name}: field {exc.message} in the letter context"
+            ) from None
+        except TemplateError as exc:
+            raise TemplateFieldError(f"{self.templates_dir / name}: {exc.message}") from None
+
+    def render_escaped(self, name: str, context: dict[str, Any]) -> str:
+        """The same template and context with every value HTML-escaped (autoescape on), for
+        the HTML part of a letter: a customer's value is shown as text, never read as markup.
+        The template's own words are the organisation's and are taken as written."""
+        template = self._escaped.get(name)
+        try:
+            if template is None:
+                template = self._escaped[name] = self._escaping.get_template(name)
+            return template.render(context)
         except UndefinedError as exc:
             raise TemplateFieldError(
                 f"{self.templates_dir / name}: field {exc.message} in the letter context"

@@ -11,6 +11,7 @@ import sys
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -241,8 +242,7 @@ def build_connectors(
         "customers": customers,
         "approvals": given.approvals
         or approvals(settings, journal, clock, given.pauses or pauses(settings), chat),
-        "mail": given.mail
-        or (OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None),
+        "mail": given.mail or mail(settings, clock, profile.transport_read_only),
         "evidence": given.evidence or evidence_store(settings, profile),
         "database": given.database or database_admin(settings, profile.transport_read_only),
         "cloud": given.cloud or cloud(settings, profile.transport_read_only),
@@ -370,6 +370,16 @@ def cloud(settings: Settings, read_only: bool) -> AwsCloud | None:
     return AwsCloud(config, read_only=read_only)
 
 
+def mail(settings: Settings, clock: Clock, read_only: bool) -> Mail | None:
+    """An SMTP relay when BREACHBOOK_SMTP_HOST is set, else the outbox folder when
+    BREACHBOOK_OUTBOX is; `read_only` refuses every send at the adapter too."""
+    if settings.smtp_host is not None:
+        from breachbook.connectors.smtp import SmtpConfig, SmtpMail
+
+        return SmtpMail(SmtpConfig.from_settings(settings), clock, read_only=read_only)
+    return OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None
+
+
 def http_client(settings: Settings) -> HttpClient | None:
     """The organisation's own API over HTTP when BREACHBOOK_HTTP_SECRETS is set (may be {});
     in a drill the guard lets only its health checks (GET, HEAD) through."""
@@ -455,7 +465,17 @@ def open_run(
     else:
         ledger_url = live_ledger_url(settings)
     ledger = Ledger(ledger_url, clock)
-    journal = RunJournal(ledger, incident.id, run_id, settings.actor, profile.label, clock)
+    journal = RunJournal(
+        ledger,
+        incident.id,
+        run_id,
+        settings.actor,
+        profile.label,
+        clock,
+        reclaim_after=None
+        if settings.letters_reclaim_seconds is None
+        else timedelta(seconds=settings.letters_reclaim_seconds),
+    )
     try:
         connectors = build_connectors(profile, settings, clock, journal, given)
     except BaseException:

@@ -1,7 +1,8 @@
 """A LIVE run of the demo incident in a process of its own, for tests that kill it or run two
-at once. Letters go to a mail adapter that appends each letter's key to a shared log with one
-O_APPEND write (what a recording mail server would see): a duplicate or a lost letter shows
-in the log, and a killed process loses nothing it wrote.
+at once. Letters go to a mail adapter that appends each letter's key and Message-ID to a
+shared log with one O_APPEND write (what a recording mail server would see): a lost letter,
+or one sent as two different messages, shows in the log, and a killed process loses nothing
+it wrote.
 
     python -m tests.e2e.live_process HOME RUN_ID SEND_LOG [SECONDS_PER_LETTER]
 """
@@ -35,10 +36,13 @@ class AppendingMail:
     def check_can_send(self) -> Check:
         return Check.verified("log open", "test")
 
+    def parallel_sends(self) -> int:
+        return 1
+
     def send(self, letter: OutgoingLetter) -> str:
         """Accepted first, answered after a pause: a kill in the pause leaves a letter sent
         whose outcome the ledger never heard, the case exactly-once must survive."""
-        os.write(self._fd, f"{letter.key}\n".encode())
+        os.write(self._fd, f"{letter.key} {letter.message_id}\n".encode())
         time.sleep(self._pause)
         return letter.key
 

@@ -3,22 +3,32 @@ draft the regulator notices. Only ids and counts leave this module."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import os
 from collections import Counter
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import BaseModel, Field
 
 from breachbook.actions.base import NOTHING, Action, ActionArgs, Prepared, register, require
+from breachbook.connectors.message import build_message, message_id
 from breachbook.context import RunContext
 from breachbook.deadlines import deliveries, fulfilled_times
-from breachbook.errors import BreachbookError
-from breachbook.journal import SETTLE_WAITS, STEP_OUTCOME, Once, StepOutcome
-from breachbook.ledger import ItemStatus
+from breachbook.errors import BreachbookError, MailRefused
+from breachbook.journal import (
+    SETTLE_WAITS,
+    STEP_OUTCOME,
+    Once,
+    OutcomeUnknown,
+    StepOutcome,
+    describe_error,
+)
+from breachbook.ledger import Claim, ItemStatus
+from breachbook.letter_status import FOR_POST
 from breachbook.letters import ClaimState, LetterData, StepClaim
 from breachbook.models import Customer
 from breachbook.notices import NoticeDraft, NoticeWriter
@@ -412,16 +422,96 @@ class RenderLetters(Action[RenderArgs]):
         return Changed({"letters": rendered.letters, "digest": rendered.digest})
 
 
+FAILURE_STREAK = 25
+"""Letters in a row that did not go out (refused, failed, in doubt), none sent between, after
+which a delivery stops: a relay that refuses everything is named once, not for every letter."""
+
+
+class LettersForPost(BaseModel):
+    """Customers owed a letter under one obligation with no email address: printed post
+    serves them (by id, never an address)."""
+
+    rule_id: str
+    customer_ids: list[str]
+
+
+class DeliveryStopped(BreachbookError):
+    """Too many letters in a row did not go out: the relay refuses everything or is down."""
+
+
+def message_path(rule_id: str, customer_id: str) -> str:
+    return f"messages/{rule_id}/{customer_id}.eml"
+
+
+def outgoing(
+    ctx: RunContext,
+    writer: LetterWriter,
+    obligations: Obligations,
+    rule: Rule,
+    customer: Customer,
+) -> tuple[OutgoingLetter, str]:
+    """One customer's letter as it leaves (text and HTML, its Message-ID), and its hash."""
+    letter = writer.render_letter(customer, rule, obligations.exposed_for(customer))
+    sender = ctx.playbook.organisation.contact.email
+    return OutgoingLetter(
+        key=f"{rule.id}/{customer.id}",
+        recipient=customer.email,
+        subject=letter.subject,
+        body=letter.text,
+        html=letter.html,
+        message_id=message_id(ctx.incident.id, rule.id, customer.id, sender),
+        language=letter.language,
+    ), _letter_hash(letter.subject, letter.text)
+
+
+def owed_customers(ctx: RunContext, rule_id: str) -> Iterator[Customer]:
+    """The customers owed a letter under one obligation, from the customer database as it is
+    now (a customer found since an earlier delivery is owed one too)."""
+    obligations = Obligations(ctx.rules, ctx.incident)
+    for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
+        if any(owed.id == rule_id for owed in obligations.for_customer(customer)):
+            yield customer
+
+
 @register
 class DeliverLetters(Action[NoArgs]):
     name = "letters.deliver"
-    summary = "Deliver the rendered letters, exactly once per customer and obligation."
+    summary = "Deliver the rendered letters by email, exactly once per customer and obligation."
     changes = "sends each letter through the mail connector"
     args_model = NoArgs
     itemized = True
 
     def targets(self, args: NoArgs, ctx: RunContext) -> list[str]:
         return sorted(assessment(ctx).individual)
+
+    def prepare(self, args: NoArgs, ctx: RunContext) -> Prepared:
+        """Every letter as the message that would leave (text and HTML parts, Message-ID),
+        written under messages/ and checked before the first is sent: a letter that fails
+        its required-field check stops the step here, naming the customer and the field.
+        Customers without an email address are left for printed post, by id."""
+        writer = letter_writer(ctx)
+        obligations = Obligations(ctx.rules, ctx.incident)
+        sender = ctx.playbook.organisation.contact.email
+        messages: Counter[str] = Counter()
+        for_post: dict[str, list[str]] = {rule_id: [] for rule_id in assessment(ctx).individual}
+        for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
+            for rule in obligations.for_customer(customer):
+                if not customer.email:
+                    for_post.setdefault(rule.id, []).append(customer.id)
+                    continue
+                letter, _ = outgoing(ctx, writer, obligations, rule, customer)
+                eml = bytes(build_message(letter, sender)).decode("utf-8", "surrogateescape")
+                ctx.workspace.write_raw(message_path(rule.id, customer.id), eml, atomic=False)
+                messages[rule.id] += 1
+        for rule_id, ids in for_post.items():
+            ctx.journal.put(FOR_POST, rule_id, LettersForPost(rule_id=rule_id, customer_ids=ids))
+        return Prepared(
+            [f"messages/{rule_id}/" for rule_id in sorted(messages)],
+            {
+                "messages": sum(messages.values()),
+                "left_for_post": sum(len(ids) for ids in for_post.values()),
+            },
+        )
 
     def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:
         mail = ctx.connectors.mail
@@ -443,45 +533,179 @@ class DeliverLetters(Action[NoArgs]):
         would = letter_writer(ctx).would_claim(ctx.rules.rule(target))
         verb = "is" if len(would) == 1 else "are"
         claims = f", once {', '.join(would)} {verb} done (the letters state it)" if would else ""
-        return f"send {assessment(ctx).individual[target].count} letters for {target} via {via}{claims}"
+        post = ctx.journal.get(FOR_POST, target, LettersForPost)
+        left = (
+            f" ({len(post.customer_ids)} without an email address left for post)"
+            if post and post.customer_ids
+            else ""
+        )
+        return f"send {assessment(ctx).individual[target].count} letters for {target} via {via}{claims}{left}"
 
     def apply_items(self, args: NoArgs, target: str, ctx: RunContext) -> Counter[Once]:
-        """Each letter is one item: claimed, rendered from the customer database as it is now
-        (so a customer found since the first delivery gets one), sent, and settled."""
+        """Each letter is one item: claimed in the ledger, rendered from the customer
+        database as it is now, handed to the mail connector (as many at once as it has
+        connections), and settled. A letter whose outcome was never heard (its run was
+        killed after the relay took it, or it ended in doubt) is taken over and sent again
+        with the same Message-ID, so the receiving side can drop the copy."""
         mail = require(ctx.connectors.mail, "mail", MAIL_SETTING)
-        obligations = Obligations(ctx.rules, ctx.incident)
         rule = ctx.rules.rule(target)
-        writer = letter_writer(ctx)
-        known = ctx.journal.statuses(self.name)
-        tally: Counter[Once] = Counter()
-        for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
-            if all(owed.id != target for owed in obligations.for_customer(customer)):
-                continue
-            key = f"{target}/{customer.id}"
-            send = functools.partial(_send, mail, writer, obligations, rule, customer, key)
-            outcome, _ = ctx.journal.once(self.name, key, send, known)
-            tally[outcome] += 1
-        return tally
+        sending = Sending(ctx, mail, self.name, letter_writer(ctx), rule)
+        try:
+            for customer in owed_customers(ctx, target):
+                if customer.email:
+                    sending.offer(customer)
+        except BaseException:
+            sending.finish(send_waiting=False)
+            raise
+        sending.finish()
+        return sending.tally
 
 
-def _send(
-    mail: Mail,
-    writer: LetterWriter,
-    obligations: Obligations,
-    rule: Rule,
-    customer: Customer,
-    key: str,
-) -> Changed:
-    """Render one letter from the customer's record as it is now, and send it; never one
-    that states a step done the ledger does not show done."""
+def refuse_unclaimed(writer: LetterWriter, rule: Rule, key: str) -> None:
+    """Never send a letter that states a step done the ledger does not show done, whatever
+    the preflight said (the second line of defence)."""
     held = writer.waits_for(rule) + writer.would_claim(rule)
     if held:
         raise ClaimNotDone(
             f"letter {key} would state {', '.join(held)} done; the ledger does not show it"
         )
-    subject, body = writer.render(customer, rule, obligations.exposed_for(customer))
-    reference = mail.send(OutgoingLetter(key, customer.email, subject, body))
-    return Changed({"reference": reference, "sha256": _letter_hash(subject, body)})
+
+
+LETTERS_PER_COMMIT = 32
+"""Letters claimed together in one ledger transaction, and settled together in another: a
+commit per letter would bound delivery by the ledger's disk. A kill leaves at most about
+three times this many letters claimed and unsettled, which the resumed run sends again with
+the same Message-ID (those already handed over are the copies a receiving side drops)."""
+
+
+class Sending:
+    """One step's letters in flight: claimed before and settled after in the ledger, by this
+    thread and `LETTERS_PER_COMMIT` at a time, handed to the mail connector by a pool of
+    `parallel_sends` threads (no ledger write in them)."""
+
+    def __init__(
+        self, ctx: RunContext, mail: Mail, step_id: str, writer: LetterWriter, rule: Rule
+    ) -> None:
+        self.ctx = ctx
+        self.mail = mail
+        self.step_id = step_id
+        self.writer = writer
+        self.rule = rule
+        self.obligations = Obligations(ctx.rules, ctx.incident)
+        self.known = ctx.journal.statuses(step_id)
+        self.sender = ctx.playbook.organisation.contact.email
+        self.tally: Counter[Once] = Counter()
+        self.window = max(1, mail.parallel_sends())
+        self._pool = ThreadPoolExecutor(self.window, thread_name_prefix="breachbook-mail")
+        self._waiting: list[tuple[Customer, str, str]] = []
+        self._pending: dict[Future[str], tuple[Claim, str, str]] = {}
+        self._outcomes: list[tuple[Claim, ItemStatus, Mapping[str, Any]]] = []
+        self._streak = 0
+        self._last_failure = ""
+
+    def offer(self, customer: Customer) -> None:
+        key = f"{self.rule.id}/{customer.id}"
+        if self.known.get(key) is ItemStatus.DONE:
+            self.tally[Once.ALREADY_DONE] += 1
+            return
+        ident = message_id(self.ctx.incident.id, self.rule.id, customer.id, self.sender)
+        self._waiting.append((customer, key, ident))
+        if len(self._waiting) >= LETTERS_PER_COMMIT:
+            self._send_waiting()
+
+    def _send_waiting(self) -> None:
+        """Claim the waiting letters in one transaction, hand each claimed one over, and
+        settle what has come back; stop when too many in a row did not go out."""
+        waiting, self._waiting = self._waiting, []
+        journal = self.ctx.journal
+        claims = journal.claim_many(
+            self.step_id, [(key, {"message_id": ident}) for _, key, ident in waiting]
+        )
+        for (customer, key, ident), free in zip(waiting, claims, strict=True):
+            claim = free or self._take_over(key, ident)
+            if claim is None:
+                continue
+            try:
+                refuse_unclaimed(self.writer, self.rule, key)
+                letter, digest = outgoing(
+                    self.ctx, self.writer, self.obligations, self.rule, customer
+                )
+            except BreachbookError as exc:
+                self._settle(claim, ItemStatus.FAILED, {"error": describe_error(exc)})
+                continue
+            self._pending[self._pool.submit(self.mail.send, letter)] = (claim, digest, ident)
+        while len(self._pending) > LETTERS_PER_COMMIT:
+            self._collect(FIRST_COMPLETED)
+        if len(self._outcomes) >= LETTERS_PER_COMMIT:
+            self._flush()
+        self._stop_if_refused()
+
+    def _stop_if_refused(self) -> None:
+        if self._streak >= FAILURE_STREAK:
+            raise DeliveryStopped(
+                f"{self.step_id}: {self._streak} letters in a row did not go out via "
+                f"{self.mail.describe()} (last: {self._last_failure}); stopped before sending "
+                "more, none of them recorded as sent"
+            )
+
+    def _take_over(self, key: str, ident: str) -> Claim | None:
+        """A letter not free: done already, or in flight elsewhere, or left in flight by a
+        killed process of this run (or in doubt): then taken over to be sent again."""
+        journal = self.ctx.journal
+        latest = journal.ledger.item_status(journal.incident_id, self.step_id, key)
+        if latest is ItemStatus.DONE:
+            self.tally[Once.ALREADY_DONE] += 1
+            return None
+        taken = journal.take_over(self.step_id, key, {"message_id": ident, "reconcile": "resend"})
+        if taken is None:
+            self.tally[Once.UNKNOWN if latest is ItemStatus.UNKNOWN else Once.BUSY] += 1
+        return taken
+
+    def _collect(self, until: str) -> None:
+        done, _ = wait(list(self._pending), return_when=until)
+        for future in done:
+            claim, digest, ident = self._pending.pop(future)
+            try:
+                reference = future.result()
+            except MailRefused as exc:
+                self._settle(claim, ItemStatus.FAILED, {"error": str(exc), "reply": exc.code})
+            except OutcomeUnknown as exc:
+                self._settle(claim, ItemStatus.UNKNOWN, {"error": str(exc), "message_id": ident})
+            except Exception as exc:
+                self._settle(claim, ItemStatus.FAILED, {"error": describe_error(exc)})
+            else:
+                details = {"reference": reference, "sha256": digest, "message_id": ident}
+                self._settle(claim, ItemStatus.DONE, details)
+
+    def _settle(self, claim: Claim, status: ItemStatus, details: Mapping[str, Any]) -> None:
+        """Note an outcome, to be written with the next batch of them."""
+        self._outcomes.append((claim, status, details))
+        outcome = {ItemStatus.DONE: Once.DONE, ItemStatus.UNKNOWN: Once.UNKNOWN}
+        self.tally[outcome.get(status, Once.FAILED)] += 1
+        if status is ItemStatus.DONE:
+            self._streak = 0
+        else:
+            self._streak += 1
+            self._last_failure = str(details.get("error", status.value))
+
+    def _flush(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        self.ctx.journal.settle_many(outcomes)
+
+    def finish(self, send_waiting: bool = True) -> None:
+        """Send the letters still waiting (not when stopping on an error: they are not
+        claimed yet, a later run sends them), then settle every letter in flight."""
+        try:
+            if send_waiting and self._waiting:
+                self._send_waiting()
+        finally:
+            try:
+                while self._pending:
+                    self._collect(ALL_COMPLETED)
+            finally:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._flush()
+        self._stop_if_refused()
 
 
 @register

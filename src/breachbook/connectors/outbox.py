@@ -1,12 +1,15 @@
-"""Mail to an outbox folder: one .eml file per letter, the embedded default for delivery."""
+"""Mail to an outbox folder: one .eml file per letter, the embedded default for delivery.
+
+A letter's file is named by its key and replaced whole, so a letter resent after a crash
+leaves one file, not two."""
 
 from __future__ import annotations
 
 import os
-from email.message import EmailMessage
 from pathlib import Path
 
 from breachbook.connectors import folder_writable
+from breachbook.connectors.message import build_message
 from breachbook.ports import Check, OutgoingLetter
 
 
@@ -21,18 +24,15 @@ class OutboxMail:
     def check_can_send(self) -> Check:
         return folder_writable(self.folder)
 
+    def parallel_sends(self) -> int:
+        return 1
+
     def send(self, letter: OutgoingLetter) -> str:
-        message = EmailMessage()
-        message["From"] = self.sender
-        message["To"] = letter.recipient
-        message["Subject"] = letter.subject
-        message["X-Breachbook-Key"] = letter.key
-        message.set_content(letter.body)
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / f"{letter.key.replace('/', '_')}.eml"
         tmp = target.with_suffix(".tmp")
         try:
-            tmp.write_bytes(bytes(message))
+            tmp.write_bytes(bytes(build_message(letter, self.sender)))
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)

@@ -1,0 +1,332 @@
+"""Benchmark: letters delivered per second to a local aiosmtpd, beside a plain smtplib loop.
+
+The relay is aiosmtpd in processes of its own (`--servers`, sharing one loopback port with
+SO_REUSEPORT, as a relay host spreads its connections), counting what it takes. The letters
+are real: a sample rendered from the demo world (text and HTML), sent under distinct keys,
+recipients and Message-IDs, made one by one as they are sent (memory stays flat).
+
+For each size (default 10,000 letters), in a fresh process so that peak memory is that
+size's alone:
+
+- baseline: a plain smtplib loop over one connection, `send_message` for each letter;
+- breachbook: `SmtpMail` (its pool of connections, rate limit and retries), `parallel_sends`
+  threads handing the same letters over;
+- breachbook with the ledger: the same, each letter claimed before and settled after in a
+  SQLite ledger, LETTERS_PER_COMMIT per transaction, as `letters.deliver` does;
+- peak resident memory of the process.
+
+It prints letters per second and breachbook's against the baseline (target: at least 2x).
+
+    python bench/deliver.py [--sizes 10000 100000] [--connections 8] [--servers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from breachbook.actions.notify import LETTERS_PER_COMMIT, letter_writer
+from breachbook.clock import SystemClock
+from breachbook.connectors.message import build_message, message_id
+from breachbook.connectors.smtp import SmtpConfig, SmtpMail
+from breachbook.demo import demo_incident_yaml, ensure_demo_world
+from breachbook.journal import RunJournal
+from breachbook.ledger import Claim, ItemStatus, Ledger
+from breachbook.modes import Mode
+from breachbook.notify import Obligations, iter_valid_customers
+from breachbook.ports import OutgoingLetter
+from breachbook.settings import Settings
+from breachbook.wiring import RunRequest, demo_settings, open_run
+
+SENDER = "privacy@bench.example"
+SAMPLE = 200
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+# -- the relay -------------------------------------------------------------------------------
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.taken = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.taken += 1
+        return "250 OK"
+
+
+def serve(port: int) -> None:
+    """One aiosmtpd process on the shared port, until killed."""
+    from aiosmtpd.smtp import SMTP
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(("127.0.0.1", port))
+        handler = Counting()
+        server = await loop.create_server(lambda: SMTP(handler), sock=listener)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=5) as probe:
+                probe.noop()
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the relay did not start")
+
+
+# -- the letters -----------------------------------------------------------------------------
+
+
+def sample_letters(home: Path) -> list[OutgoingLetter]:
+    """Letters rendered from the demo world as `letters.deliver` renders them."""
+    world = ensure_demo_world(home / "bench" / "world-600", size=600)
+    settings = demo_settings(Settings(home=home), world.customers_db, world.folder)
+    out = Path(tempfile.mkdtemp(prefix="bench-deliver-"))
+    ctx = open_run(
+        RunRequest(
+            mode=Mode.DRILL,
+            incident_yaml=demo_incident_yaml(datetime.now(UTC)),
+            out_dir=out / "run",
+        ),
+        settings=settings,
+    )
+    writer = letter_writer(ctx)
+    obligations = Obligations(ctx.rules, ctx.incident)
+    letters = []
+    for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
+        for rule in obligations.for_customer(customer):
+            rendered = writer.render_letter(customer, rule, obligations.exposed_for(customer))
+            letters.append(
+                OutgoingLetter(
+                    "", "", rendered.subject, rendered.text, rendered.html, "", rendered.language
+                )
+            )
+        if len(letters) >= SAMPLE:
+            break
+    ctx.journal.ledger.close()
+    return letters
+
+
+def stream(sample: list[OutgoingLetter], count: int) -> Iterator[OutgoingLetter]:
+    """`count` letters, each with its own key, recipient and Message-ID, made when asked."""
+    for n in range(count):
+        base = sample[n % len(sample)]
+        key = f"bench/C{n:07d}"
+        yield OutgoingLetter(
+            key,
+            f"customer{n}@example.org",
+            base.subject,
+            base.body,
+            base.html,
+            message_id("bench", "bench", f"C{n:07d}", SENDER),
+            base.language,
+        )
+
+
+# -- the three ways ------------------------------------------------------------------------
+
+
+def plain_loop(port: int, letters: Iterator[OutgoingLetter]) -> int:
+    sent = 0
+    with smtplib.SMTP("127.0.0.1", port) as connection:
+        for letter in letters:
+            connection.send_message(
+                build_message(letter, SENDER), from_addr=SENDER, to_addrs=[letter.recipient]
+            )
+            sent += 1
+    return sent
+
+
+def mail_of(port: int, connections: int) -> SmtpMail:
+    config = SmtpConfig(
+        "127.0.0.1",
+        port,
+        SENDER,
+        starttls=False,
+        connections=connections,
+        rate_per_minute=100_000_000,
+    )
+    return SmtpMail(config, SystemClock())
+
+
+def pooled(port: int, connections: int, letters: Iterator[OutgoingLetter]) -> int:
+    mail = mail_of(port, connections)
+    sent = 0
+    with ThreadPoolExecutor(connections) as pool:
+        pending: set[Future[str]] = set()
+        for letter in letters:
+            pending.add(pool.submit(mail.send, letter))
+            if len(pending) >= 2 * connections:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                sent += sum(1 for f in done if f.result())
+        sent += sum(1 for f in pending if f.result())
+    mail.close()
+    return sent
+
+
+def pooled_with_ledger(
+    port: int, connections: int, letters: Iterator[OutgoingLetter], folder: Path
+) -> int:
+    """Claim, hand over, settle, LETTERS_PER_COMMIT letters per ledger transaction:
+    `letters.deliver`'s loop on a SQLite ledger."""
+    clock = SystemClock()
+    ledger = Ledger(f"sqlite:///{folder / 'ledger.sqlite'}", clock)
+    journal = RunJournal(ledger, "bench", "bench-run", "bench", "LIVE", clock)
+    mail = mail_of(port, connections)
+    sent = 0
+    outcomes: list[tuple[Claim, ItemStatus, Mapping[str, Any]]] = []
+    with ThreadPoolExecutor(connections) as pool:
+        pending: dict[Future[str], Claim] = {}
+
+        def collect(until: str) -> None:
+            done, _ = wait(list(pending), return_when=until)
+            for future in done:
+                outcomes.append((pending.pop(future), ItemStatus.DONE, {"ref": future.result()}))
+
+        for chunk in batched(letters, LETTERS_PER_COMMIT):
+            claims = journal.claim_many(
+                "letters.deliver",
+                [(letter.key, {"message_id": letter.message_id}) for letter in chunk],
+            )
+            for letter, claim in zip(chunk, claims, strict=True):
+                assert claim is not None
+                pending[pool.submit(mail.send, letter)] = claim
+            while len(pending) > LETTERS_PER_COMMIT:
+                collect(FIRST_COMPLETED)
+            if len(outcomes) >= LETTERS_PER_COMMIT:
+                sent += len(outcomes)
+                journal.settle_many(outcomes)
+                outcomes.clear()
+        while pending:
+            collect(ALL_COMPLETED)
+        sent += len(outcomes)
+        journal.settle_many(outcomes)
+    mail.close()
+    ledger.close()
+    return sent
+
+
+def batched(items: Iterator[OutgoingLetter], size: int) -> Iterator[list[OutgoingLetter]]:
+    chunk: list[OutgoingLetter] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_once(size: int, port: int, connections: int, way: str) -> dict[str, float]:
+    sample = sample_letters(Settings().home)
+    start = time.perf_counter()
+    if way == "plain":
+        sent = plain_loop(port, stream(sample, size))
+    elif way == "pool":
+        sent = pooled(port, connections, stream(sample, size))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            sent = pooled_with_ledger(port, connections, stream(sample, size), Path(folder))
+    seconds = time.perf_counter() - start
+    assert sent == size
+    return {"letters_per_s": size / seconds, "seconds": seconds, "peak_mb": peak_rss_mb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--servers", type=int, default=2)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    if args.one:
+        size, port, way = int(args.one[0]), int(args.one[1]), args.one[2]
+        print(json.dumps(run_once(size, port, args.connections, way)))
+        return
+    port = free_port()
+    servers = [
+        subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
+        for _ in range(args.servers)
+    ]
+    try:
+        wait_for(port)
+        print(
+            f"relay: {args.servers} aiosmtpd processes on 127.0.0.1:{port}; "
+            f"breachbook with {args.connections} connections"
+        )
+        for size in args.sizes:
+            figures = {}
+            for way in ("plain", "pool", "ledger"):
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--connections",
+                        str(args.connections),
+                        "--one",
+                        str(size),
+                        str(port),
+                        way,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                figures[way] = json.loads(done.stdout.strip().splitlines()[-1])
+            base = figures["plain"]["letters_per_s"]
+            for way, label in (
+                ("plain", "plain smtplib loop, one connection"),
+                ("pool", "breachbook SmtpMail pool"),
+                ("ledger", "breachbook pool + ledger claim/settle"),
+            ):
+                f = figures[way]
+                print(
+                    f"{size:>8} letters  {label:<40} {f['letters_per_s']:>8.0f} letters/s  "
+                    f"{f['letters_per_s'] / base:>5.2f}x  peak {f['peak_mb']:.0f} MB"
+                )
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()
