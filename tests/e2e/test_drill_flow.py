@@ -338,7 +338,7 @@ def test_the_flow_run_shows_its_progress_to_the_end(drill_run: dict[str, Any]) -
     mine = [a for a in found if a.key == f"breachbook-progress-{run12}"]
     assert len(mine) == 1 and mine[0].type == "progress"
     assert float(str(mine[0].data)) == 100.0
-    assert mine[0].description == "17 of 17 steps done; last: communicate/war-room-update"
+    assert mine[0].description == "18 of 18 steps done; last: communicate/war-room-update"
 
 
 def test_no_customer_personal_data_reaches_prefect(drill_run: dict[str, Any]) -> None:
