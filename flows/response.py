@@ -119,18 +119,22 @@ def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
         key=artifact_key("plan"),
         description="Every action, its target and how it was verified",
         table=[
-            {
+            {  # what decides first, so a laptop's width shows it; action and status last
                 "step": e.step_id,
-                "action": e.action,
-                "target": e.target,
-                "status": e.status,
                 "verdict": e.verdict,
+                "target": e.target,
                 "reason": e.reason,
+                "action": e.action,
+                "status": e.status,
             }
             for e in result.entries()
         ],
     )
-    create_markdown_artifact(key=artifact_key("obligations"), markdown=obligations_markdown(ctx))
+    create_markdown_artifact(
+        key=artifact_key("obligations"),
+        description="Who must be told, by when, under which law (counts only)",
+        markdown=obligations_markdown(ctx),
+    )
     create_markdown_artifact(
         key=artifact_key("report"),
         description="Timeline, phase durations, counts, FAILED and UNVERIFIED actions",
