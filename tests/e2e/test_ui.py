@@ -1,19 +1,29 @@
-"""The Prefect UI in a real browser, as a new user meets it: `breachbook serve` (started by the
+"""`breachbook serve` as people use it. The Prefect UI in a real browser, as a new user meets it: `breachbook serve` (started by the
 `serving` fixture), headless Chromium (Debian's, driven by Playwright), the drill deployment
 found from the deployments list, its form filled and submitted, the run followed to the end,
 and its plan, obligations and report shown on the run's page, with no customer data on it.
-Screenshots of the form, the finished run and the plan go to tests/output/ui/ for review."""
+Screenshots of the form, the finished run and the plan go to tests/output/ui/ for review.
+`breachbook drill` started beside it runs on it. And one LIVE response per incident: a LIVE run of an incident that another holds is refused
+before it acts."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import yaml
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from breachbook.demo import DemoWorld
+from breachbook.live_lock import limit_name, one_live_response
 from tests.conftest import ROOT, customers_named_in
 from tests.e2e.test_serve import Serving, serving
 
@@ -87,3 +97,68 @@ def test_a_drill_started_from_the_ui_form_shows_its_plan_obligations_and_report(
     page.screenshot(path=SCREENSHOTS / "drill-plan.png")
     shown += page.locator("body").inner_text()
     assert customers_named_in(shown, small_world.customers_db) == []
+
+
+def _settled(serving: Serving, flow_run_id: str, seconds: float = 180) -> dict[str, Any]:
+    """The run once it ended or was suspended waiting for a decision."""
+    deadline = time.monotonic() + seconds
+    while True:
+        run: dict[str, Any] = httpx.get(f"{serving.api}/flow_runs/{flow_run_id}").json()
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "PAUSED"):
+            return run
+        assert time.monotonic() < deadline, (run["state"], serving.log.read_text()[-3000:])
+        time.sleep(0.5)
+
+
+def _start_live(serving: Serving, incident_id: str) -> str:
+    deployment = httpx.get(f"{serving.api}/deployments/name/breachbook-response/live-response")
+    form = {"incident": "antiques-leak", "confirm_incident_id": incident_id}
+    created = httpx.post(
+        f"{serving.api}/deployments/{deployment.json()['id']}/create_flow_run",
+        json={"parameters": {"response": form}},
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def test_a_second_live_response_of_an_incident_is_refused_while_the_first_holds_it(
+    serving: Serving, small_world: DemoWorld
+) -> None:
+    incident_id = yaml.safe_load(small_world.incident_file.read_text())["id"]
+    with temporary_settings(updates={PREFECT_API_URL: serving.api}):
+        with one_live_response(incident_id):  # a LIVE response of the incident is running
+            refused = _settled(serving, _start_live(serving, incident_id))
+        slot = httpx.get(f"{serving.api}/v2/concurrency_limits/{limit_name(incident_id)}")
+    assert refused["state"]["type"] == "FAILED"
+    assert "already has a LIVE response running" in refused["state"]["message"]
+    assert not (serving.home / "runs" / incident_id / refused["id"].replace("-", "")[:12]).exists()
+    assert slot.json()["active_slots"] == 0  # given back when the first ended
+
+    allowed = _settled(serving, _start_live(serving, incident_id))
+    assert "already has a LIVE response" not in (allowed["state"]["message"] or "")
+    assert (serving.home / "runs" / incident_id / allowed["id"].replace("-", "")[:12]).exists()
+    slot = httpx.get(f"{serving.api}/v2/concurrency_limits/{limit_name(incident_id)}")
+    assert slot.json()["active_slots"] == 0  # a run that ended or was suspended gives it back
+
+
+def test_breachbook_drill_runs_on_the_running_serve_when_prefect_api_url_names_it(
+    serving: Serving,
+) -> None:
+    before = {run["id"] for run in serving.deployment_runs("drill")}
+    env = serving.env | {"PREFECT_API_URL": serving.api}
+    incident = serving.home / "incidents" / "antiques-leak.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "breachbook.cli", "drill", "--incident", str(incident)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "on breachbook serve" in done.stdout
+    (new,) = [run for run in serving.deployment_runs("drill") if run["id"] not in before]
+    assert new["parameters"]["drill"]["incident"] == "antiques-leak"
+    folder = serving.home / "runs"
+    (report,) = folder.glob(f"*/{new['id'].replace('-', '')[:12]}/report.md")
+    assert str(report) in done.stdout.replace("\n", "")
