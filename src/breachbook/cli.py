@@ -189,13 +189,14 @@ def _run_served(submitted: Submission) -> Path | None:
 
 
 def _run_and_report(check: Callable[[], None], submitted: Any = None, **parameters: Any) -> None:
-    """Check the inputs (a second, before Prefect starts), run the flow (on a running `serve`
-    when one serves it, else in-process), print the summary, and exit with the run's code."""
+    """Run the flow on a running `serve` when one serves it (its form is checked there, before
+    the run acts), else check the inputs (a second, before Prefect starts) and run it
+    in-process; print the summary, and exit with the run's code."""
     started = time.perf_counter()
     try:
-        check()
         folder = _run_served(submitted) if submitted is not None else None
         if folder is None:
+            check()
             folder = _run_flow(**parameters)
     except BreachbookError as exc:
         raise _fail(str(exc)) from None

@@ -20,7 +20,10 @@ from pydantic_settings import (
 )
 
 from breachbook.errors import BreachbookError, UnknownSetting
-from breachbook.ledger import AUTOMATION
+
+AUTOMATION = "automation:breachbook"
+"""The actor of what breachbook does by itself (here, not in the ledger, so that reading the
+settings does not load SQLAlchemy: commands that only talk to `serve` start faster)."""
 
 PREFIX = "BREACHBOOK_"
 CONTENT_FOLDERS = ("playbooks", "templates", "rules", "flows")
