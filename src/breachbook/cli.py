@@ -173,13 +173,12 @@ def _run_served(submitted: Submission) -> Path | None:
     if deployment_id is None:
         return None
     run = start(api, deployment_id, submitted)
-    console.print(
-        f"started {run['name']} on breachbook serve: {api.removesuffix('/api')}/runs/flow-run/"
-        f"{run['id']}",
-        highlight=False,
-    )
+    link = f"{api.removesuffix('/api')}/runs/flow-run/{run['id']}"
+    console.print(f"started {run['name']} on breachbook serve: {link}", highlight=False)
     run = follow(api, run["id"])
     folder = run_folder(Settings(), run["id"])
+    if run["state"]["type"] == "PAUSED":
+        raise BreachbookError(f"run {run['name']} waits for a decision: resume it at {link}")
     if run["state"]["type"] != "COMPLETED" or folder is None:
         state = run["state"]
         raise BreachbookError(
@@ -188,7 +187,9 @@ def _run_served(submitted: Submission) -> Path | None:
     return folder
 
 
-def _run_and_report(check: Callable[[], None], submitted: Any = None, **parameters: Any) -> None:
+def _run_and_report(
+    check: Callable[[], None], submitted: Submission | None = None, **parameters: Any
+) -> None:
     """Run the flow on a running `serve` when one serves it (its form is checked there, before
     the run acts), else check the inputs (a second, before Prefect starts) and run it
     in-process; print the summary, and exit with the run's code."""

@@ -8,7 +8,6 @@ before it acts."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -71,10 +70,17 @@ def test_a_drill_started_from_the_ui_form_shows_its_plan_obligations_and_report(
     expect(page.locator(".p-select", has_text="antiques-leak")).to_have_count(1)
     page.screenshot(path=SCREENSHOTS / "drill-form.png")
 
+    before = {run["id"] for run in serving.deployment_runs("drill")}
     page.get_by_role("button", name="Submit", exact=True).click()
-    page.get_by_role("button", name="View run").last.click()
-    page.wait_for_url(re.compile(r".*/runs/flow-run/[0-9a-f-]{36}"))
-    flow_run_id = page.url.rsplit("/", 1)[-1].split("?")[0]
+    # The UI's "View run" toast can be gone before a loaded machine draws the next page: the
+    # run is found from the API and its page opened by address.
+    deadline = time.monotonic() + 60
+    while not (new := [r for r in serving.deployment_runs("drill") if r["id"] not in before]):
+        assert time.monotonic() < deadline, "submitting the form created no run"
+        time.sleep(0.5)
+    (created,) = new
+    flow_run_id = created["id"]
+    page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
     run = serving.wait_done(flow_run_id, seconds=180)
     assert run["state"]["type"] == "COMPLETED", serving.log.read_text()[-3000:]
     assert run["parameters"]["drill"]["incident"] == "antiques-leak"  # the form's choice
