@@ -43,6 +43,7 @@ from breachbook.demo import demo_inputs
 from breachbook.engine import Position, RunResult, StepResult, new_run_id
 from breachbook.errors import BreachbookError
 from breachbook.forms import DEFAULT_PLAYBOOK, NAME_PATTERN, DrillForm, LiveForm, run_request
+from breachbook.live_lock import one_live_response
 from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
 from breachbook.run import execute
@@ -125,18 +126,22 @@ def _publish_artifacts(ctx: RunContext, result: RunResult) -> None:
         key=artifact_key("plan"),
         description="Every action, its target and how it was verified",
         table=[
-            {
+            {  # what decides first, so a laptop's width shows it; action and status last
                 "step": e.step_id,
-                "action": e.action,
-                "target": e.target,
-                "status": e.status,
                 "verdict": e.verdict,
+                "target": e.target,
                 "reason": e.reason,
+                "action": e.action,
+                "status": e.status,
             }
             for e in result.entries()
         ],
     )
-    create_markdown_artifact(key=artifact_key("obligations"), markdown=obligations_markdown(ctx))
+    create_markdown_artifact(
+        key=artifact_key("obligations"),
+        description="Who must be told, by when, under which law (counts only)",
+        markdown=obligations_markdown(ctx),
+    )
     for statement in ("holding", "full"):
         versions = versions_markdown(ctx.journal, statement)
         if versions is not None:
@@ -284,15 +289,22 @@ def _run_steps(request: RunRequest, settings: Settings, steps: PrefectSteps) -> 
     return {"run_id": result.run_id, "out_dir": str(ctx.workspace.root)}
 
 
-def _run_form(form: DrillForm, mode: Mode) -> dict[str, str] | State:
+def _run_form(
+    form: DrillForm, mode: Mode, one_per_incident: bool = False
+) -> dict[str, str] | State:
     """A deployment's run from its form. A form that cannot start a run, or a run refused on
-    its inputs, ends Failed with one line naming the field (no traceback)."""
+    its inputs, ends Failed with one line naming the field (no traceback). With
+    `one_per_incident` (the LIVE deployments) the run is refused while another holds the
+    incident."""
     settings = Settings()
     try:
         run_id = _run_id_of_deployed_flow_run() or new_run_id()
         request = run_request(form, mode, settings, run_id)
         incident = request.load_incident()
         request = replace(request, out_dir=settings.home / "runs" / incident.id / run_id)
+        if one_per_incident:
+            with one_live_response(incident.id):
+                return _run(request, settings)
         return _run(request, settings)
     except BreachbookError as exc:
         get_run_logger().error("refused: %s", exc)
@@ -315,7 +327,7 @@ def drill(drill: DrillForm = NEW_DRILL) -> dict[str, str] | State:
 def live_response(response: LiveForm = NEW_LIVE) -> dict[str, str] | State:
     """LIVE response to a real incident: contains, preserves and notifies. Refuses to start
     unless the incident id is typed to confirm; waits (suspended) for each approval."""
-    return _run_form(response, Mode.LIVE)
+    return _run_form(response, Mode.LIVE, one_per_incident=True)
 
 
 @flow(name="breachbook-response", persist_result=False)
@@ -359,4 +371,4 @@ def alert_live(
     """A LIVE response started by an alert whose rule says live: the rules file, written
     and reviewed beforehand, is the confirmation a person gives on the LIVE form."""
     form = LiveForm(incident=incident, playbook=playbook, confirm_incident_id=incident)
-    return _run_form(form, Mode.LIVE)
+    return _run_form(form, Mode.LIVE, one_per_incident=True)

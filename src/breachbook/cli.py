@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.table import Table
 
 from breachbook.errors import BreachbookError
 from breachbook.modes import Mode
+
+if TYPE_CHECKING:
+    from breachbook.submit import Submission
 
 app = typer.Typer(
     help="breachbook: the data-breach response plan as Prefect flows, run LIVE or rehearsed as a DRILL (TABLETOP exercises are not built yet).",
@@ -163,13 +166,43 @@ def _summary(out: Path, seconds: float) -> int:
     return code
 
 
-def _run_and_report(check: Callable[[], None], **parameters: Any) -> None:
-    """Check the inputs (a second, before Prefect starts), run the flow, print the summary,
-    and exit with the run's code."""
+def _run_served(submitted: Submission) -> Path | None:
+    """The run on a running `breachbook serve` (README: Run it for real), followed to its
+    end; its folder, or None when PREFECT_API_URL's server does not serve the deployment."""
+    from breachbook.settings import Settings
+    from breachbook.submit import follow, run_folder, served_deployment, start
+
+    api = os.environ["PREFECT_API_URL"].rstrip("/")
+    deployment_id = served_deployment(api, submitted.deployment)
+    if deployment_id is None:
+        return None
+    run = start(api, deployment_id, submitted)
+    link = f"{api.removesuffix('/api')}/runs/flow-run/{run['id']}"
+    console.print(f"started {run['name']} on breachbook serve: {link}", highlight=False)
+    run = follow(api, run["id"])
+    folder = run_folder(Settings(), run["id"])
+    if run["state"]["type"] == "PAUSED":
+        raise BreachbookError(f"run {run['name']} waits for a decision: resume it at {link}")
+    if run["state"]["type"] != "COMPLETED" or folder is None:
+        state = run["state"]
+        raise BreachbookError(
+            f"run {run['name']} is {state['type']}: {state.get('message') or 'see the Prefect UI'}"
+        )
+    return folder
+
+
+def _run_and_report(
+    check: Callable[[], None], submitted: Submission | None = None, **parameters: Any
+) -> None:
+    """Run the flow on a running `serve` when one serves it (its form is checked there, before
+    the run acts), else check the inputs (a second, before Prefect starts) and run it
+    in-process; print the summary, and exit with the run's code."""
     started = time.perf_counter()
     try:
-        check()
-        folder = _run_flow(**parameters)
+        folder = _run_served(submitted) if submitted is not None else None
+        if folder is None:
+            check()
+            folder = _run_flow(**parameters)
     except BreachbookError as exc:
         raise _fail(str(exc)) from None
     code = _summary(folder, time.perf_counter() - started)
@@ -219,8 +252,12 @@ def drill(
     """Rehearse the playbook: check every permission, produce every document, change nothing."""
     if not demo and incident is None:
         raise _fail("give --incident FILE, or --demo to drill against the synthetic world")
+    from breachbook.settings import Settings
+    from breachbook.submit import submission
+
     _run_and_report(
         lambda: _check_before_start(Mode.DRILL, incident, playbook, demo, out=out),
+        submission(Mode.DRILL, Settings(), incident, playbook, demo, out=out),
         incident_file=str(incident) if incident else None,
         out_dir=str(out) if out else None,
         mode=Mode.DRILL,
@@ -246,9 +283,15 @@ def respond(
     ] = None,
 ) -> None:
     """LIVE response: really contains, preserves and notifies. Needs --confirm INCIDENT_ID."""
+    from breachbook.settings import Settings
+    from breachbook.submit import submission
+
     _run_and_report(
         lambda: _check_before_start(
             Mode.LIVE, incident, playbook, False, confirm or None, out=out, resume=resume
+        ),
+        submission(
+            Mode.LIVE, Settings(), incident, playbook, confirm=confirm, out=out, resume=resume
         ),
         incident_file=str(incident),
         out_dir=str(out) if out else None,

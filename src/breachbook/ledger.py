@@ -49,10 +49,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from breachbook.clock import Clock
 from breachbook.errors import BreachbookError
+from breachbook.settings import AUTOMATION as AUTOMATION  # noqa: PLC0414 (re-exported)
 
 GENESIS = "0" * 64
 RECORD_RETRIES = 5
-AUTOMATION = "automation:breachbook"
 
 
 class LedgerError(BreachbookError):

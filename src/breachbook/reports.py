@@ -225,12 +225,12 @@ def obligations_markdown(ctx: RunContext) -> str:
     lines = [
         f"# Obligations: {data['affected_customers']:,} affected customers",
         "",
-        "| obligation | citation | to | affected | due |",
+        "| obligation | due | affected | citation | to |",
         "|---|---|---|---|---|",
     ]
-    for item in data["obligations"]:
+    for item in data["obligations"]:  # deadlines before the long recipient names
         lines.append(
-            f"| {item['id']} | {item['citation']} | {item['recipient']} | {item['affected_count']:,} | {item['due']} |"
+            f"| {item['id']} | {item['due']} | {item['affected_count']:,} | {item['citation']} | {item['recipient']} |"
         )
     uncovered = data["no_rule_for_jurisdiction"]
     if uncovered:

@@ -135,6 +135,8 @@ class PrefectServer:
         with self.logs.open("ab") as log:
             self.process = subprocess.Popen(
                 [*PREFECT_SERVER, "--port", str(self.port)],
+                # The UI asks the API at PREFECT_UI_API_URL, which otherwise names port 4200.
+                env=os.environ | {"PREFECT_UI_API_URL": self.api},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -21,8 +21,11 @@ from pydantic_settings import (
 )
 
 from breachbook.errors import BreachbookError, UnknownSetting
-from breachbook.ledger import AUTOMATION
 from breachbook.roster import RoleApprovers
+
+AUTOMATION = "automation:breachbook"
+"""The actor of what breachbook does by itself (here, not in the ledger, so that reading the
+settings does not load SQLAlchemy: commands that only talk to `serve` start faster)."""
 
 PREFIX = "BREACHBOOK_"
 CONTENT_FOLDERS = ("playbooks", "templates", "rules", "flows")
