@@ -23,7 +23,7 @@ from breachbook.errors import BreachbookError, UnknownSetting
 from breachbook.ledger import AUTOMATION
 
 PREFIX = "BREACHBOOK_"
-CONTENT_FOLDERS = ("playbooks", "templates", "rules", "flows")
+CONTENT_FOLDERS = ("playbooks", "templates", "rules", "flows", "scenarios")
 PACKAGED_CONTENT = Path(__file__).resolve().parent / "content"
 
 
