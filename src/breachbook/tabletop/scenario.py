@@ -266,7 +266,7 @@ def _parse(path: Path, kind: Kind) -> tuple[Any, _LineFinder]:
     except InputError as exc:
         raise ScenarioError(str(exc)) from None
     if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: {kind.name} must be a mapping")
+        raise ScenarioError(f"{path}: {kind.a} must be a mapping")
     return raw, _LineFinder(root)
 
 
