@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from breachbook.anchors import Anchoring
 from breachbook.connectors.customers_sql import SqlCustomerDirectory
 from breachbook.connectors.evidence_fs import FilesystemEvidenceStore
 from breachbook.connectors.ledger_approvals import record_decision
@@ -239,6 +240,10 @@ class Exercise:
                     resume = self._handle(event, journal) or resume
                 if resume and not self._finished():
                     self._round(adapters, settings, journal)
+            # The exercise's own last entries (injects, answers, the end) are signed too.
+            Anchoring.from_settings(self._settings, self.out).checkpoint(
+                journal, "end of exercise", again=True
+            )
         finally:
             journal.ledger.close()
         self.log.letters_sent = self.world.letters_sent
