@@ -14,18 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
 from breachbook.cli import app
 from breachbook.clock import FixedStepClock
 from breachbook.errors import BreachbookError
+from breachbook.journal import RunJournal
 from breachbook.ledger import Ledger
 from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.settings import Settings
+from breachbook.tabletop.scenario import Customers, World
+from breachbook.tabletop.world import (
+    SimulatedApprovals,
+    SimulatedClock,
+    SimulatedCloud,
+    SimulatedCustomers,
+    SimulatedWorld,
+)
 from breachbook.wiring import Adapters, RunRequest, mode_profile
 from tests.conftest import ENGINE_INCIDENT, ENGINE_PLAYBOOK, ROOT, T0, customers_named_in
-from tests.fakes import RecordingCloud, RecordingDatabaseAdmin, ScriptedApprovals
+from tests.fakes import InMemoryCustomers, RecordingCloud, RecordingDatabaseAdmin, ScriptedApprovals
 
 DATA = ROOT / "tests" / "data" / "scenarios"
 SMALL = DATA / "small.yaml"
@@ -231,3 +241,53 @@ def test_the_tabletop_profile_builds_nothing_from_settings() -> None:
     assert not profile.builds_from_settings
     assert not profile.needs_confirmation
     assert profile.banner is not None and profile.banner.startswith("[TABLETOP]")
+
+
+def test_a_port_the_world_does_not_give_stays_empty_whatever_the_settings(
+    tmp_path: Path, home: Path, listener: tuple[int, list[str]]
+) -> None:
+    # Settings name a production database, an AWS endpoint and an HTTP API; the world gives
+    # only customers, approvals and the cloud. Nothing is built from the settings: the
+    # database step says it has no connector, and nothing connects to the listener.
+    port, accepted = listener
+    settings = Settings(
+        home=home,
+        database_admin_url=SecretStr(f"postgresql://responder@127.0.0.1:{port}/production"),
+        aws_region="eu-west-1",
+        aws_endpoint_url=f"http://127.0.0.1:{port}",
+        http_secrets={},
+    )
+    clock = SimulatedClock(T0)
+    world = SimulatedWorld(
+        World(customers=Customers(generated=1), access_keys=["AKIAZ3MDEMOLEAKED01"]), clock
+    )
+    journal = RunJournal(
+        Ledger(f"sqlite:///{tmp_path / 'decisions.sqlite'}", clock),
+        "inc-engine-1",
+        "exercise",
+        "tester",
+        "tabletop",
+        clock,
+    )
+    ctx, result = execute(
+        RunRequest(
+            mode=Mode.TABLETOP,
+            incident_file=ENGINE_INCIDENT,
+            out_dir=tmp_path / "out",
+            playbook_file=ENGINE_PLAYBOOK,
+        ),
+        settings=settings,
+        clock=clock,
+        adapters=Adapters(
+            customers=SimulatedCustomers(InMemoryCustomers([])),
+            approvals=SimulatedApprovals(world, journal),
+            cloud=SimulatedCloud(world),
+        ),
+    )
+    journal.ledger.close()
+    assert ctx.connectors.database is None
+    assert ctx.connectors.http is None
+    assert ctx.connectors.cloud_evidence is None
+    lock = next(e for e in result.entries() if e.step_id == "lock-db-role")
+    assert lock.verdict == "UNVERIFIED"
+    assert accepted == []
