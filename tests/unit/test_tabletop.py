@@ -291,3 +291,22 @@ def test_a_port_the_world_does_not_give_stays_empty_whatever_the_settings(
     lock = next(e for e in result.entries() if e.step_id == "lock-db-role")
     assert lock.verdict == "UNVERIFIED"
     assert accepted == []
+
+
+def test_the_shipped_exercise_shows_a_team_missing_the_gdpr_deadline(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    players = str(ROOT / "scenarios" / "late-players.yaml")
+    result = tabletop("--demo", "--players", players, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rated = ratings(out)
+    assert rated["art33-before-deadline"] == "U"
+    assert rated["regulator-answered"] == "U"  # answered by comms, who has no authority
+    assert rated["evidence-before-quarantine"] == "P"
+    assert rated["containment-within-1h"] == "M"  # the deny policy holds until T+6:00
+    data = score(out)
+    assert set(data["contingencies"]) == {"war-room-nudge", "press-follow-up", "dpo-escalation"}
+    assert data["letters_sent"] > 0
+    assert {"smtp-outage", "quarantine-denied", "legal-unreachable"} <= set(data["fault_hits"])
+    aar = (out / "aar.md").read_text(encoding="utf-8")
+    for document in (aar, (out / "score.json").read_text(encoding="utf-8")):
+        assert customers_named_in(document, out / "world" / "customers.sqlite") == []
