@@ -70,8 +70,16 @@ def test_only_the_wiring_reads_the_mode() -> None:
     the flow only pass the user's choice along)."""
     # Entry points that pass a chosen mode along, never branching on it: the CLI, the
     # deployments' forms (each deployment fixes its mode), `serve` (the rule's mode names the
-    # deployment) and containment (runs the rule's mode).
-    allowed = {"modes.py", "wiring.py", "cli.py", "forms.py", "serve.py", "containment.py"}
+    # deployment), containment (runs the rule's mode) and the tabletop exercise (runs TABLETOP).
+    allowed = {
+        "modes.py",
+        "wiring.py",
+        "cli.py",
+        "forms.py",
+        "serve.py",
+        "containment.py",
+        "exercise.py",
+    }
     offenders = [
         str(path.relative_to(ROOT))
         for path in (ROOT / "src" / "breachbook").rglob("*.py")
