@@ -1,0 +1,87 @@
+"""Benchmark: the shipped 72-hour tabletop exercise from start to report, without Prefect.
+
+Prints the wall time of the whole exercise (scenario checked, world generated, every event,
+every response round, scoring and the after-action report), and splits it: the response
+rounds (the engine and playbook through `breachbook.run.execute`, the same work a drill or
+live run does), the world's generation, and what the exercise itself adds (events, ledger
+entries, scoring, report). As a baseline measured in the same run: one response round alone
+(the first, which does the most). Also the compression: scenario hours per wall second.
+
+    python bench/tabletop.py [--players scenarios/demo-players.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import breachbook.run as run_module
+import breachbook.tabletop.exercise as exercise_module
+from breachbook.demo import ensure_demo_world
+from breachbook.settings import Settings, project_root
+from breachbook.tabletop.exercise import run_exercise
+from breachbook.tabletop.players import ScriptedPlayers
+from breachbook.tabletop.report import aar_markdown
+from breachbook.tabletop.scenario import load_players, load_scenario
+from breachbook.tabletop.scoring import score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    root = project_root()
+    parser.add_argument("--players", type=Path, default=root / "scenarios" / "demo-players.yaml")
+    args = parser.parse_args()
+    rounds: list[float] = []
+    real_execute = run_module.execute
+
+    def timed_execute(*a: Any, **k: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return real_execute(*a, **k)
+        finally:
+            rounds.append(time.perf_counter() - started)
+
+    with (
+        patch.object(exercise_module, "execute", timed_execute),
+        tempfile.TemporaryDirectory(prefix="bench-tabletop-") as tmp,
+    ):
+        folder = Path(tmp)
+        settings = Settings(home=folder / "home")
+        loaded = load_scenario(root / "scenarios" / "antique-dealer-breach.yaml", root)
+        size = loaded.scenario.world.customers.generated or 10_000
+        started = time.perf_counter()
+        ensure_demo_world(folder / "world-alone", size=size)
+        world_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        players = ScriptedPlayers(load_players(args.players, loaded))
+        log = run_exercise(loaded, players, folder / "out", settings, args.players.read_text())
+        aar = aar_markdown(log, score(log))
+        total = time.perf_counter() - started
+    hours = loaded.scenario.duration.total_seconds() / 3600
+    in_rounds = sum(rounds)
+    own = total - in_rounds - world_seconds
+    print(
+        f"exercise: {hours:.0f} scenario hours, {len(loaded.scenario.injects)} injects, "
+        f"{size} customers, {log.letters_sent} letters, report {len(aar):,} characters"
+    )
+    print(f"whole exercise, start to report:      {total:7.2f} s")
+    print(
+        f"  response rounds ({len(rounds)}):               {in_rounds:7.2f} s "
+        f"({', '.join(f'{r:.2f}' for r in rounds)})"
+    )
+    print(f"  world generation (measured alone):  {world_seconds:7.2f} s")
+    print(f"  the exercise's own work:            {own:7.2f} s")
+    print(
+        f"baseline: the first response round:   {rounds[0]:7.2f} s; "
+        f"whole exercise = {total / rounds[0]:.1f} x the first round"
+    )
+    print(f"compression: {hours / total:.1f} scenario hours per wall second")
+
+
+if __name__ == "__main__":
+    main()
