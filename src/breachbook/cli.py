@@ -868,16 +868,15 @@ def tabletop(
     """TABLETOP exercise: the playbook run against a simulated world on a simulated clock,
     with injects and the players' decisions; writes a score and an after-action report."""
     from breachbook.settings import Settings, builtin_content, project_root
-    from breachbook.tabletop.exercise import as_data, run_exercise
+    from breachbook.tabletop.exercise import run_exercise
     from breachbook.tabletop.players import (
         Players,
         ScriptedPlayers,
         TerminalPlayers,
         scenario_time,
     )
-    from breachbook.tabletop.report import aar_markdown, score_data
+    from breachbook.tabletop.report import write_results
     from breachbook.tabletop.scenario import load_players, load_scenario
-    from breachbook.tabletop.scoring import score
 
     if (scenario is None) == (not demo):
         raise _fail("give a scenario file, or --demo for the shipped exercise")
@@ -902,12 +901,7 @@ def tabletop(
         log = run_exercise(loaded, team, folder, settings, answers_text)
     except BreachbookError as exc:
         raise _fail(str(exc)) from None
-    scored = score(log)
-    (folder / "aar.md").write_text(aar_markdown(log, scored), encoding="utf-8")
-    (folder / "score.json").write_text(
-        json.dumps({"ratings": score_data(scored), **as_data(log)}, indent=2) + "\n",
-        encoding="utf-8",
-    )
+    scored = write_results(folder, log)
     table = Table(title=f"tabletop {escape(loaded.scenario.exercise.name)}")
     table.add_column("capability")
     table.add_column("target")

@@ -19,7 +19,7 @@ from tests.conftest import ROOT, T0
 def test_prefect_yaml_deployments_point_at_real_flows_with_real_parameters() -> None:
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = {d["name"] for d in config["deployments"]}
-    assert names == {"drill", "demo-drill", "live-response"}
+    assert names == {"drill", "demo-drill", "live-response", "tabletop"}
     for deployment in config["deployments"]:
         flow: Flow[..., Any] = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
         accepted = set(inspect.signature(flow.fn).parameters)

@@ -8,11 +8,13 @@ no customer personal data.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 
-from breachbook.tabletop.exercise import ExerciseLog
+from breachbook.tabletop.exercise import ExerciseLog, as_data
 from breachbook.tabletop.players import scenario_time
-from breachbook.tabletop.scoring import Rating, Scored
+from breachbook.tabletop.scoring import Rating, Scored, score
 
 
 def _cell(text: str) -> str:
@@ -179,3 +181,16 @@ def score_data(scored: list[Scored]) -> list[dict[str, str | float | None]]:
         }
         for s in scored
     ]
+
+
+AAR = "aar.md"
+SCORE = "score.json"
+
+
+def write_results(folder: Path, log: ExerciseLog) -> list[Scored]:
+    """Score the exercise and write `aar.md` and `score.json` into its folder."""
+    scored = score(log)
+    (folder / AAR).write_text(aar_markdown(log, scored), encoding="utf-8")
+    data = {"ratings": score_data(scored), **as_data(log)}
+    (folder / SCORE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return scored
