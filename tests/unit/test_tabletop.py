@@ -112,6 +112,15 @@ def test_a_good_team_on_the_small_exercise(tmp_path: Path, sleeps: list[float]) 
     assert "**S** (performed with some challenges) | T+02:14 |" in aar
     assert "Contingency, only when the keys are still active." in aar  # evaluator notes
     assert customers_named_in(aar, out / "world" / "customers.sqlite") == []
+    page = (out / "aar.html").read_text(encoding="utf-8")
+    assert (
+        "<svg" in page
+        and "<script" not in page
+        and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    )
+    assert "<title>T+00:45 inject keys-nudge</title>" in page
+    assert "<title>T+02:14 deactivate-keys done</title>" in page
+    assert "<td>Keys deactivated within the hour</td>" in page
     verified = CliRunner().invoke(app, ["audit", "verify", "--run", str(out)])
     assert verified.exit_code == 0, verified.output
 
@@ -141,7 +150,7 @@ def test_the_same_answers_give_the_same_report(tmp_path: Path) -> None:
     for name in ("one", "two"):
         result = tabletop(str(SMALL), "--players", players, "--out", str(tmp_path / name))
         assert result.exit_code == 0, result.output
-    for document in ("aar.md", "score.json"):
+    for document in ("aar.md", "aar.html", "score.json"):
         assert (tmp_path / "one" / document).read_bytes() == (
             tmp_path / "two" / document
         ).read_bytes()

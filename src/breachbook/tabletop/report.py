@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from breachbook.tabletop.exercise import ExerciseLog, as_data
+from breachbook.tabletop.page import aar_html
 from breachbook.tabletop.players import scenario_time
 from breachbook.tabletop.scoring import Rating, Scored, score
 
@@ -184,13 +185,16 @@ def score_data(scored: list[Scored]) -> list[dict[str, str | float | None]]:
 
 
 AAR = "aar.md"
+AAR_PAGE = "aar.html"
 SCORE = "score.json"
 
 
 def write_results(folder: Path, log: ExerciseLog) -> list[Scored]:
-    """Score the exercise and write `aar.md` and `score.json` into its folder."""
+    """Score the exercise and write `aar.md`, `aar.html` and `score.json` into its folder."""
     scored = score(log)
-    (folder / AAR).write_text(aar_markdown(log, scored), encoding="utf-8")
+    markdown = aar_markdown(log, scored)
+    (folder / AAR).write_text(markdown, encoding="utf-8")
+    (folder / AAR_PAGE).write_text(aar_html(log, markdown), encoding="utf-8")
     data = {"ratings": score_data(scored), **as_data(log)}
     (folder / SCORE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return scored
