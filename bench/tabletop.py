@@ -6,13 +6,18 @@ rounds (the engine and playbook through `breachbook.run.execute`, the same work 
 live run does), the world's generation, and what the exercise itself adds (events, ledger
 entries, scoring, report). As a baseline measured in the same run: one response round alone
 (the first, which does the most). Also the compression: scenario hours per wall second.
+With --prefect, also the same exercise as the `tabletop` Prefect flow in a fresh process
+against an empty one-task Prefect flow, so Prefect's own start-up shows separately.
 
-    python bench/tabletop.py [--players scenarios/demo-players.yaml]
+    python bench/tabletop.py [--players scenarios/demo-players.yaml] [--prefect]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,11 +34,53 @@ from breachbook.tabletop.report import aar_markdown
 from breachbook.tabletop.scenario import load_players, load_scenario
 from breachbook.tabletop.scoring import score
 
+EMPTY_FLOW = """
+from prefect import flow, task
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+@task
+def step() -> int:
+    return 1
+
+@flow
+def empty() -> int:
+    return step()
+
+with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    empty()
+"""
+
+TABLETOP_FLOW = """
+import sys
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from flows.tabletop import tabletop
+
+with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    tabletop(players=sys.argv[1], out_dir=sys.argv[2])
+"""
+
+
+def wall(code: str, *arguments: str, home: Path) -> float:
+    """Wall time of a fresh Python process running `code`."""
+    env = {**os.environ, "BREACHBOOK_HOME": str(home), "DO_NOT_TRACK": "1"}
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", code, *arguments],
+        check=True,
+        env=env,
+        cwd=project_root(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     root = project_root()
     parser.add_argument("--players", type=Path, default=root / "scenarios" / "demo-players.yaml")
+    parser.add_argument("--prefect", action="store_true", help="also under Prefect")
     args = parser.parse_args()
     rounds: list[float] = []
     real_execute = run_module.execute
@@ -81,6 +128,16 @@ def main() -> None:
         f"whole exercise = {total / rounds[0]:.1f} x the first round"
     )
     print(f"compression: {hours / total:.1f} scenario hours per wall second")
+    if args.prefect:
+        with tempfile.TemporaryDirectory(prefix="bench-tabletop-prefect-") as tmp:
+            empty = wall(EMPTY_FLOW, home=Path(tmp) / "home")
+            flow = wall(
+                TABLETOP_FLOW, str(args.players), str(Path(tmp) / "out"), home=Path(tmp) / "home"
+            )
+        print(
+            f"prefect: empty one-task flow {empty:.2f} s; tabletop flow {flow:.2f} s; "
+            f"beyond the empty flow {flow - empty:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -896,7 +896,7 @@ def tabletop(
             team = ScriptedPlayers(load_players(players, loaded))
             answers_text = players.read_text(encoding="utf-8")
         else:
-            team = TerminalPlayers(console)
+            team = TerminalPlayers(console, loaded.scenario.exercise.roles)
         folder = out or settings.home / "exercises" / loaded.incident.id / f"{int(time.time())}"
         log = run_exercise(loaded, team, folder, settings, answers_text)
     except BreachbookError as exc:

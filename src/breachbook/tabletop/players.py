@@ -47,8 +47,9 @@ class TerminalPlayers:
     """A facilitator at a terminal: each inject is shown as it arrives; each decision asks
     for the option the team chose, who answered, and how long the team took."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, roles: list[str]) -> None:
         self._console = console
+        self._roles = roles
 
     def show(self, inject: Inject, at: timedelta) -> None:
         title = f"{scenario_time(at)}  {inject.type} to {inject.to}  [{inject.id}]"
@@ -66,12 +67,14 @@ class TerminalPlayers:
         )
         if option == "none":
             return None
-        by = Prompt.ask("answered by", default=decision.role, console=self._console)
-        role = Prompt.ask("in the role of", default=decision.role, console=self._console)
+        by = Prompt.ask("answered by", default=decision.role, console=self._console).strip()
+        role = Prompt.ask(
+            "in the role of", choices=self._roles, default=decision.role, console=self._console
+        )
         minutes = IntPrompt.ask("minutes of scenario time taken", default=10, console=self._console)
         return Answer(
             decision=decision.id,
-            by=by,
+            by=by or decision.role,
             role=role,
             option=option,
             after=timedelta(minutes=max(0, minutes)),
