@@ -346,7 +346,9 @@ class Exercise:
         if decision.step is None:
             return False
         record_decision(journal, decision.step, answer.option == "approve", answer.by, self.clock)
-        return True
+        # A silent approver's decision is not delivered until the fault ends, which resumes
+        # the run itself: resuming now would change nothing.
+        return self.world.in_force("approvals", "decide", decision.role) is None
 
     def _round(self, adapters: Adapters, settings: Settings, journal: RunJournal) -> None:
         """Resume the response run where it stopped, through the product's entry point."""

@@ -83,10 +83,10 @@ class SimulatedWorld:
     http_calls: int = 0
     fault_hits: list[tuple[timedelta, str]] = field(default_factory=list)
 
-    def fault(
+    def in_force(
         self, port: str, operation: str | None = None, role: str | None = None
     ) -> Fault | None:
-        """The scenario fault in force now for this call, if any; each hit is remembered."""
+        """The scenario fault in force now for such a call, if any."""
         now = self.clock.elapsed
         for fault in self.spec.faults:
             if fault.port != port or now < fault.start:
@@ -97,9 +97,17 @@ class SimulatedWorld:
                 continue
             if fault.role is not None and fault.role != role:
                 continue
-            self.fault_hits.append((now, fault.id))
             return fault
         return None
+
+    def fault(
+        self, port: str, operation: str | None = None, role: str | None = None
+    ) -> Fault | None:
+        """The fault in force for this call, remembered as a hit for the report."""
+        fault = self.in_force(port, operation, role)
+        if fault is not None:
+            self.fault_hits.append((self.clock.elapsed, fault.id))
+        return fault
 
     def check(self, port: str, operation: str, known: bool, what: str) -> Check:
         """The preflight of a change: FAILED under a fault or for something the world lacks."""
