@@ -71,14 +71,17 @@ def wall(code: str, *arguments: str, home: Path) -> float:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     }
     started = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-c", code, *arguments],
-        check=True,
+        check=False,
         env=env,
         cwd=project_root(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    if done.returncode:
+        raise SystemExit(f"a Prefect run failed:\n{done.stderr[-2000:]}")
     return time.perf_counter() - started
 
 

@@ -14,6 +14,7 @@ import hashlib
 import heapq
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,25 @@ class ExerciseLog:
         return done is not None and done <= (expect.by if expect.by is not None else by)
 
 
+class Event(StrEnum):
+    """What can happen next in an exercise."""
+
+    INJECT = "inject"
+    CONTINGENCY = "contingency"
+    FAULT_BEGINS = "fault-begins"
+    FAULT_ENDS = "fault-ends"
+    ASK = "ask"
+    DECISION_DEADLINE = "decision-deadline"
+    ANSWER = "answer"
+    ROUND = "round"
+    END = "end"
+
+
 @dataclass(order=True)
 class _Event:
     at: timedelta
     order: int
-    kind: str = field(compare=False)
+    kind: Event = field(compare=False)
     subject: str = field(compare=False)
     answer: Answer | None = field(compare=False, default=None)
 
@@ -200,24 +215,25 @@ class Exercise:
         )
         return adapters, settings
 
-    def _push(self, at: timedelta, kind: str, subject: str, answer: Answer | None = None) -> None:
+    def _push(self, at: timedelta, kind: Event, subject: str, answer: Answer | None = None) -> None:
         self._order += 1
         heapq.heappush(self._queue, _Event(at, self._order, kind, subject, answer))
 
     def _schedule(self) -> None:
         for inject in self.scenario.injects:
-            self._push(inject.at, "contingency" if inject.contingency else "inject", inject.id)
+            kind = Event.CONTINGENCY if inject.contingency else Event.INJECT
+            self._push(inject.at, kind, inject.id)
         for fault in self.scenario.world.faults:
-            self._push(fault.start, "fault-begins", fault.id)
+            self._push(fault.start, Event.FAULT_BEGINS, fault.id)
             if fault.until is not None:
-                self._push(fault.until, "fault-ends", fault.id)
+                self._push(fault.until, Event.FAULT_ENDS, fault.id)
         asked_by_inject = {i.asks for i in self.scenario.injects if i.asks}
         for decision in self.scenario.decisions:
             if decision.step is None and decision.id not in asked_by_inject:
-                self._push(timedelta(0), "ask", decision.id)
-            self._push(decision.deadline, "decision-deadline", decision.id)
-        self._push(timedelta(0), "round", "start")
-        self._push(self.scenario.duration, "end", "end")
+                self._push(timedelta(0), Event.ASK, decision.id)
+            self._push(decision.deadline, Event.DECISION_DEADLINE, decision.id)
+        self._push(timedelta(0), Event.ROUND, "start")
+        self._push(self.scenario.duration, Event.END, "end")
 
     # -- running --------------------------------------------------------------------------
 
@@ -233,7 +249,7 @@ class Exercise:
                 while self._queue and self._queue[0].at == due:
                     event = heapq.heappop(self._queue)
                     self._at = event.at
-                    if event.kind == "end":
+                    if event.kind is Event.END:
                         self._note(journal, "end", "end", "the exercise ends")
                         self._queue.clear()
                         break
@@ -273,12 +289,12 @@ class Exercise:
     def _handle(self, event: _Event, journal: RunJournal) -> bool:
         """Apply one event; True when the response run must go on (something it waits for
         may have changed)."""
-        if event.kind == "round":
+        if event.kind is Event.ROUND:
             return True
-        if event.kind == "inject":
+        if event.kind is Event.INJECT:
             self._send(self._inject(event.subject), journal)
             return False
-        if event.kind == "contingency":
+        if event.kind is Event.CONTINGENCY:
             inject = self._inject(event.subject)
             missing = [e for e in inject.unless if not self.log.met(e, self._now())]
             if missing:
@@ -287,20 +303,20 @@ class Exercise:
                     inject, journal, f"because {', '.join(e.label() for e in missing)} not done"
                 )
             return False
-        if event.kind == "fault-begins":
+        if event.kind is Event.FAULT_BEGINS:
             self._note(journal, "fault", event.subject, "begins")
             return False
-        if event.kind == "fault-ends":
+        if event.kind is Event.FAULT_ENDS:
             self._note(journal, "fault", event.subject, "ends")
             return True
-        if event.kind == "ask":
+        if event.kind is Event.ASK:
             self._ask(self.loaded.decision(event.subject), journal)
             return False
-        if event.kind == "decision-deadline":
+        if event.kind is Event.DECISION_DEADLINE:
             if event.subject not in self.log.decisions:
                 self._note(journal, "late", event.subject, "no decision by its deadline")
             return False
-        if event.kind == "answer":
+        if event.kind is Event.ANSWER:
             assert event.answer is not None
             return self._take(event.answer, journal)
         raise AssertionError(event.kind)
@@ -323,7 +339,7 @@ class Exercise:
         self._note(journal, "asked", decision.id, f"asked of {decision.role}")
         answer = self.players.answer(decision, self._now())
         if answer is not None:
-            self._push(self._now() + answer.after, "answer", decision.id, answer)
+            self._push(self._now() + answer.after, Event.ANSWER, decision.id, answer)
 
     def _take(self, answer: Answer, journal: RunJournal) -> bool:
         decision = self.loaded.decision(answer.decision)
