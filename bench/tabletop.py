@@ -68,7 +68,7 @@ def wall(code: str, *arguments: str, home: Path) -> float:
         "PREFECT_HOME": str(home / "prefect"),
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600",
     }
     started = time.perf_counter()
     done = subprocess.run(
