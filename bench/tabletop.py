@@ -65,7 +65,6 @@ def wall(code: str, *arguments: str, home: Path) -> float:
     env = {
         **os.environ,
         "BREACHBOOK_HOME": str(home),
-        "PREFECT_HOME": str(home / "prefect"),
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600",
@@ -146,7 +145,7 @@ def main() -> None:
     print(f"compression: {hours / total:.1f} scenario hours per wall second")
     if args.prefect:
         with tempfile.TemporaryDirectory(prefix="bench-tabletop-prefect-") as tmp:
-            wall(EMPTY_FLOW, home=Path(tmp) / "home")  # Prefect's database created once
+            wall(EMPTY_FLOW, home=Path(tmp) / "home")  # warms Prefect's own home and database
             empty = wall(EMPTY_FLOW, home=Path(tmp) / "home")
             flow = wall(
                 TABLETOP_FLOW, str(args.players), str(Path(tmp) / "out"), home=Path(tmp) / "home"
