@@ -13,7 +13,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
-CONTENT_FOLDERS = ("playbooks", "templates", "rules", "flows")
+CONTENT_FOLDERS = ("playbooks", "templates", "rules", "flows", "scenarios")
 
 
 def content_files() -> list[Path]:

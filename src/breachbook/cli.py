@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from breachbook.submit import Submission
 
 app = typer.Typer(
-    help="breachbook: the data-breach response plan as Prefect flows, run LIVE or rehearsed as a DRILL (TABLETOP exercises are not built yet).",
+    help="breachbook: the data-breach response plan as Prefect flows, run LIVE, rehearsed as a DRILL, or exercised as a scored TABLETOP.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -631,19 +631,32 @@ def obligations(
 
 @app.command()
 def validate(
-    playbook: Annotated[Path, typer.Argument(help="Playbook or data-source file (YAML) to check.")],
+    playbook: Annotated[
+        Path,
+        typer.Argument(help="Playbook, data-source or tabletop scenario file (YAML) to check."),
+    ],
     templates: Annotated[
         Path | None, typer.Option(help="Templates folder (default: the project's).")
     ] = None,
 ) -> None:
-    """Check a playbook (every problem with its path and line) or a data-source file (a file
-    with a top-level `customers:` mapping)."""
+    """Check a playbook (every problem with its path and line), a data-source file (a file
+    with a top-level `customers:` mapping) or a tabletop scenario (a top-level `exercise:`)."""
     from breachbook.datasource import is_datasource, load_datasource
     from breachbook.errors import PlaybookError
     from breachbook.playbook import load_playbook
     from breachbook.settings import project_root
+    from breachbook.tabletop.scenario import is_scenario, load_scenario
 
     try:
+        if is_scenario(playbook):
+            checked = load_scenario(playbook, project_root()).scenario
+            console.print(
+                f"{playbook}: valid scenario ({len(checked.injects)} injects, "
+                f"{len(checked.decisions)} decisions, "
+                f"{len(checked.evaluation)} capability targets)",
+                highlight=False,
+            )
+            return
         if is_datasource(playbook):
             source = load_datasource(playbook)
             columns = sum(len(t.declared()) for t in source.all_tables())
@@ -1076,6 +1089,81 @@ def letters_status(
             console.print(escape(f"{label}: {key}"), highlight=False)
     if not found.settled:
         raise typer.Exit(1)
+
+
+@app.command()
+def tabletop(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario file (YAML); --demo: the shipped exercise.")
+    ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option("--demo", help="The shipped 72-hour antique-dealer breach exercise."),
+    ] = False,
+    players: Annotated[
+        Path | None,
+        typer.Option("--players", help="Scripted players file; without it, --interactive."),
+    ] = None,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive", help="A facilitator types the team's answers as injects arrive."
+        ),
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder, new or empty.")] = None,
+) -> None:
+    """TABLETOP exercise: the playbook run against a simulated world on a simulated clock,
+    with injects and the players' decisions; writes a score and an after-action report."""
+    from breachbook.settings import Settings, builtin_content, project_root
+    from breachbook.tabletop.exercise import run_exercise
+    from breachbook.tabletop.players import (
+        Players,
+        ScriptedPlayers,
+        TerminalPlayers,
+        scenario_time,
+    )
+    from breachbook.tabletop.report import write_results
+    from breachbook.tabletop.scenario import load_players, load_scenario
+
+    if (scenario is None) == (not demo):
+        raise _fail("give a scenario file, or --demo for the shipped exercise")
+    if (players is None) == (not interactive):
+        raise _fail("give --players FILE (scripted players), or --interactive")
+    started = time.perf_counter()
+    try:
+        settings = Settings()
+        root = project_root(settings)
+        if scenario is None:
+            shipped = root / DEMO_SCENARIO
+            scenario = shipped if shipped.is_file() else builtin_content() / DEMO_SCENARIO
+        loaded = load_scenario(scenario, root)
+        team: Players
+        answers_text = ""
+        if players is not None:
+            team = ScriptedPlayers(load_players(players, loaded))
+            answers_text = players.read_text(encoding="utf-8")
+        else:
+            team = TerminalPlayers(console, loaded.scenario.exercise.roles)
+        folder = out or settings.home / "exercises" / loaded.incident.id / f"{int(time.time())}"
+        log = run_exercise(loaded, team, folder, settings, answers_text)
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    scored = write_results(folder, log)
+    table = Table(title=f"tabletop {escape(loaded.scenario.exercise.name)}")
+    table.add_column("capability")
+    table.add_column("target")
+    table.add_column("rating")
+    for item in scored:
+        table.add_row(item.target.capability, item.target.id, item.rating.value)
+    console.print(table)
+    console.print(
+        f"{log.rounds} response rounds over {scenario_time(loaded.scenario.duration)} of scenario time in "
+        f"{time.perf_counter() - started:.1f} s; report: [bold]{escape(str(folder / 'aar.md'))}[/]",
+        highlight=False,
+    )
+
+
+DEMO_SCENARIO = Path("scenarios", "antique-dealer-breach.yaml")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Any
 from breachbook.datasource import json_schema as datasource_schema
 from breachbook.models import Incident
 from breachbook.playbook import json_schema as playbook_schema
+from breachbook.tabletop.scenario import players_schema, scenario_schema
 
 
 def incident_schema() -> dict[str, Any]:
@@ -22,6 +23,8 @@ COMMITTED: dict[str, Callable[[], dict[str, Any]]] = {
     "playbooks/playbook.schema.json": playbook_schema,
     "playbooks/incident.schema.json": incident_schema,
     "playbooks/datasource.schema.json": datasource_schema,
+    "scenarios/scenario.schema.json": scenario_schema,
+    "scenarios/players.schema.json": players_schema,
 }
 """Path in the checkout -> the function that makes the schema committed there."""
 

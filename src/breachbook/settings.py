@@ -28,7 +28,7 @@ AUTOMATION = "automation:breachbook"
 settings does not load SQLAlchemy: commands that only talk to `serve` start faster)."""
 
 PREFIX = "BREACHBOOK_"
-CONTENT_FOLDERS = ("playbooks", "templates", "rules", "flows")
+CONTENT_FOLDERS = ("playbooks", "templates", "rules", "flows", "scenarios")
 PACKAGED_CONTENT = Path(__file__).resolve().parent / "content"
 
 

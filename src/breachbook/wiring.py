@@ -54,6 +54,7 @@ from breachbook.ports import (
 from breachbook.roster import RoleApprovers
 from breachbook.rules import RuleBook, check_rule_templates
 from breachbook.settings import Settings, project_root
+from breachbook.tabletop.world import simulated_only
 from breachbook.templates import Renderer
 from breachbook.vault import vault_key
 from breachbook.workspace import Workspace
@@ -96,6 +97,10 @@ INCIDENT_COPY = "incident.yaml"
 
 DRILL_BANNER = (
     "[DRILL] Rehearsal output of a breachbook drill: nothing was sent, published or changed."
+)
+TABLETOP_BANNER = (
+    "[TABLETOP] Exercise output of a breachbook tabletop: everything here happened in a "
+    "simulated world, on a simulated clock."
 )
 
 
@@ -154,6 +159,9 @@ class ModeProfile:
     chat_drill_channel_only: bool = True
     """Slack is locked to BREACHBOOK_SLACK_DRILL_CHANNEL, every message marked DRILL, no
     channel created; else each incident gets its own war-room channel."""
+    builds_from_settings: bool = True
+    """Whether adapters are built from settings (URLs, regions, folders) for the ports the
+    caller did not give; TABLETOP: never, every port comes from the simulated world."""
 
 
 def mode_profile(mode: Mode) -> ModeProfile:
@@ -181,7 +189,18 @@ def mode_profile(mode: Mode) -> ModeProfile:
             transport_read_only=False,
             chat_drill_channel_only=False,
         )
-    raise BreachbookError("TABLETOP mode needs the simulated world, which is not built yet")
+    if mode is Mode.TABLETOP:
+        return ModeProfile(
+            label=mode.value,
+            executor=ApplyChanges(),
+            banner=TABLETOP_BANNER,
+            needs_confirmation=False,
+            ledger_in_output_folder=True,
+            guard=simulated_only,
+            transport_read_only=False,
+            builds_from_settings=False,
+        )
+    raise BreachbookError(f"unknown mode {mode!r}")
 
 
 @dataclass(frozen=True)
@@ -235,6 +254,8 @@ def build_connectors(
 ) -> Connectors:
     """The adapters for a run, every port passed through the profile's guard."""
     given = given or Adapters()
+    if not profile.builds_from_settings:
+        return _given_only(profile, clock, given)
     customers = given.customers or open_customers(settings)
     slack = slack_chat(settings, profile)
     chat = given.chat or slack
@@ -319,6 +340,21 @@ def approvals(
     return PausingApprovals(
         journal, clock, waits, settings.approvers, chat, settings.approval_timeout
     )
+
+
+def _given_only(profile: ModeProfile, clock: Clock, given: Adapters) -> Connectors:
+    """The given adapters and nothing else (TABLETOP: the simulated world's), each guarded;
+    settings are never read for a connector, so no credential can reach a real system."""
+    guarded = {
+        name: None if getattr(given, name) is None else profile.guard(getattr(given, name), port)
+        for name, port in port_types().items()
+    }
+    if guarded["customers"] is None or guarded["approvals"] is None:
+        raise BreachbookError(
+            f"{profile.label}: the run needs its customers and approvals given (a tabletop's "
+            "simulated world: run it with `breachbook tabletop`)"
+        )
+    return Connectors(clock=clock, executor=profile.executor, **cast(dict[str, Any], guarded))
 
 
 CONTAIN_EXTRA = "pip install 'breachbook[contain]'"
@@ -447,7 +483,7 @@ def open_run(
     inputs = load_inputs(request, profile, settings)
     incident = inputs.incident
     given = adapters or Adapters()
-    if given.customers is None:
+    if given.customers is None and profile.builds_from_settings:
         given = dataclasses.replace(given, customers=open_customers(settings))
     run_id = request.run_id or new_run_id()
     out = request.out_dir or settings.home / "runs" / incident.id / run_id
@@ -461,7 +497,7 @@ def open_run(
         assert request.incident_yaml is not None
         incident_file = workspace.write_raw(INCIDENT_COPY, request.incident_yaml)
     if profile.ledger_in_output_folder:
-        ledger_url = f"sqlite:///{workspace.path('audit.sqlite')}"
+        ledger_url = folder_ledger_url(workspace)
     else:
         ledger_url = live_ledger_url(settings)
     ledger = Ledger(ledger_url, clock)
@@ -495,6 +531,11 @@ def open_run(
         actor=settings.actor,
         evidence=evidence,
     )
+
+
+def folder_ledger_url(workspace: Workspace) -> str:
+    """The ledger of a run kept in its own folder (DRILL, TABLETOP)."""
+    return f"sqlite:///{workspace.path('audit.sqlite')}"
 
 
 def evidence_source(

@@ -196,7 +196,7 @@ def _artifacts(server: Server, flow_run_id: str) -> dict[str, Any]:
 def test_every_deployment_shows_a_form_and_never_offers_the_mode(server: Server) -> None:
     found = httpx.post(f"{server.api}/deployments/filter", json={}).json()
     by_name = {d["name"]: d for d in found}
-    assert set(by_name) == {"drill", "demo-drill", "live-response"}
+    assert set(by_name) == {"drill", "demo-drill", "live-response", "tabletop"}
     assert all(d["enforce_parameter_schema"] for d in found)
     assert by_name["demo-drill"]["parameter_openapi_schema"]["properties"] == {}
     schema = by_name["drill"]["parameter_openapi_schema"]

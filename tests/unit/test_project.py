@@ -19,7 +19,7 @@ from tests.conftest import ROOT, T0
 def test_prefect_yaml_deployments_point_at_real_flows_with_real_parameters() -> None:
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = {d["name"] for d in config["deployments"]}
-    assert names == {"drill", "demo-drill", "live-response"}
+    assert names == {"drill", "demo-drill", "live-response", "tabletop"}
     for deployment in config["deployments"]:
         flow: Flow[..., Any] = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
         accepted = set(inspect.signature(flow.fn).parameters)
@@ -70,8 +70,8 @@ def test_only_the_wiring_reads_the_mode() -> None:
     the flow only pass the user's choice along)."""
     # Entry points that pass a chosen mode along, never branching on it: the CLI, the
     # deployments' forms (each deployment fixes its mode), `serve` (the rule's mode names the
-    # deployment), `submit` (the command's mode names the served deployment) and containment
-    # (runs the rule's mode).
+    # deployment), `submit` (the command's mode names the served deployment), containment
+    # (runs the rule's mode) and the tabletop exercise (runs TABLETOP).
     allowed = {
         "modes.py",
         "wiring.py",
@@ -80,6 +80,7 @@ def test_only_the_wiring_reads_the_mode() -> None:
         "serve.py",
         "submit.py",
         "containment.py",
+        "exercise.py",
     }
     offenders = [
         str(path.relative_to(ROOT))
