@@ -343,7 +343,14 @@ class ApplyChanges(StepExecutor):
         known: dict[str, ItemStatus],
     ) -> tuple[Status, dict[str, Any]]:
         if action.itemized:
-            tally = action.apply_items(args, target, ctx)
+            try:
+                tally = action.apply_items(args, target, ctx)
+            except BreachbookError as exc:
+                # the step stopped itself (a relay refusing everything): its items are settled
+                # as they stand, and the rest of the playbook goes on
+                stopped = {"error": str(exc)}
+                ctx.record(step.id, target, "outcome", Status.FAILED, stopped)
+                return Status.FAILED, stopped
             details: dict[str, Any] = {o.value: n for o, n in sorted(tally.items())}
             complete = set(tally) <= {Once.DONE, Once.ALREADY_DONE}
             status = Status.COMPLETED if complete else Status.INCOMPLETE

@@ -146,6 +146,7 @@ class Obligations:
 
 
 WITHHELD = "[customer data withheld]"
+_LABELS: dict[Path, tuple[int | None, dict[str, dict[str, str]]]] = {}
 
 
 @lru_cache(maxsize=1024)
@@ -531,9 +532,16 @@ class LetterWriter:
 
     @staticmethod
     def _load_labels(path: Path) -> dict[str, dict[str, str]]:
+        """Read once per file version: a run builds a letter writer for every step that asks
+        what a letter says, and a tabletop exercise builds one per response round."""
+        stamp = path.stat().st_mtime_ns if path.is_file() else None
+        cached = _LABELS.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
         loaded = read_yaml(path, LABELS)
         if not isinstance(loaded, dict) or "en" not in loaded:
             raise TemplateFieldError(f"{path}: needs a mapping of locales with at least 'en'")
+        _LABELS[path] = (stamp, loaded)
         return loaded
 
     def _label(self, category: DataCategory, locale: str) -> str:

@@ -18,9 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from breachbook.cli import app
 from breachbook.clock import SystemClock
 from breachbook.demo import DemoWorld
 from breachbook.ledger import Ledger, LedgerRow
@@ -213,13 +211,18 @@ def test_answers_in_prefect_and_the_terminal_resume_the_step_once_two_named_lawy
         live.paused(answered=3)
         assert not live.outbox.exists()  # one lawyer is not enough
 
-        cli = CliRunner().invoke(
-            app,
-            ["approve", first["id"], "deliver-letters", "--by", "ben", "--comment", "ok"],
+        # a separate process with exactly the run's environment, as a person's terminal is
+        answer = ["approve", first["id"], "deliver-letters", "--by", "ben", "--comment", "ok"]
+        cli = subprocess.run(
+            [sys.executable, "-m", "breachbook.cli", *answer],
+            check=False,
             env=live.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
-        assert cli.exit_code == 0, cli.output
-        assert "deliver-letters: granted: approved by ben" in cli.output
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert "deliver-letters: granted: approved by ben" in cli.stdout
         out = live.finish()
     finally:
         if live.process.poll() is None:

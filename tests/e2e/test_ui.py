@@ -144,7 +144,10 @@ def test_a_second_live_response_of_an_incident_is_refused_while_the_first_holds_
     assert "already has a LIVE response" not in (allowed["state"]["message"] or "")
     assert (serving.home / "runs" / incident_id / allowed["id"].replace("-", "")[:12]).exists()
     slot = httpx.get(f"{serving.api}/v2/concurrency_limits/{limit_name(incident_id)}")
-    assert slot.json()["active_slots"] == 0  # a run that ended or was suspended gives it back
+    # a run that ended or was suspended gives the slot back; one paused in place for a
+    # person's decision is still the incident's response and keeps it
+    held = 1 if allowed["state"]["type"] == "PAUSED" else 0
+    assert slot.json()["active_slots"] == held, allowed["state"]
 
 
 def test_breachbook_drill_runs_on_the_running_serve_when_prefect_api_url_names_it(
@@ -161,8 +164,13 @@ def test_breachbook_drill_runs_on_the_running_serve_when_prefect_api_url_names_i
         timeout=300,
         check=False,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "on breachbook serve" in done.stdout
+    assert "on breachbook serve" in done.stdout, done.stdout + done.stderr
+    # this serve names no approvers (BREACHBOOK_APPROVERS), which the drill reports as FAILED
+    # for each gated step; beside those, only the places no rule covers are FAILED
+    failed = [line for line in done.stdout.splitlines() if "FAILED" in line and "│" not in line]
+    expected = ("no approvers are named for role", "no-rule:")
+    assert all(any(why in line for why in expected) for line in failed), failed
+    assert done.returncode in (0, 1), done.stdout + done.stderr
     (new,) = [run for run in serving.deployment_runs("drill") if run["id"] not in before]
     assert new["parameters"]["drill"]["incident"] == "antiques-leak"
     folder = serving.home / "runs"

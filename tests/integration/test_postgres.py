@@ -21,7 +21,7 @@ from breachbook.models import DataCategory, Incident, RejectedRecord
 from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.settings import Settings
-from breachbook.wiring import RunRequest, open_customers
+from breachbook.wiring import DEMO_APPROVERS, RunRequest, open_customers
 from tests import clinic
 from tests.conftest import Fakes, run_with
 from tests.fakes import RecordingMail
@@ -198,7 +198,7 @@ def test_wired_directory_cannot_write_on_postgres(pg_customers: str, statement: 
 def test_drill_against_postgres_writes_nothing_there(
     pg_customers: str, small_world: DemoWorld, tmp_path: Path
 ) -> None:
-    settings = Settings(home=tmp_path, customers_url=pg_customers)
+    settings = Settings(home=tmp_path, customers_url=pg_customers, approvers=DEMO_APPROVERS)
     _, result = execute(
         RunRequest(
             mode=Mode.DRILL, incident_file=small_world.incident_file, out_dir=tmp_path / "out"
