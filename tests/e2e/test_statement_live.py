@@ -21,11 +21,13 @@ from breachbook.ledger import ItemStatus
 from breachbook.modes import Mode
 from breachbook.ports import OutgoingLetter
 from breachbook.settings import Settings
-from breachbook.wiring import demo_settings
+from breachbook.wiring import DEMO_APPROVERS, demo_settings
 from tests.conftest import Fakes, live_ledger, run_with
 from tests.fakes import RecordingMail
 
 INCIDENT = "demo-2026-antiques-leak"
+DEMO_APPROVERS_JSON = json.dumps({role: a.model_dump() for role, a in DEMO_APPROVERS.items()})
+"""The demo world's approvers, as the terminal reads them (the runs get them from the demo)."""
 SENT_BEFORE_THE_RELAY_STOPS = 30
 
 
@@ -144,6 +146,7 @@ def test_a_rejected_statement_is_drafted_again_as_v2_and_not_published(
     assert fakes.publisher.published == []
 
     monkeypatch.setenv("BREACHBOOK_HOME", str(settings.home))
+    monkeypatch.setenv("BREACHBOOK_APPROVERS", DEMO_APPROVERS_JSON)
     denied = CliRunner().invoke(
         app,
         [
@@ -179,6 +182,7 @@ def test_published_only_after_approval_each_language_once(
     first = run_with(Mode.LIVE, settings, fakes, tmp_path / "run1", world.incident_file)
     assert fakes.publisher.published == []
     monkeypatch.setenv("BREACHBOOK_HOME", str(settings.home))
+    monkeypatch.setenv("BREACHBOOK_APPROVERS", DEMO_APPROVERS_JSON)
     for step, by in (("deliver-letters", "ada"), ("publish-statement", "grace")):
         granted = CliRunner().invoke(
             app, ["approve", "--incident", INCIDENT, "--step", step, "--by", by]
