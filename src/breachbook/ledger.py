@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -324,6 +326,27 @@ SNAPSHOT_READ = "breachbook_snapshot_read"
 transaction, a WAL snapshot that never holds the write lock while its consumer works."""
 
 
+WAL_SWITCH_SECONDS = 30.0
+"""How long a connection retries switching a new ledger file to WAL while others open it."""
+
+
+def _use_wal(cur: Any) -> None:
+    """Put the file in WAL mode (a setting the file keeps). Switching takes an exclusive lock
+    for which SQLite returns "database is locked" at once, without its busy wait, so two
+    runs opening a new ledger together retry here instead of failing."""
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("the ledger file could not be switched to WAL mode")
+        time.sleep(0.02)
+
+
 def _engine_for(url: str) -> Engine:
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
@@ -333,7 +356,7 @@ def _engine_for(url: str) -> Engine:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cur)
             cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 

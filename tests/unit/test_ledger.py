@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,29 @@ def raw(book: Ledger, sql: str) -> None:
     with engine.begin() as conn:
         conn.execute(text(sql))
     engine.dispose()
+
+
+def test_runs_opening_a_new_ledger_together_all_open_it(tmp_path: Path) -> None:
+    """Two LIVE runs started at once both create the ledger file; switching it to WAL is
+    refused at once by SQLite while another connection holds it, which failed a run."""
+    failures: list[BaseException] = []
+
+    def open_and_append(url: str, n: int) -> None:
+        try:
+            book = Ledger(url, FixedStepClock(T0))
+            book.append_many([entry(f"s{n}")])
+            book.close()
+        except BaseException as exc:
+            failures.append(exc)
+
+    for trial in range(60):
+        url = f"sqlite:///{tmp_path / f'ledger-{trial}.sqlite'}"
+        threads = [threading.Thread(target=open_and_append, args=(url, n)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
 
 
 def test_intact_ledger_verifies(ledger: Ledger) -> None:
