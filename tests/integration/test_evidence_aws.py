@@ -24,39 +24,17 @@ from breachbook.modes import Mode
 from breachbook.settings import Settings
 from breachbook.wiring import demo_settings
 from tests.conftest import Fakes, free_port, run_with
+from tests.evidence_playbook import snapshot_playbook
 
 BUCKET = "org-cloudtrail-logs"
 PREFIX = "AWSLogs/123456789012/CloudTrail/"
 
-PLAYBOOK = """\
-version: 1
-name: evidence-aws
-title: Evidence in AWS
-organisation:
-  legal_name: Example Ltd
-  contact:
-    phone: "+44 20 7946 0000"
-    email: privacy@example.org
-    web: https://example.org/incident
-    postal: 1 Example Lane, London
-  dpo_contact: dpo@example.org
-roles: [incident-lead]
-war_room:
-  channel: "#inc"
-  drill_channel: "#inc-drill"
-phases:
-  - id: preserve
-    title: Preserve
-    steps:
-      - id: snapshot-evidence
-        title: Snapshot
-        action: evidence.snapshot
-        with:
-          tables: []
-          s3:
-            - bucket: {bucket}
-              prefix: {prefix}
-          volumes: [{volume}]
+PLAYBOOK_WITH = """\
+tables: []
+s3:
+  - bucket: {bucket}
+    prefix: {prefix}
+volumes: [{volume}]
 """
 
 
@@ -107,7 +85,12 @@ def _snapshots(account: dict[str, Any]) -> list[str]:
 
 def _run(mode: Mode, base: Path, world: DemoWorld, moto_url: str, account: dict[str, Any]) -> Path:
     playbook = base / "playbook.yaml"
-    playbook.write_text(PLAYBOOK.format(bucket=BUCKET, prefix=PREFIX, volume=account["volume"]))
+    playbook.write_text(
+        snapshot_playbook(
+            "evidence-aws",
+            PLAYBOOK_WITH.format(bucket=BUCKET, prefix=PREFIX, volume=account["volume"]),
+        )
+    )
     settings = demo_settings(
         Settings(
             home=base / "home",

@@ -22,47 +22,28 @@ from breachbook.modes import Mode
 from breachbook.settings import Settings
 from breachbook.vault import VaultKey
 from tests.conftest import Fakes, run_with
+from tests.evidence_playbook import snapshot_playbook
 
 pytestmark = pytest.mark.postgres
 
 ACCESS_ROWS = 20_000
 
-PLAYBOOK = """\
-version: 1
-name: evidence-pg
-title: Evidence on PostgreSQL
-organisation:
-  legal_name: Example Ltd
-  contact:
-    phone: "+44 20 7946 0000"
-    email: privacy@example.org
-    web: https://example.org/incident
-    postal: 1 Example Lane, London
-  dpo_contact: dpo@example.org
-roles: [incident-lead]
-war_room:
-  channel: "#inc"
-  drill_channel: "#inc-drill"
-phases:
-  - id: preserve
-    title: Preserve
-    steps:
-      - id: snapshot-evidence
-        title: Snapshot
-        action: evidence.snapshot
-        with:
-          tables: "{{ incident.exposed_tables }}"
-          queries:
-            - name: sessions
-              sql: SELECT pid, usename, application_name, state FROM pg_stat_activity ORDER BY pid
-            - name: role-grants
-              sql: >-
-                SELECT grantee, table_name, privilege_type
-                FROM information_schema.role_table_grants
-                WHERE table_schema = 'public' ORDER BY 1, 2, 3
-            - name: access-log
-              sql: SELECT id, actor, action, at FROM access_log ORDER BY id
-"""
+PLAYBOOK = snapshot_playbook(
+    "evidence-pg",
+    """\
+tables: "{{ incident.exposed_tables }}"
+queries:
+  - name: sessions
+    sql: SELECT pid, usename, application_name, state FROM pg_stat_activity ORDER BY pid
+  - name: role-grants
+    sql: >-
+      SELECT grantee, table_name, privilege_type
+      FROM information_schema.role_table_grants
+      WHERE table_schema = 'public' ORDER BY 1, 2, 3
+  - name: access-log
+    sql: SELECT id, actor, action, at FROM access_log ORDER BY id
+""",
+)
 
 
 @pytest.fixture(scope="module")

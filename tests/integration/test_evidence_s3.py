@@ -25,6 +25,7 @@ from breachbook.modes import Mode
 from breachbook.settings import Settings
 from breachbook.wiring import demo_settings
 from tests.conftest import Fakes, run_with
+from tests.evidence_playbook import snapshot_playbook
 from tests.integration.moto_server import REGION, MotoServer, start_moto
 
 LOCKED = "org-evidence-locked"
@@ -32,34 +33,11 @@ PLAIN = "org-evidence-plain"
 RETENTION_DAYS = 30
 MINUTE = timedelta(minutes=1)
 
-PLAYBOOK = """\
-version: 1
-name: evidence-s3
-title: Evidence to S3
-organisation:
-  legal_name: Example Ltd
-  contact:
-    phone: "+44 20 7946 0000"
-    email: privacy@example.org
-    web: https://example.org/incident
-    postal: 1 Example Lane, London
-  dpo_contact: dpo@example.org
-roles: [incident-lead]
-war_room:
-  channel: "#inc"
-  drill_channel: "#inc-drill"
-phases:
-  - id: preserve
-    title: Preserve
-    steps:
-      - id: snapshot-evidence
-        title: Snapshot
-        action: evidence.snapshot
-        with:
-          tables: []
-          files:
-            - root: {logs}
-          retention: P{days}D
+PLAYBOOK_WITH = """\
+tables: []
+files:
+  - root: {logs}
+retention: P{days}D
 """
 
 
@@ -93,7 +71,9 @@ def _run(
     (logs / "app.log").write_bytes(b"GET /export 200\n" * 1000)
     (logs / "big.bin").write_bytes(os.urandom(PART_BYTES + PART_BYTES // 2))
     playbook = base / "playbook.yaml"
-    playbook.write_text(PLAYBOOK.format(logs=logs, days=RETENTION_DAYS))
+    playbook.write_text(
+        snapshot_playbook("evidence-s3", PLAYBOOK_WITH.format(logs=logs, days=RETENTION_DAYS))
+    )
     settings = demo_settings(
         Settings(
             home=base / "home",

@@ -32,36 +32,14 @@ from breachbook.settings import Settings
 from breachbook.vault import Vault, VaultError, VaultKey, vault_key
 from breachbook.wiring import demo_settings
 from tests.conftest import Fakes, run_with
+from tests.evidence_playbook import snapshot_playbook
 
-PLAYBOOK = """\
-version: 1
-name: evidence-test
-title: Evidence test
-organisation:
-  legal_name: Example Ltd
-  contact:
-    phone: "+44 20 7946 0000"
-    email: privacy@example.org
-    web: https://example.org/incident
-    postal: 1 Example Lane, London
-  dpo_contact: dpo@example.org
-roles: [incident-lead]
-war_room:
-  channel: "#inc"
-  drill_channel: "#inc-drill"
-phases:
-  - id: preserve
-    title: Preserve
-    steps:
-      - id: snapshot-evidence
-        title: Snapshot
-        action: evidence.snapshot
-        with:
-          tables: "{{{{ incident.exposed_tables }}}}"
-          files:
-            - root: {logs}
-              glob: "*.log"
-              max_file_bytes: 3000000
+PLAYBOOK_WITH = """\
+tables: "{{{{ incident.exposed_tables }}}}"
+files:
+  - root: {logs}
+    glob: "*.log"
+    max_file_bytes: 3000000
 """
 
 runner = CliRunner()
@@ -96,7 +74,7 @@ def drill(
     home = base / "home"
     logs = make_logs(base / "logs")
     playbook = base / "playbook.yaml"
-    playbook.write_text(PLAYBOOK.format(logs=logs))
+    playbook.write_text(snapshot_playbook("evidence-test", PLAYBOOK_WITH.format(logs=logs)))
     options: dict[str, Any] = {"home": home, **extra}
     if contents is not None:
         options["evidence_drill_contents"] = contents
