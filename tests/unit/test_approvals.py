@@ -108,9 +108,15 @@ def test_a_paused_step_runs_once_a_named_approver_approves(
         "via": "prefect",
         "comment": "keys checked",
         "reason": "",
+        "version": None,  # a step decided once: no version
+        "answered_version": None,
+        "sha256": None,
     }
     [(channel, asked)] = fakes.chat.posts
     assert channel == "#inc" and "http://prefect.test/runs/flow-run/" in asked
+    [blocks] = fakes.chat.blocks
+    [button] = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    assert (button["type"], button["url"]) == ("button", fakes.pauses.site().url)
 
 
 def test_two_different_people_other_than_the_starter_must_approve(
