@@ -187,6 +187,8 @@ def test_a_rejected_v1_is_drafted_again_as_v2_which_the_terminal_approves_and_pu
     assert draft.details["version"] == 2
     assert draft.details["sha256"]["en"] == facts["languages"]["en"]["sha256"]
 
+    command = f"breachbook approve {second.run_id} publish-statement --by NAME --version full-v2"
+    assert any(command in text for _, text in fakes.chat.posts), "the war room is asked about v2"
     # an answer about v1 (a command copied from v1's request) never decides v2
     late = approve(second.run_id, "publish-statement", "--by", "grace", "--version", "full-v1")
     assert late.exit_code == 1, late.output
