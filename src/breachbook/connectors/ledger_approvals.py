@@ -73,7 +73,7 @@ class Given(BaseModel):
     version: str | None = None
 
 
-def decision_of(journal: RunJournal, step_id: str, version: str | None = None) -> Decision | None:
+def decision_of(journal: RunJournal, step_id: str, version: str | None) -> Decision | None:
     """The step's decision, if it was about `version`: one about another version (v1 when
     v2 is asked about) decides nothing here."""
     found = journal.get(DECISION, step_id, Decision, scope=INCIDENT_SCOPE)
