@@ -180,7 +180,7 @@ def _wait_for_decision(incident_id: str, step_id: str, settings: Settings) -> No
     )
     try:
         wait = wait_of(journal, step_id)
-        if wait is None or decision_of(journal, step_id) is not None:
+        if wait is None or decision_of(journal, step_id, wait.version) is not None:
             return
         form = ApprovalForm.with_initial_data(
             description=f"{step_id} waits for {wait.role}; {wait.summary}"

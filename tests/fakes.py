@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,12 +155,15 @@ class RecordingMail:
 @dataclass
 class RecordingChat:
     posts: list[tuple[str, str]] = field(default_factory=list)
+    blocks: list[list[Mapping[str, Any]]] = field(default_factory=list)
+    """Each post's Block Kit blocks, in the order of `posts`."""
 
     def check_can_post(self, channel: str) -> Check:
         return Check.verified(f"member of {channel}", "fake auth.test")
 
-    def post(self, channel: str, text: str) -> str:
+    def post(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]] = ()) -> str:
         self.posts.append((channel, text))
+        self.blocks.append(list(blocks))
         return f"ts-{len(self.posts)}"
 
 

@@ -17,6 +17,7 @@ from breachbook.actions.base import Action
 from breachbook.clock import Clock
 from breachbook.connectors.ledger_approvals import (
     Wait,
+    approve_command,
     ask,
     decision_of,
     escalate,
@@ -43,14 +44,17 @@ def approval_request(
     targets: list[str],
 ) -> ApprovalRequest:
     """What the people of the role are asked to approve, from the ledger's records: the
-    statement as drafted, the letters per obligation, the targets and what would be done."""
+    statement as drafted (and which version, so a decision counts for that version only),
+    the letters per obligation, the targets and what would be done."""
     from breachbook.actions.communicate import STATEMENT, TEXT, Text
     from breachbook.actions.notify import ASSESSMENT, recipients_sample
     from breachbook.notify import Assessment
+    from breachbook.statement import latest_version, version_digest, version_label
 
-    statement = letters = None
+    statement = letters = kept = None
     if step.action == "statement.publish":
         statement = ctx.journal.get(TEXT, STATEMENT, Text)
+        kept = latest_version(ctx.journal, args.statement)
     if step.action == "letters.deliver":
         letters = ctx.journal.get(ASSESSMENT, "-", Assessment)
     owed = {rule: letters.individual[rule] for rule in targets} if letters else {}
@@ -65,6 +69,8 @@ def approval_request(
         statement=statement.body if statement else None,
         letters={rule: tally.count for rule, tally in owed.items()},
         letter_sample={rule: recipients_sample(ctx, rule, LETTER_SAMPLE) for rule in owed},
+        version=version_label(kept) if kept else None,
+        digest=version_digest(kept) if kept else None,
     )
 
 
@@ -78,6 +84,15 @@ def request_markdown(request: ApprovalRequest, roster: Roster | None, wait: Wait
     lines = [
         f"## Approve: {request.title} (`{request.step_id}`)",
         "",
+        *(
+            [
+                f"Version **{request.version}** (sha256 `{request.digest}`): this answer counts "
+                "for this version only.",
+                "",
+            ]
+            if request.version
+            else []
+        ),
         f"Role **{gate.role}**: {people}." + (f" Rule: {'; '.join(rules)}." if rules else ""),
         "Give your name as listed for the role; tick *approve* or leave it to reject, and say",
         "why in the comment (a rejection's comment goes back with the draft).",
@@ -103,7 +118,7 @@ def request_markdown(request: ApprovalRequest, roster: Roster | None, wait: Wait
 
 
 def how_to(wait: Wait) -> str:
-    return f"from a terminal: `breachbook approve {wait.run_id} {wait.step_id} --by NAME`"
+    return f"from a terminal: `{approve_command(wait)}`"
 
 
 class PausingApprovals:
@@ -132,7 +147,7 @@ class PausingApprovals:
         return roster_check(request, self._roster, self._chat)
 
     def decide(self, request: ApprovalRequest) -> Decision:
-        found = decision_of(self._journal, request.step_id)
+        found = decision_of(self._journal, request.step_id, request.version)
         if found is not None:
             return found
         pending = Decision(
@@ -148,7 +163,7 @@ class PausingApprovals:
             decided = self._wait_for_answers(request, wait, limit)
             if decided is not None:
                 return decided
-            recorded = decision_of(self._journal, request.step_id)
+            recorded = decision_of(self._journal, request.step_id, request.version)
             if recorded is not None:  # answered in the ledger meanwhile (no Prefect at hand)
                 return recorded
             if stage == "role":
@@ -175,7 +190,7 @@ class PausingApprovals:
                 self._journal, wait, self._roster, answer, "prefect", self._clock
             )
             if judgement.ruling.final:
-                return decision_of(self._journal, request.step_id)
+                return decision_of(self._journal, request.step_id, request.version)
             description = f"**Last answer: {judgement.reason}.**\n\n" + request_markdown(
                 request, self._roster, wait
             )

@@ -325,13 +325,22 @@ def approve(
         str | None, typer.Option("--incident", help="The incident id (instead of RUN).")
     ] = None,
     step: Annotated[str | None, typer.Option("--step", help="The step (instead of STEP).")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="The version you read (e.g. full-v2, as the request names it): refused as "
+            "stale if another version waits. Default: the version waiting now.",
+        ),
+    ] = None,
 ) -> None:
-    """Approve (or --deny) a step that waits: `approve RUN STEP --by NAME`. A run paused in
-    Prefect gets the answer through Prefect's API, as its form would; otherwise the answer is
+    """Approve (or --deny) a step that waits: `approve RUN STEP --by NAME`. A decision counts
+    for the version waiting (a statement's v2 after v1 was rejected). A run paused in Prefect
+    gets the answer through Prefect's API, as its form would; otherwise the answer is
     recorded in the ledger and the run carries on with `respond --resume`."""
     from breachbook.anchors import Anchoring
     from breachbook.clock import SystemClock
-    from breachbook.connectors.ledger_approvals import record_answer
+    from breachbook.connectors.ledger_approvals import record_answer, stale
     from breachbook.ports import Answer
     from breachbook.roster import Ruling
     from breachbook.settings import Settings
@@ -340,7 +349,7 @@ def approve(
     step_id = step_at or step
     if step_id is None or not by.strip() or (run is None and incident is None):
         raise _fail("give the run, the step and your name: breachbook approve RUN STEP --by NAME")
-    answer = Answer(approve=not deny, approver=by, comment=comment)
+    answer = Answer(approve=not deny, approver=by, comment=comment, version=version)
     try:
         settings = Settings()
         incident_id = incident or _incident_waiting_in(settings, run or "")
@@ -350,7 +359,8 @@ def approve(
         try:
             wait = _the_wait(journal, step_id, run)
             before = journal.head()[0]
-            if wait.flow_run_id and _submitted_to_prefect(wait.flow_run_id, answer):
+            fresh = stale(answer, wait) is None
+            if fresh and wait.flow_run_id and _submitted_to_prefect(wait.flow_run_id, answer):
                 outcome = _outcome_in_ledger(journal, step_id, by, before)
                 console.print(escape(f"{step_id}: {outcome}"), highlight=False)
                 if outcome.startswith(Ruling.REFUSED.value):
@@ -366,6 +376,7 @@ def approve(
         raise _fail(str(exc)) from None
     if judgement.ruling is Ruling.REFUSED:
         raise _fail(f"{step_id}: refused: {judgement.reason}", code=1)
+    about = f" on {wait.version}" if wait.version else ""
     then = (
         f"carry on with: breachbook respond --incident FILE --confirm {incident_id} "
         f"--resume {wait.run_id}"
@@ -373,7 +384,7 @@ def approve(
         else "the step waits for the next approver"
     )
     console.print(
-        escape(f"{step_id}: {judgement.ruling.value} ({judgement.reason}); {then}"),
+        escape(f"{step_id}: {judgement.ruling.value}{about} ({judgement.reason}); {then}"),
         highlight=False,
     )
 

@@ -10,7 +10,7 @@ the prior state that `breachbook restore` puts back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -297,7 +297,10 @@ class Chat(Protocol):
     @reads
     def check_can_post(self, channel: str) -> Check: ...
 
-    def post(self, channel: str, text: str) -> str: ...
+    def post(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]] = ()) -> str:
+        """Post `text` (with Block Kit `blocks` where the chat shows them; the text is the
+        notification and the fallback); returns the message's reference."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -454,6 +457,8 @@ class Decision(BaseModel):
     at: datetime | None = None
     comment: str | None = None
     """What the person said with the decision (a rejection's reason, for the redraft)."""
+    version: str | None = None
+    """The version of what was decided (`full-v2`); it counts for that version only."""
 
 
 class ApprovalRequest(BaseModel):
@@ -476,6 +481,12 @@ class ApprovalRequest(BaseModel):
     """Letters per obligation, for a step that delivers them."""
     letter_sample: dict[str, list[str]] = Field(default_factory=dict)
     """A few customer ids per obligation (ids only), for spot checks."""
+    version: str | None = None
+    """Which version is asked about when what is approved changes between runs (the
+    statement's `full-v2`): a decision counts for its version only, so an answer about v1
+    never lets v2 out. None: the step is decided once."""
+    digest: str | None = None
+    """SHA-256 of that version's text(s), recorded with each answer."""
 
 
 class Answer(BaseModel):
@@ -486,6 +497,9 @@ class Answer(BaseModel):
     approve: bool
     approver: str
     comment: str = ""
+    version: str | None = None
+    """The version the person read and answers about (`--version`); None: the one asked
+    about now. An answer about another version is refused as stale."""
 
 
 class Approvals(Protocol):
@@ -507,7 +521,8 @@ class PauseSite:
     """Where a paused run can be answered: its Prefect flow run and that run's page."""
 
     flow_run_id: str
-    url: str
+    url: str | None
+    """The run's page in the Prefect UI, or None when no UI is known."""
 
 
 class Pauses(Protocol):

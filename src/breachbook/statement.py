@@ -389,6 +389,17 @@ class StatementVersion(BaseModel):
         }
 
 
+def version_label(version: StatementVersion) -> str:
+    """How people and decisions name a version: `full-v2`."""
+    return f"{version.statement}-v{version.version}"
+
+
+def version_digest(version: StatementVersion) -> str:
+    """One SHA-256 over every language's text of the version (language, text digest)."""
+    joined = "\n".join(f"{k} {t.sha256}" for k, t in sorted(version.texts.items()))
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
 def text_of(language: str, body: str, sentences: list[Sentence]) -> LanguageText:
     return LanguageText(
         language=language,
@@ -438,15 +449,6 @@ def rejection_since(decisions: list[dict[str, Any]], seen: int) -> Rejection | N
         if decision.get("status") == "denied":
             return _as_rejection(decision)
     return None
-
-
-def approval_before(decisions: list[dict[str, Any]], kept: StatementVersion) -> Rejection | None:
-    """The latest decision, when it is a grant given before this version was drafted (so for
-    a text nobody approved); else None."""
-    if not decisions or len(decisions) > kept.decisions_seen:
-        return None
-    latest = decisions[-1]
-    return _as_rejection(latest) if latest.get("status") == "granted" else None
 
 
 def latest_version(journal: RunJournal, statement: StatementKind) -> StatementVersion | None:

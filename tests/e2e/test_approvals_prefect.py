@@ -250,5 +250,8 @@ def test_nobody_answering_escalates_to_the_backup_and_nothing_is_sent(
     assert "STATE COMPLETED" in out, out[-3000:]  # the expired pauses did not fail the run
     rows = live.ledger_rows()
     assert [r.outcome for r in rows] == ["asked", "escalated", "expired"]
+    # the war room's button opens the paused run's page in the UI Prefect derives from its API
+    flow_run = rows[0].details["flow_run"]
+    assert rows[0].details["url"] == f"{api.removesuffix('/api')}/runs/flow-run/{flow_run}"
     assert rows[1].details == {"role": "legal", "asked": ["carol"], "after_seconds": 3}
     assert not live.outbox.exists()

@@ -11,16 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from breachbook.cli import app
 from breachbook.demo import DemoWorld
 from breachbook.engine import RunResult, Status
 from breachbook.errors import BreachbookError
-from breachbook.ledger import ItemStatus
+from breachbook.ledger import ItemStatus, LedgerRow
 from breachbook.modes import Mode
 from breachbook.ports import OutgoingLetter
 from breachbook.settings import Settings
+from breachbook.statement import StatementVersion, version_digest
 from breachbook.wiring import DEMO_APPROVERS, demo_settings
 from tests.conftest import Fakes, live_ledger, run_with
 from tests.fakes import RecordingMail
@@ -137,33 +138,45 @@ def test_after_a_partial_run_the_statement_says_what_the_ledger_shows_and_nothin
     assert "Massachusetts" not in json.dumps([r.title for r in published.values()])
 
 
-def test_a_rejected_statement_is_drafted_again_as_v2_and_not_published(
+def approve(*args: str) -> Result:
+    """`breachbook approve` as a person types it (the environment set by the test)."""
+    return CliRunner().invoke(app, ["approve", *args])
+
+
+def publish_answers(settings: Settings) -> list[LedgerRow]:
+    """The approval entries of the publish step (asked and each answer), oldest first."""
+    ledger = live_ledger(settings)
+    rows = [
+        r
+        for r in ledger.entries(INCIDENT)
+        if r.step_id == "publish-statement" and r.phase == "approval" and r.outcome != "posted"
+    ]
+    ledger.close()
+    return rows
+
+
+def latest_full(settings: Settings) -> StatementVersion:
+    """The latest full statement version as the ledger keeps it."""
+    ledger = live_ledger(settings)
+    found = ledger.get_record(INCIDENT, "incident", "statement-version", "full")
+    ledger.close()
+    return StatementVersion.model_validate(found)
+
+
+def test_a_rejected_v1_is_drafted_again_as_v2_which_the_terminal_approves_and_publishes(
     settings: Settings, world: DemoWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fakes = Fakes(tmp_path, approvals=None)  # decisions in the ledger: `breachbook approve`
     first = run_with(Mode.LIVE, settings, fakes, tmp_path / "run1", world.incident_file)
     assert statuses(first, "publish-statement") == {Status.WAITING}
-    assert fakes.publisher.published == []
-
     monkeypatch.setenv("BREACHBOOK_HOME", str(settings.home))
     monkeypatch.setenv("BREACHBOOK_APPROVERS", DEMO_APPROVERS_JSON)
-    denied = CliRunner().invoke(
-        app,
-        [
-            "approve",
-            "--incident",
-            INCIDENT,
-            "--step",
-            "publish-statement",
-            "--by",
-            "grace",
-            "--deny",
-        ],
-    )
-    assert denied.exit_code == 0, denied.output
+    why = "say when the remaining letters go out"
+    denied = approve(first.run_id, "publish-statement", "--by", "grace", "--deny", "--comment", why)
+    assert denied.exit_code == 0 and "denied on full-v1" in denied.output, denied.output
 
     second = run_with(Mode.LIVE, settings, fakes, tmp_path / "run2", world.incident_file)
-    assert statuses(second, "publish-statement") == {Status.NOT_APPROVED}
+    assert statuses(second, "publish-statement") == {Status.WAITING}, "v1's rejection is not v2's"
     assert fakes.publisher.published == []
     folder = tmp_path / "run2" / "statements"
     assert {p.name for p in folder.glob("full-v*.en.md")} == {"full-v1.en.md", "full-v2.en.md"}
@@ -174,8 +187,43 @@ def test_a_rejected_statement_is_drafted_again_as_v2_and_not_published(
     assert draft.details["version"] == 2
     assert draft.details["sha256"]["en"] == facts["languages"]["en"]["sha256"]
 
+    command = f"breachbook approve {second.run_id} publish-statement --by NAME --version full-v2"
+    assert any(command in text for _, text in fakes.chat.posts), "the war room is asked about v2"
+    # an answer about v1 (a command copied from v1's request) never decides v2
+    late = approve(second.run_id, "publish-statement", "--by", "grace", "--version", "full-v1")
+    assert late.exit_code == 1, late.output
+    assert "stale: answered about full-v1, but full-v2 of publish-statement waits" in late.output
+    granted = approve(second.run_id, "publish-statement", "--by", "grace", "--comment", "true")
+    assert granted.exit_code == 0 and "granted on full-v2" in granted.output, granted.output
 
-def test_published_only_after_approval_each_language_once(
+    third = run_with(
+        Mode.LIVE, settings, fakes, tmp_path / "run3", world.incident_file, resume=second.run_id
+    )
+    assert statuses(third, "publish-statement") == {Status.COMPLETED}
+    published = [(r.version, r.language) for r in fakes.publisher.published]
+    assert published == [(2, "en"), (2, "zh-CN")]
+    assert fakes.publisher.published[0].body == statement(tmp_path / "run3", 2, "en")
+
+    rows = publish_answers(settings)
+    assert [(r.outcome, r.details["version"]) for r in rows] == [
+        ("asked", "full-v1"),
+        ("denied", "full-v1"),
+        ("asked", "full-v2"),
+        ("refused", "full-v2"),
+        ("granted", "full-v2"),
+    ]
+    answers = [r for r in rows if r.outcome != "asked"]
+    assert [(r.actor, r.details["via"], r.details["comment"]) for r in answers] == [
+        ("grace", "terminal", why),
+        ("grace", "terminal", ""),
+        ("grace", "terminal", "true"),
+    ]
+    assert answers[1].details["answered_version"] == "full-v1"
+    assert answers[2].details["sha256"] == version_digest(latest_full(settings))
+    assert all(r.at for r in answers)
+
+
+def test_an_approval_of_v1_never_publishes_v2_which_waits_for_its_own(
     settings: Settings, world: DemoWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fakes = Fakes(tmp_path, approvals=None)
@@ -184,21 +232,23 @@ def test_published_only_after_approval_each_language_once(
     monkeypatch.setenv("BREACHBOOK_HOME", str(settings.home))
     monkeypatch.setenv("BREACHBOOK_APPROVERS", DEMO_APPROVERS_JSON)
     for step, by in (("deliver-letters", "ada"), ("publish-statement", "grace")):
-        granted = CliRunner().invoke(
-            app, ["approve", "--incident", INCIDENT, "--step", step, "--by", by]
-        )
+        granted = approve("--incident", INCIDENT, "--step", step, "--by", by)
         assert granted.exit_code == 0, granted.output
 
-    # letters go out in the resumed run, so the statement's text changes: a new version the
-    # approval was not given for is refused, never published on an older approval
+    # letters go out in the resumed run, so the statement's text changes: v2, which the
+    # approval of v1 does not cover, waits for a decision of its own and is not published
     resumed = run_with(
         Mode.LIVE, settings, fakes, tmp_path / "run2", world.incident_file, resume=first.run_id
     )
     assert fakes.mail.sent
-    refused = [e for e in resumed.entries() if e.step_id == "publish-statement"]
-    assert {e.status for e in refused} == {Status.REFUSED}
-    assert all("that approval was for an earlier text" in e.reason for e in refused)
+    assert statuses(resumed, "publish-statement") == {Status.WAITING}
+    assert "publish-statement" in resumed.waiting_for
     assert fakes.publisher.published == []
+    assert [(r.outcome, r.details["version"]) for r in publish_answers(settings)] == [
+        ("asked", "full-v1"),
+        ("granted", "full-v1"),
+        ("asked", "full-v2"),
+    ]
 
 
 def test_an_approved_version_is_published_once_per_language_and_never_again(

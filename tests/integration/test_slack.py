@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from breachbook.cli import app
 from breachbook.clock import FixedStepClock
+from breachbook.connectors.ledger_approvals import Wait, approval_blocks, how_to_answer
 from breachbook.connectors.slack import ChatUnavailable, SlackChat, room_name
 from breachbook.demo import DemoWorld
 from breachbook.engine import RunResult, Status
@@ -24,12 +25,22 @@ from breachbook.journal import INCIDENT_SCOPE
 from breachbook.ledger import ItemStatus
 from breachbook.models import Incident
 from breachbook.modes import Mode
-from breachbook.ports import ChatMessage, RoomSpec, Verdict
+from breachbook.ports import Answer, ChatMessage, RoomSpec, Verdict
+from breachbook.roster import RoleApprovers
 from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.warroom import DELIVERY, QUEUE
 from breachbook.wiring import RunRequest
-from tests.conftest import T0, Fakes, customers_named_in, live_ledger, run_with
+from tests.conftest import (
+    ENGINE_INCIDENT,
+    ENGINE_PLAYBOOK,
+    T0,
+    Fakes,
+    customers_named_in,
+    live_ledger,
+    run_with,
+)
+from tests.fakes import InMemoryCustomers, ScriptedPauses
 from tests.integration.slack_standin import SlackStandIn, serve_standin
 
 TOKEN = "xoxb-test"
@@ -345,3 +356,89 @@ def test_a_drill_with_a_token_missing_a_scope_fails_the_chat_steps_naming_it(
     assert all("channels:manage" in e.reason for e in chat_checks)
     plan = (tmp_path / "out" / "plan.md").read_text(encoding="utf-8")
     assert "channels:manage" in plan
+
+
+# -- approval requests -------------------------------------------------------------------
+
+
+def approval_posts(standin: SlackStandIn, channel: str) -> list[dict[str, Any]]:
+    """What reached `channel` (the playbook's war_room.channel) about approvals."""
+    return [
+        c.params
+        for c in standin.posts()
+        if c.params["channel"] == channel and "approve" in str(c.params["text"])
+    ]
+
+
+def buttons(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+
+
+def test_an_approval_paused_in_prefect_posts_a_button_opening_the_flow_runs_form(
+    slack: SlackStandIn, tmp_path: Path
+) -> None:
+    slack.add_channel("inc")  # the engine playbook's war_room.channel
+    leads = {"incident-lead": RoleApprovers(people=["lin", "ada"], backup=["ben"])}
+    settings = with_slack(Settings(home=tmp_path / "home", approvers=leads, actor="lin"), slack)
+    paused = ScriptedPauses([Answer(approve=True, approver="ada")])
+    fakes = without_chat_fake(
+        Fakes(tmp_path, approvals=None, pauses=paused, customers=InMemoryCustomers([]))
+    )
+    result = run_with(Mode.LIVE, settings, fakes, None, ENGINE_INCIDENT, ENGINE_PLAYBOOK)
+
+    [asked] = approval_posts(slack, "#inc")
+    [button] = buttons(asked["blocks"])
+    assert button["type"] == "button" and button["url"] == paused.site().url
+    assert button["url"].endswith(f"/runs/flow-run/{paused.site().flow_run_id}")
+    command = f"breachbook approve {result.run_id} deactivate-keys --by NAME"
+    assert command in repr(asked["blocks"]) and command in asked["text"]
+    assert asked["text"].startswith("Approval needed from incident-lead (lin, ada, ben)")
+
+
+def test_an_approval_waiting_in_the_ledger_posts_the_exact_command_and_no_customer_data(
+    slack: SlackStandIn, demo_run_settings: Settings, small_world: DemoWorld, tmp_path: Path
+) -> None:
+    slack.add_channel("inc-war-room")  # the demo playbook's war_room.channel
+    settings = with_slack(demo_run_settings, slack)
+    fakes = without_chat_fake(Fakes(tmp_path, approvals=None))  # no pause: the ledger waits
+    result = run_with(Mode.LIVE, settings, fakes, None, small_world.incident_file)
+    assert {"deliver-letters", "publish-statement"} <= set(result.waiting_for)
+
+    posts = approval_posts(slack, "#inc-war-room")
+    by_step = {
+        step: next(p for p in posts if f" {step} --by NAME" in p["text"])
+        for step in ("deliver-letters", "publish-statement")
+    }
+    for step, post in by_step.items():
+        assert buttons(post["blocks"]) == [], "nothing to open: the run is not paused"
+        pinned = " --version full-v1" if step == "publish-statement" else ""
+        command = f"```breachbook approve {result.run_id} {step} --by NAME{pinned}```"
+        assert command in post["blocks"][-1]["text"]["text"]
+    assert "version *full-v1*" in repr(by_step["publish-statement"]["blocks"])
+    assert customers_named_in(everything_posted(slack), small_world.customers_db) == []
+
+
+def test_a_drill_approval_message_goes_only_to_the_drill_channel_marked_drill(
+    slack: SlackStandIn,
+) -> None:
+    slack.add_channel("inc-drill")
+    live_room = slack.add_channel("inc-war-room")
+    chat = SlackChat(TOKEN, slack.url, locked=True, drill_channel="#inc-drill")
+    wait = Wait(
+        step_id="publish-statement",
+        role="comms",
+        summary="publish",
+        since=T0,
+        run_id="r1",
+        flow_run_id="0f0e0d0c-0000-4000-8000-000000000001",
+        url="http://prefect.test/runs/flow-run/0f0e0d0c-0000-4000-8000-000000000001",
+        version="full-v2",
+    )
+    headline = "Approval needed from comms (grace): Publish the statement (publish-statement)."
+    chat.post("#inc-war-room", f"{headline} {how_to_answer(wait)}", approval_blocks(wait, headline))
+    [post] = slack.posts()
+    assert post.params["channel"] == "#inc-drill" and not live_room.messages
+    assert str(post.params["text"]).startswith("[DRILL] Approval needed")
+    blocks = post.params["blocks"]
+    assert "[DRILL]" in blocks[0]["elements"][0]["text"]
+    assert [b["url"] for b in buttons(blocks)] == [wait.url]

@@ -19,7 +19,15 @@ from breachbook.playbook import ApprovalGate
 from breachbook.ports import Answer
 from breachbook.roster import RoleApprovers, Ruling, judge
 from breachbook.settings import Settings
-from tests.conftest import ENGINE_INCIDENT, ENGINE_PLAYBOOK, ROOT, Fakes, live_ledger, run_with
+from tests.conftest import (
+    ENGINE_INCIDENT,
+    ENGINE_PLAYBOOK,
+    ROOT,
+    T0,
+    Fakes,
+    live_ledger,
+    run_with,
+)
 from tests.fakes import InMemoryCustomers, ScriptedPauses
 
 TWO_PEOPLE = ROOT / "tests" / "data" / "approvals" / "two-people.yaml"
@@ -108,9 +116,15 @@ def test_a_paused_step_runs_once_a_named_approver_approves(
         "via": "prefect",
         "comment": "keys checked",
         "reason": "",
+        "version": None,  # a step decided once: no version
+        "answered_version": None,
+        "sha256": None,
     }
     [(channel, asked)] = fakes.chat.posts
     assert channel == "#inc" and "http://prefect.test/runs/flow-run/" in asked
+    [blocks] = fakes.chat.blocks
+    [button] = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    assert (button["type"], button["url"]) == ("button", fakes.pauses.site().url)
 
 
 def test_two_different_people_other_than_the_starter_must_approve(
@@ -234,3 +248,36 @@ def test_the_terminal_answers_a_run_that_waits_in_the_ledger_by_the_same_rules(
         ("denied", "ben", "terminal"),
     ]
     assert decision_record(settings)["comment"] == "wrong keys"
+
+
+def test_the_form_button_opens_the_flow_run_page_in_prefects_ui_or_gives_way_to_the_command() -> (
+    None
+):
+    """The button's URL is Prefect's own PREFECT_UI_URL (which Prefect derives from
+    PREFECT_API_URL unless it is set); with no UI known there is no button, only the command."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from breachbook.connectors.ledger_approvals import Wait, approval_blocks
+    from breachbook.connectors.prefect_pauses import PrefectPauses
+
+    run = "0f0e0d0c-0000-4000-8000-000000000002"
+    api = "http://prefect.example:4200/api"
+    with temporary_settings({PREFECT_API_URL: api}):
+        derived = PrefectPauses(run, 1).site()
+    with temporary_settings({PREFECT_API_URL: api, PREFECT_UI_URL: "https://ops.example/ui/"}):
+        explicit = PrefectPauses(run, 1).site()
+    with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):
+        unknown = PrefectPauses(run, 1).site()
+    assert derived.url == f"http://prefect.example:4200/runs/flow-run/{run}"
+    assert explicit.url == f"https://ops.example/ui/runs/flow-run/{run}"
+    assert unknown.url is None
+
+    def blocks(url: str | None) -> str:
+        wait = Wait(
+            step_id="s", role="r", summary="-", since=T0, run_id="r1", flow_run_id=run, url=url
+        )
+        return json.dumps(approval_blocks(wait, "Approval needed"))
+
+    assert f'"url": "{derived.url}"' in blocks(derived.url) and '"button"' in blocks(derived.url)
+    assert '"button"' not in blocks(None)
+    assert "breachbook approve r1 s --by NAME" in blocks(None)

@@ -23,13 +23,11 @@ from breachbook.statement import (
     StatementKind,
     StatementVersion,
     all_versions,
-    approval_before,
     facts_json,
     facts_markdown,
     gather,
     keep_version,
     latest_version,
-    publish_decisions,
     render,
     stem,
     text_of,
@@ -221,14 +219,6 @@ class PublishStatement(Action[PublishArgs]):
         publisher = ctx.connectors.publisher
         if publisher is None:
             return not_configured("publisher", PUBLISHER_SETTING)
-        kept = self._latest(args, ctx)
-        stale = approval_before(publish_decisions(ctx.journal, ctx.playbook, kept.statement), kept)
-        if stale is not None:
-            return Check.failed(
-                f"{stem(kept)} was drafted after the approval by {stale.by} at {stale.at}: "
-                "that approval was for an earlier text; it needs a decision of its own",
-                "approval against version",
-            )
         return publisher.check_can_publish()
 
     def would(self, args: PublishArgs, target: str, ctx: RunContext) -> str:

@@ -47,9 +47,12 @@ class ApprovalForm(RunInput):
         return Answer(approve=self.approve, approver=self.approver, comment=self.comment)
 
 
-def flow_run_page(flow_run_id: str) -> str:
+def flow_run_page(flow_run_id: str) -> str | None:
+    """The flow run's page in the Prefect UI, where its pause form is: Prefect's own
+    PREFECT_UI_URL (set it for a UI behind a proxy; by default Prefect derives it from
+    PREFECT_API_URL), or None when no UI is known (an ephemeral server)."""
     base = PREFECT_UI_URL.value()
-    return f"{base}/runs/flow-run/{flow_run_id}" if base else f"flow run {flow_run_id}"
+    return f"{str(base).rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
 
 
 def current_flow_run(deployed_only: bool) -> str | None:
@@ -103,5 +106,7 @@ def submit_answer(flow_run_id: str, answer: Answer) -> bool:
             return False
     if found.state is None or not found.state.is_paused():
         return False
-    resume_flow_run(UUID(flow_run_id), run_input=answer.model_dump())
+    # the form has no version: the run pauses for one version, and the terminal refuses a
+    # stale one before sending
+    resume_flow_run(UUID(flow_run_id), run_input=answer.model_dump(exclude={"version"}))
     return True

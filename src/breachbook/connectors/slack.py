@@ -12,7 +12,7 @@ channel is created, joined, renamed or invited to, whatever the code above asks 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slack_sdk import WebClient
@@ -160,9 +160,9 @@ class SlackChat:
             "Slack auth.test scopes",
         )
 
-    def post(self, channel: str, text: str) -> str:
-        """Post plain text; returns the message's timestamp."""
-        return self.send(channel, ChatMessage(text))
+    def post(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]] = ()) -> str:
+        """Post text (and Block Kit blocks); returns the message's timestamp."""
+        return self.send(channel, ChatMessage(text, tuple(blocks)))
 
     # -- WarRoomChat ---------------------------------------------------------------------
 

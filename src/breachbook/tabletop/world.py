@@ -8,7 +8,7 @@ other, so a tabletop can never reach a live or drill adapter whatever the settin
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -279,7 +279,7 @@ class SimulatedChat:
     def check_can_post(self, channel: str) -> Check:
         return self._world.check("chat", "post", True, f"channel {channel}")
 
-    def post(self, channel: str, text: str) -> str:
+    def post(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]] = ()) -> str:
         self._world.change("chat", "post", True, f"channel {channel}")
         self._world.posts.append(channel)
         return f"sim-{len(self._world.posts)}"
