@@ -331,13 +331,14 @@ WAL_SWITCH_SECONDS = 30.0
 
 
 def _use_wal(cur: Any) -> None:
-    """Put the file in WAL mode (a setting the file keeps). Switching takes an exclusive lock
-    for which SQLite returns "database is locked" at once, without its busy wait, so two
-    runs opening a new ledger together retry here instead of failing."""
+    """Put the file in WAL mode (a setting the file keeps; an in-memory ledger stays in
+    memory). Switching takes an exclusive lock for which SQLite returns "database is locked"
+    at once, without its busy wait, so two runs opening a new ledger together retry here
+    instead of failing."""
     deadline = time.monotonic() + WAL_SWITCH_SECONDS
     while True:
         try:
-            if cur.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+            if cur.execute("PRAGMA journal_mode=WAL").fetchone()[0] in ("wal", "memory"):
                 return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
