@@ -10,7 +10,7 @@ the prior state that `breachbook restore` puts back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -254,6 +254,30 @@ class Mail(Protocol):
         """Deliver one letter; returns a delivery reference (no personal data). Raises
         MailRefused (a permanent refusal, with the reply code), MailUnavailable (not sent,
         worth another try later) or OutcomeUnknown (it may have been accepted)."""
+        ...
+
+
+class SentFolder(Protocol):
+    """Where the letters the relay accepted are filed (an IMAP Sent folder), looked up by
+    their deterministic Message-ID: a run that cannot tell whether a letter went out asks
+    here instead of sending it again."""
+
+    @reads
+    def describe(self) -> str: ...
+
+    @reads
+    def check_can_read(self) -> Check:
+        """Log in and open the folder (nothing filed); FAILED names the setting to fix."""
+        ...
+
+    @reads
+    def contains(self, message_ids: Sequence[str]) -> set[str]:
+        """The ones of `message_ids` filed in the folder (asked in batches). Raises
+        MailUnavailable when the folder cannot be read."""
+        ...
+
+    def file(self, message: bytes) -> None:
+        """File one message the relay accepted (its bytes as sent)."""
         ...
 
 
