@@ -89,6 +89,7 @@ class ImapServer:
     """IMAP over TLS from the first byte."""
     ca_file: Path
     maildir: Path
+    log: Path
 
     def env(self) -> dict[str, str]:
         """The BREACHBOOK_IMAP_* settings that point a run at this server (STARTTLS)."""
@@ -179,7 +180,14 @@ def _started(root: Path) -> Iterator[ImapServer]:
             if time.monotonic() > deadline:
                 raise RuntimeError("dovecot did not listen within 20 s")
             time.sleep(0.02)
-        yield ImapServer("127.0.0.1", port, tls_port, cert, root / "mail" / USER / "Maildir")
+        yield ImapServer(
+            "127.0.0.1",
+            port,
+            tls_port,
+            cert,
+            root / "mail" / USER / "Maildir",
+            root / "dovecot.log",
+        )
     finally:
         process.terminate()
         try:
