@@ -200,6 +200,8 @@ class ImapSentFolder:
     def contains(self, message_ids: Sequence[str]) -> set[str]:
         wanted = list(dict.fromkeys(message_ids))
         found: set[str] = set()
+        if not wanted:
+            return found
         try:
             with self._connection() as connection:
                 _ok(connection.noop(), "NOOP")  # see what other sessions filed since
