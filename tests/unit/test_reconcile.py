@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from breachbook.actions.notify import with_sent_folder
-from breachbook.connectors.imap import search_criteria
+from breachbook.connectors.imap import ImapConfig, ImapSentFolder, search_criteria
 from breachbook.connectors.message import message_id
-from breachbook.errors import BreachbookError
+from breachbook.errors import BreachbookError, DrillWriteBlocked
 from breachbook.ledger import ItemStatus
 from breachbook.ports import Check, Verdict
 from breachbook.reconcile import SentLookup, unsettled_letters
@@ -86,3 +86,9 @@ def test_the_search_asks_for_any_of_the_message_ids_and_refuses_a_line_break() -
     ]
     with pytest.raises(BreachbookError, match="line break"):
         search_criteria(["<a@x>\r\nA2 DELETE INBOX"])
+
+
+def test_a_drills_sent_folder_refuses_to_file_before_it_connects() -> None:
+    folder = ImapSentFolder(ImapConfig("192.0.2.1", timeout=0.01), read_only=True)
+    with pytest.raises(DrillWriteBlocked, match="IMAP APPEND"):
+        folder.file(b"Message-ID: <a@x>\r\n\r\nletter\r\n")
