@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from breachbook.connectors.evidence_sql import EvidenceReadError
+from breachbook.errors import MailUnavailable
 from breachbook.models import Customer, DataCategory, Incident, RejectedRecord
 from breachbook.ports import (
     Answer,
@@ -321,3 +322,30 @@ class ScriptedPauses:
     def wait(self, description: str, key: str, timeout_seconds: float) -> Answer | None:
         self.pauses.append((key, description, timeout_seconds))
         return self.answers.pop(0) if self.answers else None
+
+
+@dataclass
+class RecordingSentFolder:
+    """A Sent folder in memory: what was filed, and every question asked of it."""
+
+    filed: set[str] = field(default_factory=set)
+    asked: list[list[str]] = field(default_factory=list)
+    check_answer: Check = field(
+        default_factory=lambda: Check.verified("fake folder opened; nothing was filed", "fake")
+    )
+    unreadable: bool = False
+
+    def describe(self) -> str:
+        return "fake Sent folder"
+
+    def check_can_read(self) -> Check:
+        return self.check_answer
+
+    def contains(self, message_ids: Sequence[str]) -> set[str]:
+        self.asked.append(list(message_ids))
+        if self.unreadable:
+            raise MailUnavailable("fake Sent folder: connection refused")
+        return self.filed & set(message_ids)
+
+    def file(self, message: bytes) -> None:
+        raise AssertionError("nothing files in the fake folder")

@@ -28,6 +28,7 @@ from breachbook.ports import (
     Mail,
     PrintShop,
     Publisher,
+    SentFolder,
 )
 from breachbook.rules import RuleBook
 from breachbook.templates import Renderer
@@ -73,6 +74,7 @@ class Connectors:
     cloud_evidence: CloudEvidence | None = None
     http: HttpClient | None = None
     printer: PrintShop | None = None
+    sent_folder: SentFolder | None = None
     war_room: WarRoomHooks | None = None
     """Not a port: the war room, told of each phase (wiring decides where it posts)."""
 

@@ -257,6 +257,30 @@ class Mail(Protocol):
         ...
 
 
+class SentFolder(Protocol):
+    """Where the letters the relay accepted are filed (an IMAP Sent folder), looked up by
+    their deterministic Message-ID: a run that cannot tell whether a letter went out asks
+    here instead of sending it again."""
+
+    @reads
+    def describe(self) -> str: ...
+
+    @reads
+    def check_can_read(self) -> Check:
+        """Log in and open the folder (nothing filed); FAILED names the setting to fix."""
+        ...
+
+    @reads
+    def contains(self, message_ids: Sequence[str]) -> set[str]:
+        """The ones of `message_ids` filed in the folder (asked in batches). Raises
+        MailUnavailable when the folder cannot be read."""
+        ...
+
+    def file(self, message: bytes) -> None:
+        """File one message the relay accepted (its bytes as sent)."""
+        ...
+
+
 @dataclass(frozen=True)
 class PrintedLetter:
     """One letter rendered for the post, as a PDF. Its bytes are personal data; the other

@@ -175,6 +175,24 @@ class Settings(BaseSettings):
     smtp_rate_per_minute: int = Field(default=6000, ge=1)
     """Letters handed to the relay per minute at most, across every connection of a run."""
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    # -- The IMAP Sent folder letters are filed in and reconciled against (issue 10) --------
+    imap_host: str | None = None
+    """IMAP server whose Sent folder records every letter the relay accepted; a letter whose
+    outcome is unknown is looked up there by Message-ID before it is sent again. Unset: such
+    a letter is resent with the same Message-ID."""
+    imap_port: int = Field(default=993, ge=1, le=65535)
+    """993 for IMAP over TLS; 143 with BREACHBOOK_IMAP_STARTTLS."""
+    imap_username: str | None = None
+    imap_password: SecretStr | None = None
+    imap_sent_folder: str = "Sent"
+    imap_starttls: bool = False
+    """Connect in plain text and upgrade with STARTTLS (port 143) instead of TLS from the start."""
+    imap_ca_file: Path | None = None
+    """CA certificates (PEM) the IMAP server's certificate is checked against; unset: the
+    system's."""
+    imap_append: bool = True
+    """APPEND each letter the relay accepted to the Sent folder; false when the mail system
+    files what its relay sends itself (then breachbook only looks there)."""
     letters_reclaim_seconds: int | None = Field(default=None, ge=0)
     """A letter another run claimed and never settled (that run was killed mid-send) is
     taken over after this long and sent again with the same Message-ID; unset: only the

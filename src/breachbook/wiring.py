@@ -50,6 +50,7 @@ from breachbook.ports import (
     Pauses,
     PrintShop,
     Publisher,
+    SentFolder,
 )
 from breachbook.roster import RoleApprovers
 from breachbook.rules import RuleBook, check_rule_templates
@@ -223,6 +224,7 @@ class Adapters:
     """How a gated step waits in a running flow (approvals); default: Prefect's pause in a
     deployment's flow run (BREACHBOOK_APPROVALS_VIA), else none (waits in the ledger)."""
     printer: PrintShop | None = None
+    sent_folder: SentFolder | None = None
 
 
 NOT_PORTS = frozenset({"clock", "executor", "war_room"})
@@ -259,11 +261,12 @@ def build_connectors(
     customers = given.customers or open_customers(settings)
     slack = slack_chat(settings, profile)
     chat = given.chat or slack
+    filed_in = given.sent_folder or sent_folder(settings, profile.transport_read_only)
     built: dict[str, object | None] = {
         "customers": customers,
         "approvals": given.approvals
         or approvals(settings, journal, clock, given.pauses or pauses(settings), chat),
-        "mail": given.mail or mail(settings, clock, profile.transport_read_only),
+        "mail": given.mail or mail(settings, clock, profile.transport_read_only, filed_in),
         "evidence": given.evidence or evidence_store(settings, profile),
         "database": given.database or database_admin(settings, profile.transport_read_only),
         "cloud": given.cloud or cloud(settings, profile.transport_read_only),
@@ -273,6 +276,7 @@ def build_connectors(
         "cloud_evidence": given.cloud_evidence or aws_evidence(settings, profile),
         "http": given.http or http_client(settings),
         "printer": given.printer or print_shop(settings),
+        "sent_folder": filed_in,
     }
     guarded = {
         name: None if built.get(name) is None else profile.guard(built[name], port)
@@ -406,14 +410,30 @@ def cloud(settings: Settings, read_only: bool) -> AwsCloud | None:
     return AwsCloud(config, read_only=read_only)
 
 
-def mail(settings: Settings, clock: Clock, read_only: bool) -> Mail | None:
-    """An SMTP relay when BREACHBOOK_SMTP_HOST is set, else the outbox folder when
-    BREACHBOOK_OUTBOX is; `read_only` refuses every send at the adapter too."""
+def mail(
+    settings: Settings, clock: Clock, read_only: bool, filed_in: SentFolder | None = None
+) -> Mail | None:
+    """An SMTP relay when BREACHBOOK_SMTP_HOST is set (filing what it accepted in the Sent
+    folder, when one is configured), else the outbox folder when BREACHBOOK_OUTBOX is;
+    `read_only` refuses every send at the adapter too."""
     if settings.smtp_host is not None:
         from breachbook.connectors.smtp import SmtpConfig, SmtpMail
 
-        return SmtpMail(SmtpConfig.from_settings(settings), clock, read_only=read_only)
+        config = SmtpConfig.from_settings(settings)
+        return SmtpMail(config, clock, read_only=read_only, sent_folder=filed_in)
     return OutboxMail(settings.outbox, settings.mail_from) if settings.outbox else None
+
+
+def sent_folder(settings: Settings, read_only: bool) -> SentFolder | None:
+    """The IMAP Sent folder when BREACHBOOK_IMAP_HOST is set; `read_only` refuses APPEND at
+    the adapter too."""
+    if settings.imap_host is None:
+        return None
+    from breachbook.connectors.imap import ImapConfig, ImapSentFolder
+
+    return ImapSentFolder(
+        ImapConfig.from_settings(settings), read_only, connections=settings.smtp_connections
+    )
 
 
 def http_client(settings: Settings) -> HttpClient | None:

@@ -40,7 +40,16 @@ from breachbook.notify import (
     iter_valid_customers,
     obligation_record,
 )
-from breachbook.ports import Changed, Check, Mail, OutgoingLetter, Verdict, not_configured
+from breachbook.ports import (
+    Changed,
+    Check,
+    Mail,
+    OutgoingLetter,
+    SentFolder,
+    Verdict,
+    not_configured,
+)
+from breachbook.reconcile import SentLookup, unsettled_letters
 from breachbook.register import decisions, filings, no_rule_line, record_decisions, record_draft
 from breachbook.rules import Rule
 from breachbook.workspace import Workspace
@@ -518,6 +527,9 @@ class DeliverLetters(Action[NoArgs]):
         check = not_configured("mail", MAIL_SETTING) if mail is None else mail.check_can_send()
         if check.verdict is Verdict.FAILED:
             return check
+        check = with_sent_folder(check, ctx.connectors.sent_folder)
+        if check.verdict is Verdict.FAILED:
+            return check
         waits = letter_writer(ctx, settle=True).waits_for(ctx.rules.rule(target))
         if waits:
             return check.waiting_for(
@@ -561,6 +573,17 @@ class DeliverLetters(Action[NoArgs]):
         return sending.tally
 
 
+def with_sent_folder(check: Check, folder: SentFolder | None) -> Check:
+    """The mail check, and the Sent folder's when one is configured (log in and open it,
+    nothing filed): a folder that cannot be read fails the step, naming the setting."""
+    if folder is None:
+        return check
+    filed = folder.check_can_read()
+    if filed.verdict is Verdict.FAILED:
+        return filed
+    return check.model_copy(update={"reason": f"{check.reason}; {filed.reason}"})
+
+
 def refuse_unclaimed(writer: LetterWriter, rule: Rule, key: str) -> None:
     """Never send a letter that states a step done the ledger does not show done, whatever
     the preflight said (the second line of defence)."""
@@ -594,6 +617,10 @@ class Sending:
         self.obligations = Obligations(ctx.rules, ctx.incident)
         self.known = ctx.journal.statuses(step_id)
         self.sender = ctx.playbook.organisation.contact.email
+        self.sent = SentLookup(
+            ctx.connectors.sent_folder,
+            unsettled_letters(self.known, rule.id, ctx.incident.id, self.sender),
+        )
         self.tally: Counter[Once] = Counter()
         self.window = max(1, mail.parallel_sends())
         self._pool = ThreadPoolExecutor(self.window, thread_name_prefix="breachbook-mail")
@@ -650,15 +677,23 @@ class Sending:
 
     def _take_over(self, key: str, ident: str) -> Claim | None:
         """A letter not free: done already, or in flight elsewhere, or left in flight by a
-        killed process of this run (or in doubt): then taken over to be sent again."""
+        killed process of this run (or in doubt): then taken over and reconciled, settled as
+        sent when the Sent folder holds its Message-ID, else to be sent again."""
         journal = self.ctx.journal
         latest = journal.ledger.item_status(journal.incident_id, self.step_id, key)
         if latest is ItemStatus.DONE:
             self.tally[Once.ALREADY_DONE] += 1
             return None
-        taken = journal.take_over(self.step_id, key, {"message_id": ident, "reconcile": "resend"})
+        taken = journal.take_over(
+            self.step_id, key, {"message_id": ident, "reconcile": self.sent.how}
+        )
         if taken is None:
             self.tally[Once.UNKNOWN if latest is ItemStatus.UNKNOWN else Once.BUSY] += 1
+            return None
+        filed = self.sent.filed(ident)
+        if filed is not None:  # the relay took it: settled as sent, not sent again
+            self._settle(taken, ItemStatus.DONE, {"reference": filed, "message_id": ident})
+            return None
         return taken
 
     def _collect(self, until: str) -> None:

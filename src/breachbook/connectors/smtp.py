@@ -31,7 +31,7 @@ from breachbook.clock import Clock
 from breachbook.connectors.message import build_message
 from breachbook.errors import DrillWriteBlocked, MailRefused, MailUnavailable
 from breachbook.journal import OutcomeUnknown
-from breachbook.ports import Check, OutgoingLetter
+from breachbook.ports import Check, OutgoingLetter, SentFolder
 from breachbook.settings import Settings
 
 RETRY_DELAYS = (1.0, 4.0, 16.0, 64.0)
@@ -111,8 +111,15 @@ class SmtpMail:
     """The Mail port on an SMTP relay. `read_only` (a drill) refuses every send before a
     connection is asked for, beside the drill guard that refuses it earlier still."""
 
-    def __init__(self, config: SmtpConfig, clock: Clock, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        config: SmtpConfig,
+        clock: Clock,
+        read_only: bool = False,
+        sent_folder: SentFolder | None = None,
+    ) -> None:
         self.config = config
+        self._sent_folder = sent_folder
         self._clock = clock
         self._read_only = read_only
         self._rate = RateLimit(config.rate_per_minute, clock)
@@ -207,6 +214,20 @@ class SmtpMail:
         steps += ["AUTH"] if self.config.username is not None else []
         return Check.verified(f"{self.where} accepted {', '.join(steps)}; nothing was sent", METHOD)
 
+    def _filed(self, letter: OutgoingLetter, message: bytes) -> str:
+        """The delivery reference of an accepted letter, filed in the Sent folder when one is
+        configured, before the ledger hears of it: a run killed before it settles the letter
+        finds it there. Not filed (the folder down) is not a failure: the letter went out,
+        and a take-over then sends it again with the same Message-ID."""
+        accepted = f"{letter.message_id or letter.key} accepted by {self.where}"
+        if self._sent_folder is None:
+            return accepted
+        try:
+            self._sent_folder.file(message)
+        except MailUnavailable as exc:
+            return f"{accepted}; not filed: {exc}"
+        return f"{accepted}, filed"
+
     def send(self, letter: OutgoingLetter) -> str:
         if self._read_only:
             raise DrillWriteBlocked("drill: refused SMTP MAIL FROM")
@@ -223,7 +244,7 @@ class SmtpMail:
                     connection.send_message(
                         message, from_addr=self.config.sender, to_addrs=[letter.recipient]
                     )
-                return f"{letter.message_id or letter.key} accepted by {self.where}"
+                return self._filed(letter, bytes(message))
             except smtplib.SMTPRecipientsRefused as exc:
                 code, what = next(iter(exc.recipients.values()))[0], "recipient"
             except smtplib.SMTPResponseException as exc:
