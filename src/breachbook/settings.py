@@ -23,6 +23,9 @@ from pydantic_settings import (
 from breachbook.errors import BreachbookError, UnknownSetting
 from breachbook.roster import RoleApprovers
 
+LETTERS_BATCH_SIZE = 5000
+"""Letters per delivery batch unless BREACHBOOK_LETTERS_BATCH_SIZE says otherwise."""
+
 AUTOMATION = "automation:breachbook"
 """The actor of what breachbook does by itself (here, not in the ledger, so that reading the
 settings does not load SQLAlchemy: commands that only talk to `serve` start faster)."""
@@ -175,6 +178,9 @@ class Settings(BaseSettings):
     smtp_rate_per_minute: int = Field(default=6000, ge=1)
     """Letters handed to the relay per minute at most, across every connection of a run."""
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    letters_batch_size: int = Field(default=LETTERS_BATCH_SIZE, ge=1)
+    """Letters per delivery batch: the unit a flow runs as one task, in parallel with the
+    other batches of the obligation, on any worker sharing the ledger."""
     letters_reclaim_seconds: int | None = Field(default=None, ge=0)
     """A letter another run claimed and never settled (that run was killed mid-send) is
     taken over after this long and sent again with the same Message-ID; unset: only the
