@@ -25,7 +25,10 @@ pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
 
 INCIDENT = "demo-2026-antiques-leak"
 WORKERS = ("run0worker0a", "run0worker0b")
-BATCH = 40
+BATCH = 30
+RATE = 1200
+"""Letters per minute per worker: about 10 s for one worker alone, so that the two overlap
+whichever reaches the delivery first, and each meets letters the other holds."""
 ENTRY = re.compile(r"^\S+ \S+: [a-z-]+$")
 """A plan entry that did not end done, as smtp_process prints it (Prefect's log lines differ)."""
 
@@ -36,7 +39,7 @@ def test_two_workers_on_a_prefect_server_with_the_postgres_ledger_deliver_each_l
     from prefect.settings import PREFECT_API_URL
 
     home = tmp_path / "home"
-    world = ensure_demo_world(home / "demo", size=300)
+    world = ensure_demo_world(home / "demo", size=220)
     with recording_relay(tmp_path) as relay:
         env = {
             **os.environ,
@@ -44,6 +47,7 @@ def test_two_workers_on_a_prefect_server_with_the_postgres_ledger_deliver_each_l
             "BREACHBOOK_HOME": str(home),
             "BREACHBOOK_LEDGER_URL": pg_url,
             "BREACHBOOK_LETTERS_BATCH_SIZE": str(BATCH),
+            "BREACHBOOK_SMTP_RATE_PER_MINUTE": str(RATE),
             "PREFECT_API_URL": str(PREFECT_API_URL.value()),
             "DO_NOT_TRACK": "1",
         }
