@@ -1,5 +1,5 @@
 """A step's many items split into batches: each batch is named by an id and answers with
-counts, so a flow can run the batches of one step in parallel, on any worker, without
+counts, so a flow can run the batches of one step in parallel as task runs without
 customer data in what it hands around. The core runs them one after another itself."""
 
 from __future__ import annotations

@@ -179,8 +179,8 @@ class Settings(BaseSettings):
     """Letters handed to the relay per minute at most, across every connection of a run."""
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
     letters_batch_size: int = Field(default=LETTERS_BATCH_SIZE, ge=1)
-    """Letters per delivery batch: the unit a flow runs as one task, in parallel with the
-    other batches of the obligation, on any worker sharing the ledger."""
+    """Letters per delivery batch: the unit a flow runs as one task run, in parallel with
+    the other batches of the obligation; the split is kept in the ledger."""
     letters_reclaim_seconds: int | None = Field(default=None, ge=0)
     """A letter another run claimed and never settled (that run was killed mid-send) is
     taken over after this long and sent again with the same Message-ID; unset: only the

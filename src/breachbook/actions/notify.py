@@ -599,7 +599,7 @@ class DeliverLetters(Action[NoArgs]):
 
     def apply_items(self, args: NoArgs, target: str, ctx: RunContext) -> Counter[Once]:
         """The obligation's letters in batches of `batch_size`, run by the run's batch
-        runner (here one after another; in a flow, tasks in parallel on any worker)."""
+        runner (here one after another; in a flow, task runs in parallel)."""
         return ctx.batches(
             f"{self.name} {target}",
             self.batches(target, ctx),
