@@ -230,7 +230,9 @@ class _NoCustomers:
 
         return Check.verified("not read", "bench")
 
-    def iter_affected(self, categories: Any, batch_size: int) -> Iterator[Any]:
+    def iter_affected(
+        self, categories: Any, batch_size: int, after: str | None = None
+    ) -> Iterator[Any]:
         return iter(())
 
     def table_snapshot(self, table: str, columns: list[str]) -> Iterator[bytes]:

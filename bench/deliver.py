@@ -13,11 +13,15 @@ size's alone:
   threads handing the same letters over;
 - breachbook with the ledger: the same, each letter claimed before and settled after in a
   SQLite ledger, LETTERS_PER_COMMIT per transaction, as `letters.deliver` does;
+- workers: the letters in batches of BREACHBOOK_LETTERS_BATCH_SIZE (5,000) spread over
+  `--workers` processes at once (as a flow spreads a delivery's batch tasks over workers),
+  each with its own pool, claiming and settling in one shared SQLite ledger;
 - peak resident memory of the process.
 
 It prints letters per second and breachbook's against the baseline (target: at least 2x).
 
     python bench/deliver.py [--sizes 10000 100000] [--connections 8] [--servers 2]
+        [--workers 2] [--ways plain pool ledger workers]
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from breachbook.ledger import Claim, ItemStatus, Ledger
 from breachbook.modes import Mode
 from breachbook.notify import Obligations, iter_valid_customers
 from breachbook.ports import OutgoingLetter
-from breachbook.settings import Settings
+from breachbook.settings import LETTERS_BATCH_SIZE, Settings
 from breachbook.wiring import RunRequest, demo_settings, open_run
 
 SENDER = "privacy@bench.example"
@@ -240,6 +244,14 @@ def pooled_with_ledger(
     return sent
 
 
+def part_of(letters: Iterator[OutgoingLetter], part: int, parts: int) -> Iterator[OutgoingLetter]:
+    """The letters of every `parts`th batch of LETTERS_BATCH_SIZE, from batch `part`: one
+    worker's share when the batches of a delivery are spread over `parts` workers."""
+    for number, letter in enumerate(letters):
+        if (number // LETTERS_BATCH_SIZE) % parts == part:
+            yield letter
+
+
 def batched(items: Iterator[OutgoingLetter], size: int) -> Iterator[list[OutgoingLetter]]:
     chunk: list[OutgoingLetter] = []
     for item in items:
@@ -251,7 +263,20 @@ def batched(items: Iterator[OutgoingLetter], size: int) -> Iterator[list[Outgoin
         yield chunk
 
 
+def run_part(size: int, port: int, connections: int, way: str) -> dict[str, float]:
+    """One worker of `workers`: its share of the batches, on the ledger the workers share.
+    Its start and end are wall-clock times, so the run's rate spans every worker."""
+    _, part, parts, folder = way.split(":")
+    sample = sample_letters(Settings().home)
+    start = time.time()
+    letters = part_of(stream(sample, size), int(part), int(parts))
+    sent = pooled_with_ledger(port, connections, letters, Path(folder))
+    return {"sent": sent, "start": start, "end": time.time(), "peak_mb": peak_rss_mb()}
+
+
 def run_once(size: int, port: int, connections: int, way: str) -> dict[str, float]:
+    if way.startswith("part:"):
+        return run_part(size, port, connections, way)
     sample = sample_letters(Settings().home)
     start = time.perf_counter()
     if way == "plain":
@@ -266,11 +291,52 @@ def run_once(size: int, port: int, connections: int, way: str) -> dict[str, floa
     return {"letters_per_s": size / seconds, "seconds": seconds, "peak_mb": peak_rss_mb()}
 
 
+WAYS = ["plain", "pool", "ledger", "workers"]
+
+
+def one(size: int, port: int, connections: int, way: str) -> list[str]:
+    return [
+        sys.executable,
+        __file__,
+        "--connections",
+        str(connections),
+        "--one",
+        str(size),
+        str(port),
+        way,
+    ]
+
+
+def workers(size: int, port: int, connections: int, count: int) -> dict[str, float]:
+    """`count` worker processes at once, each sending its share of the batches of
+    LETTERS_BATCH_SIZE on one shared SQLite ledger; the rate spans the first start to the
+    last end, and the peak memory is the largest worker's."""
+    with tempfile.TemporaryDirectory() as folder:
+        started = [
+            subprocess.Popen(
+                one(size, port, connections, f"part:{n}:{count}:{folder}"),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for n in range(count)
+        ]
+        parts = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in started]
+    assert all(p.returncode == 0 for p in started)
+    assert sum(part["sent"] for part in parts) == size
+    seconds = max(p["end"] for p in parts) - min(p["start"] for p in parts)
+    peak = max(p["peak_mb"] for p in parts)
+    return {"letters_per_s": size / seconds, "seconds": seconds, "peak_mb": peak}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--servers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--ways", nargs="+", default=["plain", "pool", "ledger", "workers"], choices=WAYS
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -294,18 +360,12 @@ def main() -> None:
         )
         for size in args.sizes:
             figures = {}
-            for way in ("plain", "pool", "ledger"):
+            for way in args.ways:
+                if way == "workers":
+                    figures[way] = workers(size, port, args.connections, args.workers)
+                    continue
                 done = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--connections",
-                        str(args.connections),
-                        "--one",
-                        str(size),
-                        str(port),
-                        way,
-                    ],
+                    one(size, port, args.connections, way),
                     capture_output=True,
                     text=True,
                     check=True,
@@ -316,7 +376,10 @@ def main() -> None:
                 ("plain", "plain smtplib loop, one connection"),
                 ("pool", "breachbook SmtpMail pool"),
                 ("ledger", "breachbook pool + ledger claim/settle"),
+                ("workers", f"{args.workers} workers, batches + shared ledger"),
             ):
+                if way not in figures:
+                    continue
                 f = figures[way]
                 print(
                     f"{size:>8} letters  {label:<40} {f['letters_per_s']:>8.0f} letters/s  "

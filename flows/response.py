@@ -2,11 +2,13 @@
 
 Parameters are paths, flags and ids only: Prefect stores them in plain text, so customer
 data never passes through here. Each playbook step is one task run; per-customer work is
-batched inside its step.
+batched inside its step, and a delivery's batches are task runs of their own, in parallel,
+given batch ids and answering counts.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,11 +27,13 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.flow_runs import suspend_flow_run
+from prefect.futures import as_completed
 from prefect.runtime import deployment, flow_run
 from prefect.states import Failed
 from pydantic import Field
 
 from breachbook.anchors import Anchoring, anchor_artifact, last_anchor_of_run
+from breachbook.batches import BatchWork
 from breachbook.clock import SystemClock
 from breachbook.connectors.ledger_approvals import (
     decision_of,
@@ -43,6 +47,7 @@ from breachbook.demo import demo_inputs
 from breachbook.engine import Position, RunResult, StepResult, new_run_id
 from breachbook.errors import BreachbookError
 from breachbook.forms import DEFAULT_PLAYBOOK, NAME_PATTERN, DrillForm, LiveForm, run_request
+from breachbook.journal import Once
 from breachbook.live_lock import one_live_response
 from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
@@ -95,6 +100,43 @@ class PrefectSteps:
             description=f"{position.number} of {position.total} steps done; last: {name}",
         )
         return result
+
+
+class PrefectBatches:
+    """Runs a step's batches as Prefect task runs mapped onto the flow's task runner, so they
+    run in parallel: each task is given a batch id and answers counts (never customer data,
+    which each batch reads from the customer database itself). A progress artifact per step
+    moves as each batch finishes."""
+
+    def __call__(self, label: str, batch_ids: list[str], work: BatchWork) -> Counter[Once]:
+        def batch(batch_id: str) -> dict[str, int]:
+            return {once.value: count for once, count in work(batch_id).items()}
+
+        runs = task(
+            name=label, task_run_name="{batch_id}", persist_result=False, cache_policy=NO_CACHE
+        )(batch)
+        progress = create_progress_artifact(
+            0.0,
+            key=artifact_key("batches-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")),
+            description=f"{label}: 0 of {len(batch_ids)} batches done",
+        )
+        assert isinstance(progress, UUID)  # called from synchronous code: not a coroutine
+        total: Counter[Once] = Counter()
+        stopped: BaseException | None = None
+        for done, future in enumerate(as_completed(runs.map(batch_ids)), start=1):
+            try:
+                total.update({Once(kind): count for kind, count in future.result().items()})
+            except BaseException as exc:  # the others still finish and settle their letters
+                stopped = stopped or exc
+            tally = ", ".join(f"{kind.value} {count}" for kind, count in sorted(total.items()))
+            update_progress_artifact(
+                progress,
+                100 * done / len(batch_ids),
+                description=f"{label}: {done} of {len(batch_ids)} batches done ({tally})",
+            )
+        if stopped is not None:
+            raise stopped
+        return total
 
 
 def artifact_key(kind: str) -> str:
@@ -263,11 +305,12 @@ def _run(request: RunRequest, settings: Settings) -> dict[str, str]:
 
 def _run_steps(request: RunRequest, settings: Settings, steps: PrefectSteps) -> dict[str, str]:
     _answers_given_on_resume(request, settings)
-    ctx, result = execute(request, runner=steps, settings=settings)
+    batches = PrefectBatches()
+    ctx, result = execute(request, runner=steps, settings=settings, batches=batches)
     while result.waiting_for and deployment.id is not None:
         for step_id in result.waiting_for:
             _wait_for_decision(ctx.incident.id, step_id, settings)
-        ctx, result = execute(request, runner=steps, settings=settings)
+        ctx, result = execute(request, runner=steps, settings=settings, batches=batches)
     for step_id in result.waiting_for:
         get_run_logger().info(
             "%s waits for a decision: breachbook approve %s %s --by NAME, "

@@ -219,12 +219,15 @@ class InMemoryCustomers:
         return Check.verified("in memory", "fake")
 
     def iter_affected(
-        self, incident: Incident, batch_size: int
+        self, incident: Incident, batch_size: int, after: str | None = None
     ) -> Iterator[list[Customer | RejectedRecord]]:
         categories = frozenset(incident.data_categories)
         batch = [
             r for r in self.records if isinstance(r, RejectedRecord) or r.categories & categories
         ]
+        if after is not None:
+            ids = [r.customer_id if isinstance(r, RejectedRecord) else r.id for r in batch]
+            batch = batch[ids.index(after) + 1 :]
         for start in range(0, len(batch), batch_size):
             yield batch[start : start + batch_size]
 

@@ -6,10 +6,11 @@ There is no mode here and no in-memory state: what a later step needs is a journ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from breachbook.batches import BatchRunner, run_batches_here
 from breachbook.clock import Clock
 from breachbook.custody import EvidencePolicy
 from breachbook.journal import RunJournal
@@ -31,6 +32,7 @@ from breachbook.ports import (
     SentFolder,
 )
 from breachbook.rules import RuleBook
+from breachbook.settings import LETTERS_BATCH_SIZE
 from breachbook.templates import Renderer
 from breachbook.workspace import Workspace
 
@@ -93,6 +95,10 @@ class RunContext:
     actor: str
     evidence: EvidencePolicy | None = None
     """How this run keeps evidence (signing key, evidence key or contents left out)."""
+    batches: BatchRunner = field(default=run_batches_here)
+    """How a step's batches run: here one after another, or as tasks of a flow."""
+    batch_size: int = LETTERS_BATCH_SIZE
+    """Items per batch (BREACHBOOK_LETTERS_BATCH_SIZE)."""
 
     def record(
         self, step_id: str, target: str, phase: str, outcome: str, details: dict[str, Any]

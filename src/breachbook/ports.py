@@ -108,11 +108,13 @@ class CustomerDirectory(Protocol):
 
     @reads
     def iter_affected(
-        self, incident: Incident, batch_size: int
+        self, incident: Incident, batch_size: int, after: str | None = None
     ) -> Iterator[list[Customer | RejectedRecord]]:
         """Customers whose data the incident exposed, in batches, in a stable order, each once;
         `Customer.categories` holds the categories exposed for that customer (the exposed
-        columns that hold a value for them, across every exposed table).
+        columns that hold a value for them, across every exposed table). With `after`, only
+        those that come after the customer with that id in that order (a delivery batch
+        starts there, on any worker, without reading the customers before it).
 
         A record that does not validate comes back as a RejectedRecord, so one bad row is
         reported by id instead of stopping the notification of everyone else.

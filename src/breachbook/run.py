@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from breachbook.anchors import Anchoring
+from breachbook.batches import BatchRunner, run_batches_here
 from breachbook.clock import Clock
 from breachbook.context import RunContext
 from breachbook.engine import (
@@ -43,13 +44,16 @@ def execute(
     settings: Settings | None = None,
     clock: Clock | None = None,
     adapters: Adapters | None = None,
+    batches: BatchRunner = run_batches_here,
 ) -> tuple[RunContext, RunResult]:
     """Open the run, walk the playbook, sign the ledger's head, write plan and report; on
-    failure mark the folder and still sign the head (with the error recorded)."""
+    failure mark the folder and still sign the head (with the error recorded). `batches`
+    runs a step's batches (a flow makes each one a task)."""
     settings = settings or Settings()
     # A signing key that cannot be used stops the run before anything is written.
     anchoring = Anchoring.from_settings(settings, request.out_dir)
     ctx = open_run(request, settings, clock, adapters)
+    ctx.batches = batches
     try:
         anchoring.refuse_inside(ctx.workspace.root)
         steps = anchored_steps(runner, anchoring, ctx.journal)

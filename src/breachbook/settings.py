@@ -23,6 +23,9 @@ from pydantic_settings import (
 from breachbook.errors import BreachbookError, UnknownSetting
 from breachbook.roster import RoleApprovers
 
+LETTERS_BATCH_SIZE = 5000
+"""Letters per delivery batch unless BREACHBOOK_LETTERS_BATCH_SIZE says otherwise."""
+
 AUTOMATION = "automation:breachbook"
 """The actor of what breachbook does by itself (here, not in the ledger, so that reading the
 settings does not load SQLAlchemy: commands that only talk to `serve` start faster)."""
@@ -193,6 +196,9 @@ class Settings(BaseSettings):
     imap_append: bool = True
     """APPEND each letter the relay accepted to the Sent folder; false when the mail system
     files what its relay sends itself (then breachbook only looks there)."""
+    letters_batch_size: int = Field(default=LETTERS_BATCH_SIZE, ge=1)
+    """Letters per delivery batch: the unit a flow runs as one task run, in parallel with
+    the other batches of the obligation; the split is kept in the ledger."""
     letters_reclaim_seconds: int | None = Field(default=None, ge=0)
     """A letter another run claimed and never settled (that run was killed mid-send) is
     taken over after this long and sent again with the same Message-ID; unset: only the

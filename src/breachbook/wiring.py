@@ -550,6 +550,7 @@ def open_run(
         renderer=Renderer(inputs.templates),
         actor=settings.actor,
         evidence=evidence,
+        batch_size=settings.letters_batch_size,
     )
 
 
@@ -647,7 +648,7 @@ class CustomersNotRead:
         return Check.unverified("restore does not read the customer database")
 
     def iter_affected(
-        self, incident: Incident, batch_size: int
+        self, incident: Incident, batch_size: int, after: str | None = None
     ) -> Iterator[list[Customer | RejectedRecord]]:
         raise self._refuse()
 

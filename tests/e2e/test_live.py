@@ -9,6 +9,7 @@ import json
 import shutil
 import sqlite3
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,19 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from breachbook.batches import BatchWork
 from breachbook.cli import app
+from breachbook.clock import FixedStepClock
 from breachbook.connectors.evidence_sql import SqlEvidenceSource
 from breachbook.demo import DemoWorld
 from breachbook.engine import RunResult, Status
+from breachbook.journal import Once
 from breachbook.ledger import ItemStatus
 from breachbook.modes import Mode
+from breachbook.run import execute
 from breachbook.settings import Settings
-from breachbook.wiring import demo_settings
-from tests.conftest import Fakes, customers_named_in, live_ledger, run_with
+from breachbook.wiring import RunRequest, demo_settings
+from tests.conftest import T0, Fakes, customers_named_in, live_ledger, run_with
 from tests.fakes import VanishingSource
 
 INCIDENT = "demo-2026-antiques-leak"
@@ -323,3 +328,44 @@ def test_the_cli_exit_code_says_what_failed_and_what_waits(
     assert "failed (exit 1)" in result.output
     assert "failed (UNVERIFIED) lock-db-role (analytics_etl)" in result.output
     assert "waiting (VERIFIED) deliver-letters" in result.output
+
+
+def test_letters_go_out_in_batches_named_by_id_each_letter_in_one_batch_in_any_order(
+    settings: Settings, world: DemoWorld, tmp_path: Path
+) -> None:
+    """The core without Prefect, its batches handed to a runner as a flow's would be (here in
+    reverse order): each batch is named by its obligation and number only, holds at most
+    `letters_batch_size` letters, and together they send every owed letter once."""
+    size = 25
+    fakes = Fakes(tmp_path)
+    tallies: dict[str, Counter[Once]] = {}
+
+    def backwards(label: str, batch_ids: list[str], work: BatchWork) -> Counter[Once]:
+        for batch_id in reversed(batch_ids):
+            tallies[batch_id] = work(batch_id)
+        return sum(tallies.values(), Counter())
+
+    ctx, result = execute(
+        RunRequest(
+            mode=Mode.LIVE,
+            incident_file=world.incident_file,
+            out_dir=tmp_path / "run",
+            confirm_incident_id=INCIDENT,
+        ),
+        settings=settings.model_copy(update={"letters_batch_size": size}),
+        clock=FixedStepClock(T0),
+        adapters=fakes.adapters(),
+        batches=backwards,
+    )
+    assert step_status(result, "deliver-letters") == {Status.COMPLETED}
+    owed = {
+        path.stem: len(path.read_text().split())
+        for path in (ctx.workspace.root / "recipients").glob("*.txt")
+    }
+    assert sorted(tallies) == sorted(
+        f"{rule}#{n}" for rule, count in owed.items() for n in range(-(-count // size))
+    )
+    assert all(0 < sum(t.values()) <= size for t in tallies.values())
+    keys = [letter.key for letter in fakes.mail.sent]
+    assert len(keys) == len(set(keys)) == sum(owed.values()) > 4 * size
+    assert sum(sum(t.values()) for t in tallies.values()) == len(keys)

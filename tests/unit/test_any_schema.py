@@ -86,6 +86,22 @@ def test_exposed_categories_follow_the_columns_that_hold_a_value(clinic_db: Path
         directory.close()
 
 
+def test_reading_after_a_customer_continues_in_key_order_with_the_same_categories(
+    clinic_db: Path,
+) -> None:
+    """A delivery batch starts after the previous batch's last customer, in the directory's
+    order (here an integer key), with each customer's categories from every table as before."""
+    directory = directory_on(sqlite_url(clinic_db, read_only=True))
+    incident = Incident.model_validate(clinic.breach())
+    try:
+        everyone = [c for page in directory.iter_affected(incident, 2) for c in page]
+        rest = [c for page in directory.iter_affected(incident, 2, after="2") for c in page]
+    finally:
+        directory.close()
+    ids = [c.customer_id if isinstance(c, RejectedRecord) else c.id for c in everyone]
+    assert rest == everyone[ids.index("2") + 1 :] != []
+
+
 def test_a_customer_table_column_counts_only_where_it_holds_a_value(clinic_db: Path) -> None:
     directory = directory_on(sqlite_url(clinic_db, read_only=True))
     breach = clinic.breach(

@@ -32,6 +32,7 @@ from breachbook.letter_status import FOR_POST
 from breachbook.letters import ClaimState, LetterData, StepClaim
 from breachbook.models import Customer
 from breachbook.notices import NoticeDraft, NoticeWriter
+from breachbook.notify import BATCH_SIZE as PAGE_SIZE
 from breachbook.notify import (
     Assessment,
     LetterWriter,
@@ -473,13 +474,68 @@ def outgoing(
     ), _letter_hash(letter.subject, letter.text)
 
 
-def owed_customers(ctx: RunContext, rule_id: str) -> Iterator[Customer]:
+def owed_customers(
+    ctx: RunContext, rule_id: str, after: str | None = None, through: str | None = None
+) -> Iterator[Customer]:
     """The customers owed a letter under one obligation, from the customer database as it is
-    now (a customer found since an earlier delivery is owed one too)."""
+    now (a customer found since an earlier delivery is owed one too): all of them, or those
+    after the customer `after` up to the customer `through`, in the directory's order."""
     obligations = Obligations(ctx.rules, ctx.incident)
-    for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
-        if any(owed.id == rule_id for owed in obligations.for_customer(customer)):
-            yield customer
+    for page in ctx.connectors.customers.iter_affected(ctx.incident, PAGE_SIZE, after):
+        for customer in page:
+            if not isinstance(customer, Customer):
+                continue
+            if any(owed.id == rule_id for owed in obligations.for_customer(customer)):
+                yield customer
+            if customer.id == through:
+                return
+
+
+LETTER_BATCHES = "letter-batches"
+
+
+class LetterBatches(BaseModel):
+    """How one obligation's letters are split for delivery, kept once per run in the ledger
+    so that every worker of the run splits them alike: the id of the last customer of each
+    batch but the last, in the directory's order (ids only). The last batch runs to the end,
+    so a customer found since the split is in the batch whose range holds it."""
+
+    rule_id: str
+    ends: list[str]
+
+    def batch_ids(self) -> list[str]:
+        return [f"{self.rule_id}{BATCH_MARK}{n}" for n in range(len(self.ends) + 1)]
+
+    def customers(self, ctx: RunContext, number: int) -> Iterator[Customer]:
+        """The owed customers of batch `number`, as the customer database holds them now."""
+        after = self.ends[number - 1] if number else None
+        through = self.ends[number] if number < len(self.ends) else None
+        return owed_customers(ctx, self.rule_id, after, through)
+
+
+BATCH_MARK = "#"
+"""Between the obligation and the batch's number in a batch id: `us-ca-1798.82#3`."""
+
+
+def letter_batches(ctx: RunContext, rule_id: str) -> LetterBatches:
+    """The run's split of one obligation's letters: made at its first delivery, then read."""
+    found = ctx.journal.get(LETTER_BATCHES, rule_id, LetterBatches)
+    if found is None:
+        found = LetterBatches(rule_id=rule_id, ends=batch_ends(ctx, rule_id))
+        ctx.journal.put(LETTER_BATCHES, rule_id, found)
+    return found
+
+
+def batch_ends(ctx: RunContext, rule_id: str) -> list[str]:
+    """Every `batch_size`th owed customer's id, but none at the very end (no empty batch)."""
+    ends, count = [], 0
+    for customer in owed_customers(ctx, rule_id):
+        count += 1
+        if count % ctx.batch_size == 0:
+            ends.append(customer.id)
+    if ends and count % ctx.batch_size == 0:
+        ends.pop()
+    return ends
 
 
 @register
@@ -554,16 +610,30 @@ class DeliverLetters(Action[NoArgs]):
         return f"send {assessment(ctx).individual[target].count} letters for {target} via {via}{claims}{left}"
 
     def apply_items(self, args: NoArgs, target: str, ctx: RunContext) -> Counter[Once]:
-        """Each letter is one item: claimed in the ledger, rendered from the customer
-        database as it is now, handed to the mail connector (as many at once as it has
-        connections), and settled. A letter whose outcome was never heard (its run was
+        """The obligation's letters in batches of `batch_size`, run by the run's batch
+        runner (here one after another; in a flow, task runs in parallel)."""
+        return ctx.batches(
+            f"{self.name} {target}",
+            self.batches(target, ctx),
+            lambda batch_id: self.run_batch(batch_id, ctx),
+        )
+
+    def batches(self, target: str, ctx: RunContext) -> list[str]:
+        """The ids of the obligation's batches: ids and numbers only, no customer data."""
+        return letter_batches(ctx, target).batch_ids()
+
+    def run_batch(self, batch_id: str, ctx: RunContext) -> Counter[Once]:
+        """Each letter of the batch is one item: claimed in the ledger, rendered from the
+        customer database as it is now, handed to the mail connector (as many at once as it
+        has connections), and settled. A letter whose outcome was never heard (its run was
         killed after the relay took it, or it ended in doubt) is taken over and sent again
         with the same Message-ID, so the receiving side can drop the copy."""
+        rule_id, _, number = batch_id.rpartition(BATCH_MARK)
         mail = require(ctx.connectors.mail, "mail", MAIL_SETTING)
-        rule = ctx.rules.rule(target)
+        rule = ctx.rules.rule(rule_id)
         sending = Sending(ctx, mail, self.name, letter_writer(ctx), rule)
         try:
-            for customer in owed_customers(ctx, target):
+            for customer in letter_batches(ctx, rule_id).customers(ctx, int(number)):
                 if customer.email:
                     sending.offer(customer)
         except BaseException:

@@ -241,7 +241,7 @@ class SqlCustomerDirectory:
             raise CustomerDataError(check.reason)
 
     def iter_affected(
-        self, incident: Incident, batch_size: int
+        self, incident: Incident, batch_size: int, after: str | None = None
     ) -> Iterator[list[Customer | RejectedRecord]]:
         """Customers with at least one exposed column holding a value, each once with the
         union of those columns' categories across every exposed table."""
@@ -278,7 +278,7 @@ class SqlCustomerDirectory:
                 ]
                 lookups = [self._held_in(tables, part) for part in related]
                 query = select(*selected).order_by(key).limit(batch_size)
-                last: Any = None
+                last: Any = None if after is None else _key_value(key, after)
                 while True:
                     page = query if last is None else query.where(key > last)
                     result = conn.execute(page)
@@ -401,3 +401,13 @@ def snapshot_digest(chunks: Iterator[bytes]) -> tuple[str, int]:
         digest.update(chunk)
         size += len(chunk)
     return digest.hexdigest(), size
+
+
+def _key_value(key: ColumnElement[Any], customer_id: str) -> Any:
+    """A customer id (always text in a Customer) as the key column's own type, so `key >`
+    compares as the table orders (an integer key is not ordered as text)."""
+    try:
+        python_type = key.type.python_type
+    except NotImplementedError:
+        return customer_id
+    return python_type(customer_id) if python_type is not str else customer_id

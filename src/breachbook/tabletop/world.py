@@ -418,9 +418,9 @@ class SimulatedCustomers:
         return self._directory.check_readable()
 
     def iter_affected(
-        self, incident: Incident, batch_size: int
+        self, incident: Incident, batch_size: int, after: str | None = None
     ) -> Iterator[list[Customer | RejectedRecord]]:
-        return self._directory.iter_affected(incident, batch_size)
+        return self._directory.iter_affected(incident, batch_size, after)
 
     def table_snapshot(self, table: str, columns: list[str]) -> Iterator[bytes]:
         return self._directory.table_snapshot(table, columns)
