@@ -42,7 +42,14 @@ from breachbook.context import RunContext
 from breachbook.demo import demo_inputs
 from breachbook.engine import Position, RunResult, StepResult, new_run_id
 from breachbook.errors import BreachbookError
-from breachbook.forms import DEFAULT_PLAYBOOK, NAME_PATTERN, DrillForm, LiveForm, run_request
+from breachbook.forms import (
+    DEFAULT_PLAYBOOK,
+    NAME_PATTERN,
+    DrillForm,
+    LiveForm,
+    form_title,
+    run_request,
+)
 from breachbook.live_lock import one_live_response
 from breachbook.modes import Mode
 from breachbook.reports import obligations_markdown, phase_durations
@@ -311,12 +318,8 @@ def _run_form(
         return Failed(message=str(exc))
 
 
-NEW_DRILL = DrillForm()
-NEW_LIVE = LiveForm()
-
-
 @flow(name="breachbook-response", persist_result=False)
-def drill(drill: DrillForm = NEW_DRILL) -> dict[str, str] | State:
+def drill(drill: Annotated[DrillForm, form_title(DrillForm)]) -> dict[str, str] | State:
     """Rehearse the breach playbook: every permission checked, every document produced,
     nothing changed. Pick an incident file by name or fill one in; the run writes to its own
     new folder, named in its artifacts."""
@@ -324,7 +327,9 @@ def drill(drill: DrillForm = NEW_DRILL) -> dict[str, str] | State:
 
 
 @flow(name="breachbook-response", persist_result=False)
-def live_response(response: LiveForm = NEW_LIVE) -> dict[str, str] | State:
+def live_response(
+    response: Annotated[LiveForm, form_title(LiveForm)],
+) -> dict[str, str] | State:
     """LIVE response to a real incident: contains, preserves and notifies. Refuses to start
     unless the incident id is typed to confirm; waits (suspended) for each approval."""
     return _run_form(response, Mode.LIVE, one_per_incident=True)

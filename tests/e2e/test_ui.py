@@ -8,6 +8,7 @@ before it acts."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -66,6 +67,12 @@ def test_a_drill_started_from_the_ui_form_shows_its_plan_obligations_and_report(
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Custom run", exact=True).click()
     expect(page.get_by_text("Incident (Optional)", exact=True)).to_be_visible()
+    # The form is headed by its title, and an empty date is an empty date picker.
+    headers = page.locator(".schema-form-property__label")
+    expect(headers.filter(has_text=re.compile(r"^Drill$"))).to_have_count(1)
+    expect(headers.filter(has_text=re.compile(r"^Started at \(Optional\)$"))).to_have_count(1)
+    expect(headers.filter(has_text=re.compile(r"^drill"))).to_have_count(0)
+    expect(page.get_by_text('Property is type "None"')).to_have_count(0)
     _pick(page, "(fill in the incident below)", "antiques-leak")
     expect(page.locator(".p-select", has_text="antiques-leak")).to_have_count(1)
     page.screenshot(path=SCREENSHOTS / "drill-form.png")
