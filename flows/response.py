@@ -310,7 +310,7 @@ def _run_form(
         incident = request.load_incident()
         request = replace(request, out_dir=settings.home / "runs" / incident.id / run_id)
         if one_per_incident:
-            with one_live_response(incident.id):
+            with one_live_response(incident.id, settings.live_wait_seconds):
                 return _run(request, settings)
         return _run(request, settings)
     except BreachbookError as exc:

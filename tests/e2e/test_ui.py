@@ -25,6 +25,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from breachbook.demo import DemoWorld
 from breachbook.live_lock import limit_name, one_live_response
 from tests.conftest import ROOT, customers_named_in
+from tests.e2e.test_live_lock import SETTLE
 from tests.e2e.test_serve import Serving, serving
 
 __all__ = ["serving"]  # the fixture: `breachbook serve` with its own Prefect server
@@ -139,7 +140,8 @@ def test_a_second_live_response_of_an_incident_is_refused_while_the_first_holds_
 ) -> None:
     incident_id = yaml.safe_load(small_world.incident_file.read_text())["id"]
     with temporary_settings(updates={PREFECT_API_URL: serving.api}):
-        with one_live_response(incident_id):  # a LIVE response of the incident is running
+        # a LIVE response of the incident is running
+        with one_live_response(incident_id, wait_seconds=SETTLE):
             refused = _settled(serving, _start_live(serving, incident_id))
         slot = httpx.get(f"{serving.api}/v2/concurrency_limits/{limit_name(incident_id)}")
     assert refused["state"]["type"] == "FAILED"
