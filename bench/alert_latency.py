@@ -16,7 +16,11 @@ posts 50 Alertmanager alerts (each a new incident), one every 2 s. For each aler
 
 Median and p95 of each. Target: first containment p95 under 1 s.
 
-    python bench/alert_latency.py [--alerts 50] [--every 2.0] [--limit 2]
+The containment figures are printed as soon as every alert's first claim is found; the
+served runs are then waited for at most --served-wait seconds (on a loaded machine 50 of them
+can take longer than that to start: the figure then says how many had).
+
+    python bench/alert_latency.py [--alerts 50] [--every 2.0] [--limit 2] [--served-wait 600]
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ def main() -> None:  # noqa: PLR0915 (one measured scenario, read top to bottom)
     parser.add_argument("--alerts", type=int, default=50)
     parser.add_argument("--every", type=float, default=2.0, help="seconds between alerts")
     parser.add_argument("--limit", type=int, default=2, help="served runs at once")
+    parser.add_argument("--served-wait", type=float, default=600.0, help="seconds")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="alert-latency-"))
     home = scratch / "home"
@@ -199,14 +204,21 @@ def main() -> None:  # noqa: PLR0915 (one measured scenario, read top to bottom)
             wait_until(lambda i=i: first_claim(i), 120, f"containment of {i}") - sent[i]
             for i in sent
         ]
+        print(
+            f"{args.alerts} alerts, one every {args.every} s, {args.limit} served runs at "
+            f"once, on {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} now)"
+        )
+        print(summary("request -> 202 (recorded in the ledger)", acks))
+        print(summary("request -> first containment claim", contained), flush=True)
 
-        def started_runs() -> list[dict[str, Any]] | None:
+        def started_runs() -> list[dict[str, Any]]:
             runs = client.post(f"{api}/flow_runs/filter", json={}).json()
             live = [r for r in runs if r["parameters"].get("incident") in sent]
-            done = [r for r in live if r["start_time"]]
-            return done if len(done) == len(sent) else None
+            return [r for r in live if r["start_time"]]
 
-        runs = wait_until(started_runs, 600, "every served run to start")
+        served_deadline = time.monotonic() + args.served_wait
+        while len(runs := started_runs()) < len(sent) and time.monotonic() < served_deadline:
+            time.sleep(1)
         prefect_start, via_prefect = [], []
         for run in runs:
             begun = datetime.fromisoformat(run["start_time"]).timestamp()
@@ -216,12 +228,7 @@ def main() -> None:  # noqa: PLR0915 (one measured scenario, read top to bottom)
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)
-    print(
-        f"{args.alerts} alerts, one every {args.every} s, {args.limit} served runs at once, "
-        f"on {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end)"
-    )
-    print(summary("request -> 202 (recorded in the ledger)", acks))
-    print(summary("request -> first containment claim", contained))
+    print(f"served runs started within --served-wait: {len(runs)} of {len(sent)}")
     print(summary("Prefect: served run created -> Running", prefect_start))
     print(summary("request -> served run Running", via_prefect))
     p95 = percentile(contained, 0.95)

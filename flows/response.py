@@ -46,7 +46,14 @@ from breachbook.context import RunContext
 from breachbook.demo import demo_inputs
 from breachbook.engine import Position, RunResult, StepResult, new_run_id
 from breachbook.errors import BreachbookError
-from breachbook.forms import DEFAULT_PLAYBOOK, NAME_PATTERN, DrillForm, LiveForm, run_request
+from breachbook.forms import (
+    DEFAULT_PLAYBOOK,
+    NAME_PATTERN,
+    DrillForm,
+    LiveForm,
+    form_title,
+    run_request,
+)
 from breachbook.journal import Once
 from breachbook.live_lock import one_live_response
 from breachbook.modes import Mode
@@ -346,7 +353,7 @@ def _run_form(
         incident = request.load_incident()
         request = replace(request, out_dir=settings.home / "runs" / incident.id / run_id)
         if one_per_incident:
-            with one_live_response(incident.id):
+            with one_live_response(incident.id, settings.live_wait_seconds):
                 return _run(request, settings)
         return _run(request, settings)
     except BreachbookError as exc:
@@ -354,12 +361,8 @@ def _run_form(
         return Failed(message=str(exc))
 
 
-NEW_DRILL = DrillForm()
-NEW_LIVE = LiveForm()
-
-
 @flow(name="breachbook-response", persist_result=False)
-def drill(drill: DrillForm = NEW_DRILL) -> dict[str, str] | State:
+def drill(drill: Annotated[DrillForm, form_title(DrillForm)]) -> dict[str, str] | State:
     """Rehearse the breach playbook: every permission checked, every document produced,
     nothing changed. Pick an incident file by name or fill one in; the run writes to its own
     new folder, named in its artifacts."""
@@ -367,7 +370,9 @@ def drill(drill: DrillForm = NEW_DRILL) -> dict[str, str] | State:
 
 
 @flow(name="breachbook-response", persist_result=False)
-def live_response(response: LiveForm = NEW_LIVE) -> dict[str, str] | State:
+def live_response(
+    response: Annotated[LiveForm, form_title(LiveForm)],
+) -> dict[str, str] | State:
     """LIVE response to a real incident: contains, preserves and notifies. Refuses to start
     unless the incident id is typed to confirm; waits (suspended) for each approval."""
     return _run_form(response, Mode.LIVE, one_per_incident=True)

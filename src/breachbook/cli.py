@@ -170,16 +170,16 @@ def _run_served(submitted: Submission) -> Path | None:
     """The run on a running `breachbook serve` (README: Run it for real), followed to its
     end; its folder, or None when PREFECT_API_URL's server does not serve the deployment."""
     from breachbook.settings import Settings
-    from breachbook.submit import follow, run_folder, served_deployment, start
+    from breachbook.submit import ServeApi, run_folder
 
-    api = os.environ["PREFECT_API_URL"].rstrip("/")
-    deployment_id = served_deployment(api, submitted.deployment)
+    served = ServeApi(os.environ["PREFECT_API_URL"])
+    deployment_id = served.served_deployment(submitted.deployment)
     if deployment_id is None:
         return None
-    run = start(api, deployment_id, submitted)
-    link = f"{api.removesuffix('/api')}/runs/flow-run/{run['id']}"
+    run = served.start(deployment_id, submitted)
+    link = f"{served.api.removesuffix('/api')}/runs/flow-run/{run['id']}"
     console.print(f"started {run['name']} on breachbook serve: {link}", highlight=False)
-    run = follow(api, run["id"])
+    run = served.follow(run["id"])
     folder = run_folder(Settings(), run["id"])
     if run["state"]["type"] == "PAUSED":
         raise BreachbookError(f"run {run['name']} waits for a decision: resume it at {link}")

@@ -22,7 +22,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from breachbook.errors import DataSourceError
-from breachbook.inputs import DATASOURCE, InputError, check_text, load_yaml, read_text
+from breachbook.inputs import (
+    DATASOURCE,
+    InputError,
+    check_text,
+    load_yaml,
+    read_text,
+    while_unchanged,
+)
 from breachbook.models import (
     DataCategory,
     Identifier,
@@ -239,12 +246,20 @@ class DataSource(Strict):
 
 def load_datasource(path: Path) -> DataSource:
     """A data-source file, read within the limits of breachbook.inputs; one line names the
-    file and the field at fault."""
+    file and the field at fault. Read again only once the file changed
+    (breachbook.inputs.while_unchanged)."""
+    return _read_datasource(path)
+
+
+def _load_datasource(path: Path) -> DataSource:
     try:
         text = read_text(path, DATASOURCE)
     except InputError as exc:
         raise DataSourceError(str(exc)) from None
     return parse_datasource(text, str(path))
+
+
+_read_datasource = while_unchanged(DATASOURCE, _load_datasource)
 
 
 def is_datasource(path: Path) -> bool:

@@ -61,6 +61,20 @@ def _offer_choices(schema: dict[str, Any]) -> None:
     properties.get("incident", {})["enum"] = [FILL_IN, *incident_names(settings)]
 
 
+def _starts_empty(schema: dict[str, Any]) -> None:
+    """No `default: null` in the form's schema: the Prefect UI takes a null value for its
+    None choice and shows `Property is type "None"` under the field; with no default the
+    date picker shows, empty, and an empty field is left out (None when the run starts)."""
+    schema.pop("default", None)
+
+
+def form_title(form: type[DrillForm]) -> Any:
+    """The `Field` that titles a flow's form parameter as its form. Prefect titles every
+    parameter with its Python name (the UI's header read "drill"); a title given in the
+    field's JSON schema wins, and equal to the form's own it is left to the form."""
+    return Field(json_schema_extra={"title": form.model_config.get("title") or form.__name__})
+
+
 class IncidentFields(BaseModel):
     """An incident filled in on the form: what an alert knows in its first minutes."""
 
@@ -77,10 +91,16 @@ class IncidentFields(BaseModel):
         default="", title="What happened", description="Quoted in letters.", max_length=10_000
     )
     started_at: datetime | None = Field(
-        default=None, title="Started at", description="Default: when the run starts."
+        default=None,
+        title="Started at",
+        description="Default: when the run starts.",
+        json_schema_extra=_starts_empty,
     )
     discovered_at: datetime | None = Field(
-        default=None, title="Discovered at", description="Default: when the run starts."
+        default=None,
+        title="Discovered at",
+        description="Default: when the run starts.",
+        json_schema_extra=_starts_empty,
     )
     database_role: str = Field(
         default="", title="Database role involved", description="Locked in LIVE.", max_length=63

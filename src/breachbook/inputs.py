@@ -12,10 +12,14 @@ the limit and, where there is one, the line.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from yaml.composer import Composer
@@ -138,6 +142,51 @@ def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     finally:
         loader.dispose()
     return value, node
+
+
+T = TypeVar("T")
+REMEMBERED_FILES = 64
+"""Files one reader remembers (playbooks, rule books, data-source files): far more than a
+deployment has."""
+
+
+def while_unchanged(kind: Kind, read: Callable[[Path], T]) -> Callable[[Path], T]:
+    """`read`, remembered per file until the file's bytes change; what it returns must not
+    be changed by callers (frozen models).
+
+    For the alert receiver, a long-lived process that reads the same playbook, rule book and
+    data-source file for every incident it contains: parsing them (YAML in pure Python,
+    within the limits above) was most of the time from an alert to its first containment
+    action (bench/alert_latency.py). The file is hashed on every call (its modification time
+    can stay the same across two quick edits), before and after `read`, and the result kept
+    only when both agree. A file that cannot be read, is larger than its kind allows, or that
+    `read` refuses, is not remembered, so its error is raised on every call."""
+    remembered: dict[tuple[Path, bytes], T] = {}
+    lock = threading.Lock()
+
+    def digest(path: Path) -> bytes | None:
+        try:
+            with path.open("rb") as stream:
+                data = stream.read(kind.max_bytes + 1)
+        except OSError:
+            return None
+        return hashlib.sha256(data).digest() if len(data) <= kind.max_bytes else None
+
+    @functools.wraps(read)
+    def reading(path: Path) -> T:
+        before = digest(path)
+        with lock:
+            if before is not None and (path, before) in remembered:
+                return remembered[(path, before)]
+        value = read(path)
+        if before is not None and digest(path) == before:
+            with lock:
+                remembered[(path, before)] = value
+                while len(remembered) > REMEMBERED_FILES:
+                    del remembered[next(iter(remembered))]
+        return value
+
+    return reading
 
 
 def load_yaml(text: str, source: str) -> Any:

@@ -4,8 +4,8 @@ Two LIVE runs of one incident (a person starting the live-response deployment wh
 alert receiver's run is containing, or a double click) would race each other on the same
 production systems. Each LIVE flow run first takes the only slot of a Prefect global
 concurrency limit named after the incident (`breachbook-live-INCIDENT`, limit 1, made on
-first use); a second run that cannot take it within `LIVE_WAIT_SECONDS` is refused with one
-line saying so, before it does anything. The slot is a lease that the holder renews: a
+first use); a second run that cannot take it within BREACHBOOK_LIVE_WAIT_SECONDS is refused
+with one line saying so, before it does anything. The slot is a lease that the holder renews: a
 worker that dies frees it when the lease runs out (five minutes), so no lock is left behind
 by a crash, which a claim in the ledger would need its own expiry for. The ledger still
 makes each side effect happen once; this keeps two runs from interleaving at all.
@@ -19,9 +19,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 
 from breachbook.errors import BreachbookError
-
-LIVE_WAIT_SECONDS = 3.0
-"""How long a second LIVE run of an incident waits for the first before it is refused."""
 
 
 class LiveResponseRunning(BreachbookError):
@@ -45,8 +42,9 @@ def ensure_limit(incident_id: str) -> str:
 
 
 @contextmanager
-def one_live_response(incident_id: str, wait_seconds: float = LIVE_WAIT_SECONDS) -> Iterator[None]:
-    """Hold the incident's LIVE slot for the body; refuse if another run holds it."""
+def one_live_response(incident_id: str, wait_seconds: float) -> Iterator[None]:
+    """Hold the incident's LIVE slot for the body; refuse if another run holds it after
+    `wait_seconds` (the setting BREACHBOOK_LIVE_WAIT_SECONDS in the flows)."""
     from prefect.concurrency.sync import concurrency
 
     name = ensure_limit(incident_id)
@@ -56,7 +54,8 @@ def one_live_response(incident_id: str, wait_seconds: float = LIVE_WAIT_SECONDS)
         except TimeoutError:
             raise LiveResponseRunning(
                 f"incident {incident_id} already has a LIVE response running; this run is "
-                "refused so that two never act at once (Prefect concurrency limit "
-                f"{name})"
+                f"refused after waiting {wait_seconds:g} s so that two never act at once "
+                f"(Prefect concurrency limit {name}; if none is running, the Prefect server "
+                "was slower to grant the slot than BREACHBOOK_LIVE_WAIT_SECONDS)"
             ) from None
         yield

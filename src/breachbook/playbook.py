@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from breachbook.errors import PlaybookError
 from breachbook.expressions import Scope, expression_problems, value_problems
-from breachbook.inputs import PLAYBOOK, InputError, parse_yaml, read_text
+from breachbook.inputs import PLAYBOOK, InputError, parse_yaml, read_text, while_unchanged
 from breachbook.models import Incident, Organisation
 
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
@@ -181,7 +181,28 @@ class _Problems:
         self.items.append(f"{_format_loc(loc)}{where}: {message}")
 
 
-def _check_references(playbook: Playbook, templates_dir: Path, problems: _Problems) -> None:
+def _check_templates(playbook: Playbook, templates_dir: Path, problems: _Problems) -> None:
+    """Every template a step's action needs is a file of the templates folder (checked on
+    every load: the folder can change while the playbook does not)."""
+    from breachbook.actions import registry
+
+    actions = registry()
+    for p_index, phase in enumerate(playbook.phases):
+        for s_index, step in enumerate(phase.steps):
+            action = actions.get(step.action)
+            if action is None:
+                continue
+            for template in action.required_templates(step.args):
+                if not (templates_dir / template).is_file():
+                    problems.add(
+                        ("phases", p_index, "steps", s_index, "with"),
+                        f"template {template!r} not found in {templates_dir}",
+                    )
+
+
+def _check_references(playbook: Playbook, problems: _Problems) -> None:
+    """Ids, actions and their arguments, roles, conditions and dependencies: what the
+    playbook's own text decides."""
     from breachbook.actions import registry
 
     actions = registry()
@@ -206,11 +227,6 @@ def _check_references(playbook: Playbook, templates_dir: Path, problems: _Proble
             else:
                 _check_args(action.args_model.model_fields, step, loc, problems)
                 _check_literal_args(action.args_model, step, loc, problems)
-                for template in action.required_templates(step.args):
-                    if not (templates_dir / template).is_file():
-                        problems.add(
-                            (*loc, "with"), f"template {template!r} not found in {templates_dir}"
-                        )
             gate = step.approval
             if gate is not None and gate.role not in playbook.roles:
                 problems.add(
@@ -313,7 +329,21 @@ def _find_cycle(playbook: Playbook) -> list[str]:
 
 def load_playbook(path: Path, templates_dir: Path) -> Playbook:
     """Read (within the limits of breachbook.inputs), validate and cross-check a playbook;
-    raise PlaybookError listing every problem."""
+    raise PlaybookError listing every problem. The file is parsed and checked again only once
+    it changed (breachbook.inputs.while_unchanged); the templates it needs are looked for on
+    every call."""
+    playbook, root, found = _parsed_playbook(path)
+    problems = _Problems(_LineFinder(root))
+    problems.items.extend(found)
+    _check_templates(playbook, templates_dir, problems)
+    if problems.items:
+        raise PlaybookError(str(path), problems.items)
+    return playbook
+
+
+def _parse_playbook(path: Path) -> tuple[Playbook, yaml.Node | None, tuple[str, ...]]:
+    """The playbook, its node tree (for the lines of later problems) and the problems of its
+    own text; raises PlaybookError when it is not a valid playbook at all."""
     try:
         raw, root = parse_yaml(read_text(path, PLAYBOOK), str(path))
     except InputError as exc:
@@ -327,7 +357,8 @@ def load_playbook(path: Path, templates_dir: Path) -> Playbook:
         for err in exc.errors(include_input=False, include_url=False):
             problems.add(tuple(err["loc"]), err["msg"])
         raise PlaybookError(str(path), problems.items) from None
-    _check_references(playbook, templates_dir, problems)
-    if problems.items:
-        raise PlaybookError(str(path), problems.items)
-    return playbook
+    _check_references(playbook, problems)
+    return playbook, root, tuple(problems.items)
+
+
+_parsed_playbook = while_unchanged(PLAYBOOK, _parse_playbook)

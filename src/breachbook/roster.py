@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from breachbook.playbook import ApprovalGate
-from breachbook.ports import Answer
+if TYPE_CHECKING:  # annotations only: the settings read this module, and must stay light
+    from breachbook.playbook import ApprovalGate
+    from breachbook.ports import Answer
 
 NAME_LENGTH = 100
 """A person's name is the ledger's actor for their answers: it must fit there."""

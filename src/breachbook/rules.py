@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from breachbook.errors import BreachbookError
-from breachbook.inputs import RULES, InputError, read_yaml
+from breachbook.inputs import RULES, InputError, read_yaml, while_unchanged
 from breachbook.models import Customer, DataCategory, Incident, describe_validation_error
 
 RISK_ORDER = {"unlikely": 0, "risk": 1, "high": 2}
@@ -321,7 +321,13 @@ class RuleBook(Strict):
 
     @classmethod
     def load(cls, path: Path) -> RuleBook:
-        """Read the rules within the limits of breachbook.inputs."""
+        """Read the rules within the limits of breachbook.inputs; read again only once the
+        file changed (breachbook.inputs.while_unchanged)."""
+        return _read_rule_book(path)
+
+    @classmethod
+    def read(cls, path: Path) -> RuleBook:
+        """Read and check the rules file now."""
         try:
             raw = read_yaml(path, RULES)
         except InputError as exc:
@@ -351,3 +357,6 @@ def check_rule_templates(book: RuleBook, templates_dir: Path) -> None:
             missing.append(f"rule {rule.id}: a regulator obligation needs a notice_template")
     if missing:
         raise RulesError(f"{templates_dir}: missing " + "; ".join(missing))
+
+
+_read_rule_book = while_unchanged(RULES, RuleBook.read)

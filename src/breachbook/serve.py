@@ -54,6 +54,10 @@ class Served:
     function: str
     description: str
     tags: tuple[str, ...]
+    parameters: tuple[str, ...] = ()
+    """The flow's form parameters. Each is required (so the UI's header is the form's title,
+    not "drill (Optional)"), and the deployment gives it as `{}`: the form's own defaults, so
+    a quick run from the UI still starts."""
 
 
 DEPLOYMENTS = (
@@ -63,6 +67,7 @@ DEPLOYMENTS = (
         "Rehearse the breach playbook on an incident (picked by name or filled in): checks "
         "every permission, produces every document, changes nothing.",
         ("breachbook", "drill"),
+        ("drill",),
     ),
     Served(
         "demo-drill",
@@ -76,6 +81,7 @@ DEPLOYMENTS = (
         "LIVE response to a real incident. Refuses to start unless the incident id is typed "
         "to confirm.",
         ("breachbook", "live"),
+        ("response",),
     ),
     Served(
         "alert-drill",
@@ -209,7 +215,10 @@ async def _serve(module: ModuleType, settings: Settings, server: PrefectServer |
     sys.modules.setdefault(module.__name__, module)  # Prefect finds the flow file through it
     deployments = [
         await getattr(module, served.function).ato_deployment(
-            name=served.name, description=served.description, tags=list(served.tags)
+            name=served.name,
+            description=served.description,
+            tags=list(served.tags),
+            parameters={name: {} for name in served.parameters},
         )
         for served in DEPLOYMENTS
     ]

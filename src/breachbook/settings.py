@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     serve_limit: int = 4
     """Served runs `breachbook serve` runs at once (each a Python process); more wait their
     turn. Containment in the receiver does not wait for it."""
+    live_wait_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """How long a LIVE flow run waits for its incident's slot (one LIVE response per
+    incident) before it is refused. Prefect grants a free slot in well under a second on a
+    quiet machine, but took up to 2.8 s on a loaded 2-core one and up to 12 s with eight
+    other runs taking slots (measured, README): a wait shorter than that refuses a LIVE
+    response that should run, while a longer one only delays refusing a duplicate."""
 
     # Slack war room (issue 9): breachbook.connectors.slack, breachbook.warroom.
     slack_token: SecretStr | None = None

@@ -20,7 +20,10 @@ def test_a_second_live_response_of_an_incident_is_refused_until_the_first_ends(
 ) -> None:
     with one_live_response("inc-lock-a", wait_seconds=SETTLE):
         with (
-            pytest.raises(LiveResponseRunning, match=r"^incident inc-lock-a already has a LIVE"),
+            pytest.raises(
+                LiveResponseRunning,
+                match=r"^incident inc-lock-a already has a LIVE .* BREACHBOOK_LIVE_WAIT_SECONDS\)$",
+            ),
             one_live_response("inc-lock-a", wait_seconds=0.5),
         ):
             pytest.fail("a second LIVE response ran beside the first")

@@ -86,6 +86,9 @@ def serving(tmp_path_factory: pytest.TempPathFactory, small_world: DemoWorld) ->
         f"receiver_port: {receiver_port}\n"
         f"prefect_port: {prefect_port}\n"
         f"alert_rules: {ROOT / 'tests' / 'data' / 'alerts' / 'rules.yaml'}\n"
+        # test_ui's refused LIVE run waits this long; a run that must get a free slot got it
+        # within 2.8 s on a loaded 2-core machine (README: One LIVE response per incident)
+        "live_wait_seconds: 15\n"
     )
     env = {
         key: value

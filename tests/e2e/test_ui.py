@@ -8,6 +8,7 @@ before it acts."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from breachbook.demo import DemoWorld
 from breachbook.live_lock import limit_name, one_live_response
 from tests.conftest import ROOT, customers_named_in
+from tests.e2e.test_live_lock import SETTLE
 from tests.e2e.test_serve import Serving, serving
 
 __all__ = ["serving"]  # the fixture: `breachbook serve` with its own Prefect server
@@ -66,6 +68,12 @@ def test_a_drill_started_from_the_ui_form_shows_its_plan_obligations_and_report(
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Custom run", exact=True).click()
     expect(page.get_by_text("Incident (Optional)", exact=True)).to_be_visible()
+    # The form is headed by its title, and an empty date is an empty date picker.
+    headers = page.locator(".schema-form-property__label")
+    expect(headers.filter(has_text=re.compile(r"^Drill$"))).to_have_count(1)
+    expect(headers.filter(has_text=re.compile(r"^Started at \(Optional\)$"))).to_have_count(1)
+    expect(headers.filter(has_text=re.compile(r"^drill"))).to_have_count(0)
+    expect(page.get_by_text('Property is type "None"')).to_have_count(0)
     _pick(page, "(fill in the incident below)", "antiques-leak")
     expect(page.locator(".p-select", has_text="antiques-leak")).to_have_count(1)
     page.screenshot(path=SCREENSHOTS / "drill-form.png")
@@ -132,7 +140,8 @@ def test_a_second_live_response_of_an_incident_is_refused_while_the_first_holds_
 ) -> None:
     incident_id = yaml.safe_load(small_world.incident_file.read_text())["id"]
     with temporary_settings(updates={PREFECT_API_URL: serving.api}):
-        with one_live_response(incident_id):  # a LIVE response of the incident is running
+        # a LIVE response of the incident is running
+        with one_live_response(incident_id, wait_seconds=SETTLE):
             refused = _settled(serving, _start_live(serving, incident_id))
         slot = httpx.get(f"{serving.api}/v2/concurrency_limits/{limit_name(incident_id)}")
     assert refused["state"]["type"] == "FAILED"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +105,35 @@ def test_the_settings_file_is_read_under_the_environment(
     monkeypatch.setenv("BREACHBOOK_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(BreachbookError, match="BREACHBOOK_CONFIG names no file"):
         Settings()
+
+
+def _header(schema: dict[str, Any], name: str) -> str:
+    """The header the Prefect UI draws for a parameter (prefect-ui-library's
+    useSchemaProperty): its title, else its definition's, then "(Optional)" unless required."""
+    field = schema["properties"][name]
+    definition = schema["definitions"][field["$ref"].rsplit("/", 1)[1]]
+    title = field.get("title", definition.get("title", ""))
+    return title if name in schema.get("required", []) else f"{title} (Optional)"
+
+
+@pytest.mark.parametrize(
+    ("function", "parameter", "header"),
+    [("drill", "drill", "Drill"), ("live_response", "response", "LIVE response")],
+)
+def test_the_ui_form_is_headed_by_its_title_and_empty_dates_are_empty_not_none(
+    function: str, parameter: str, header: str
+) -> None:
+    from flows import response
+
+    schema = getattr(response, function).parameters.model_dump_for_openapi()
+    assert _header(schema, parameter) == header
+    for date in ("started_at", "discovered_at"):
+        field = schema["definitions"]["IncidentFields"]["properties"][date]
+        # No default: the UI would take null for the "None" choice of the anyOf and show
+        # 'Property is type "None"'; absent, it shows the first choice, an empty date.
+        assert "default" not in field and field["anyOf"][0]["format"] == "date-time"
+    # What the deployment gives as the form ({}), and a form with the dates left out,
+    # still starts a run with the dates at the run's start.
+    form = DrillForm.model_validate({"incident_fields": {"id": "inc-9", "title": "Export"}})
+    assert form.incident_fields.incident(NOW).started_at == NOW
+    assert DrillForm.model_validate({}) == DrillForm()

@@ -142,3 +142,28 @@ def test_schema_lists_registered_actions() -> None:
     actions = schema["$defs"]["Step"]["properties"]["action"]["enum"]
     assert "database.lock_role" in actions and "letters.render" in actions
     assert schema["$defs"]["Step"]["additionalProperties"] is False
+
+
+def test_a_playbook_changed_while_a_process_keeps_reading_it_is_read_again(tmp_path: Path) -> None:
+    """The alert receiver reads the same playbook for every incident and keeps what it parsed
+    while the file is unchanged: an edit (even one that keeps its size, within the same
+    clock tick), a breakage, or a template removed is seen at the next read."""
+    path = tmp_path / "playbook.yaml"
+    text = (ROOT / "playbooks" / "customer-data-breach.yaml").read_text()
+    path.write_text(text)
+    assert "block-addresses" in [s.id for _, s in load_playbook(path, TEMPLATES).steps()]
+
+    path.write_text(text.replace("id: block-addresses", "id: block-addressez"))
+    assert "block-addressez" in [s.id for _, s in load_playbook(path, TEMPLATES).steps()]
+
+    path.write_text(text.replace("phases:", "phasez:"))
+    for _ in range(2):
+        with pytest.raises(PlaybookError, match="phases"):
+            load_playbook(path, TEMPLATES)
+
+    path.write_text(text)
+    load_playbook(path, TEMPLATES)
+    templates = tmp_path / "templates-without-letters"
+    templates.mkdir()
+    with pytest.raises(PlaybookError, match=r"not found in .*templates-without-letters"):
+        load_playbook(path, templates)
