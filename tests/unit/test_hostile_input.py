@@ -43,7 +43,10 @@ MAX_SECONDS = 10.0
 """A guard against unbounded work, not a speed target (an alias bomb took 132 s before the
 bounds; refusals take milliseconds, and -s prints each one's time): loose enough that a
 loaded CI machine never fails it, tight enough that unbounded parsing always does."""
-MAX_PEAK_MB = 100
+MAX_GROWTH_MB = 30
+"""What refusing one hostile file may add to the process's memory: the largest file is 50 MB,
+so reading any of them whole fails this, while the modules imported beforehand (which grow as
+the product does) are not counted."""
 
 
 # --- each refusal measured in a process of its own making: its time and peak memory -------
@@ -201,7 +204,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
-def test_a_hostile_file_is_refused_at_once_within_100_mb(
+def test_a_hostile_file_is_refused_at_once_in_bounded_memory(
     case: Hostile, refusals: dict[str, dict[str, Any]]
 ) -> None:
     result = refusals[case.name]
@@ -212,7 +215,7 @@ def test_a_hostile_file_is_refused_at_once_within_100_mb(
     assert isinstance(result["error"], str) and case.expected in result["error"], result
     assert "\n" not in result["error"]
     assert result["seconds"] < MAX_SECONDS, result
-    assert result["peak_mb"] < MAX_PEAK_MB, result
+    assert result["peak_mb"] - result["before_mb"] < MAX_GROWTH_MB, result
 
 
 # --- the limits themselves ----------------------------------------------------------------
