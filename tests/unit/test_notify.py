@@ -351,6 +351,26 @@ def test_forbidden_fields_are_withheld_from_the_template(tmp_path: Path) -> None
         writer().render(customer("C1", "DE"), quiet, frozenset(incident().data_categories))
 
 
+def test_forbidden_fields_are_withheld_from_every_letter_of_a_shape() -> None:
+    """Shared fields and the customer's own alike, on the letter that runs the context
+    model and on those of its shape that reuse it."""
+    rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
+    assert rule.letter is not None
+    spec = rule.letter.model_copy(
+        update={
+            "forbidden_fields": ["incident_description", "recipient_email"],
+            "required_fields": ["org_legal_name"],
+        }
+    )
+    quiet = rule.model_copy(update={"letter": spec})
+    letters = LetterWriter(Renderer(ROOT / "templates"), ORG, incident(), T0)
+    exposed = frozenset(incident().data_categories)
+    for person in (customer("C1", "DE"), customer("C2", "DE")):
+        context = letters.context(person, quiet, exposed, "en")
+        assert "incident_description" not in context and "recipient_email" not in context
+        assert context["recipient_name"] == person.full_name
+
+
 def test_the_encryption_safe_harbour_applies_only_to_rules_that_have_one() -> None:
     people = InMemoryCustomers([customer("C1", "CN", locale="zh-CN")])
     encrypted = assess(people, RULES, incident(data_encrypted=True))
