@@ -26,7 +26,6 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    bindparam,
     case,
     cast,
     create_engine,
@@ -139,15 +138,12 @@ def category_bit(category: DataCategory) -> int:
     return 1 << CATEGORIES.index(category)
 
 
-def category_mask(
-    held: dict[DataCategory, list[ColumnElement[bool]]], per_group: bool = False
-) -> ColumnElement[int]:
-    """The categories whose columns hold a value, as one integer: the sum of their bits
-    (`category_bit`). `per_group`: in any row of a GROUP BY group."""
+def category_mask(held: dict[DataCategory, list[ColumnElement[bool]]]) -> ColumnElement[int]:
+    """The categories of which something holds a value, as one integer: the sum of their
+    bits (`category_bit`)."""
     mask: ColumnElement[int] = literal(0)
     for category, holds in held.items():
-        flag = case((or_(*holds), 1), else_=0)
-        mask = mask + (func.max(flag) if per_group else flag) * category_bit(category)
+        mask = mask + case((or_(*holds), category_bit(category)), else_=0)
     return mask
 
 
@@ -298,9 +294,10 @@ class SqlCustomerDirectory:
         """Customers with at least one exposed column holding a value, each once with the
         union of those columns' categories across every exposed table.
 
-        Each query says which categories it found as one bit mask per customer (a bit per
-        category, `category_bit`), so a page's rows are read as plain tuples and combined
-        with one OR; the page is validated field by field (`validate_customers`)."""
+        One query per page says which categories were found as one bit mask per customer (a
+        bit per category, `category_bit`): the customer's own exposed columns, and for each
+        related table whether a row of theirs holds a value (`_held_in`). The page is
+        validated field by field (`validate_customers`)."""
         exposure = resolve_exposure(self.source, incident, self.source_file)
         mapped = self.source.customers
         identity = mapped.identity()
@@ -323,17 +320,15 @@ class SqlCustomerDirectory:
                                 in_window(table.c[mapped.time_column], own.window, self._sqlite),
                             )
                         held.setdefault(category, []).append(holds)
+                for part in exposure:
+                    if isinstance(part.mapped, RelatedTable) and part.categories():
+                        for category, found in self._held_in(tables, part).items():
+                            held.setdefault(category, []).append(found)
                 fields = list(identity)
                 selected: list[ColumnElement[Any]] = [
                     *(table.c[column] for column in identity.values()),
                     category_mask(held).label("mask"),
                 ]
-                related = [
-                    part
-                    for part in exposure
-                    if isinstance(part.mapped, RelatedTable) and part.categories()
-                ]
-                lookups = [self._held_in(tables, part) for part in related]
                 query = select(*selected).order_by(key).limit(batch_size)
                 at_id = fields.index("id")
                 last: Any = None
@@ -342,63 +337,55 @@ class SqlCustomerDirectory:
                     rows = fetch_all(conn, page)
                     if not rows:
                         return
-                    through = rows[-1][at_id]
-                    masks = {row[at_id]: row[-1] for row in rows}
-                    for lookup in lookups:
-                        in_page = lookup if last is None else lookup.where(key > last)
-                        for customer_id, mask in fetch_all(conn, in_page, {"through": through}):
-                            masks[customer_id] = masks.get(customer_id, 0) | mask
-                    exposed = [row for row in rows if masks[row[at_id]]]
-                    last = through
+                    last = rows[-1][at_id]
+                    exposed = [row for row in rows if row[-1]]
                     if exposed:
-                        yield validate_customers(self._columns(fields, exposed, masks))
+                        yield validate_customers(self._columns(fields, exposed))
         except SQLAlchemyError as exc:
             raise CustomerDataError(
                 f"{self._where}: cannot read customers ({type(exc).__name__})"
             ) from None
 
-    def _held_in(self, tables: dict[str, Table], part: ExposedPart) -> Select[Any]:
-        """The query that says, for the customers of a page (those after the previous page's
-        last id, through the `through` parameter: a key range, not a list of ids), which of
-        the part's exposed categories have a column holding a value in at least one of their
-        rows (within the window), joined up to the customer: one bit mask per customer."""
+    def _held_in(
+        self, tables: dict[str, Table], part: ExposedPart
+    ) -> dict[DataCategory, ColumnElement[bool]]:
+        """Per category of the part's exposed columns: whether at least one of the customer's
+        rows (within the window), joined up to the customer, holds a value in one of that
+        category's columns. Correlated to the customer of the page's row, and answered from
+        the first such row (the join column is indexed in any schema fit for this)."""
         assert isinstance(part.mapped, RelatedTable)
         customers = tables[self.source.customers.table]
-        key = customers.c[self.source.customers.columns.id]
         start = tables[part.mapped.table]
         joined: FromClause = start
+        link: ColumnElement[bool] | None = None
         for hop in self.source.path_to_customer(part.mapped):
             this = tables[hop.table]
             if hop.join.to in (None, self.source.customers.table):
                 target = customers.c[hop.join.to_column or self.source.customers.columns.id]
-                joined = joined.join(customers, this.c[hop.join.column] == target)
+                link = this.c[hop.join.column] == target
             else:
                 assert hop.join.to_column is not None
                 other = tables[hop.join.to]
                 joined = joined.join(other, this.c[hop.join.column] == other.c[hop.join.to_column])
-        held: dict[DataCategory, list[ColumnElement[bool]]] = {}
-        for column, category in part.columns.items():
-            if category is not None:
-                held.setdefault(category, []).append(has_value(start.c[column]))
-        query = (
-            select(key.label("cid"), category_mask(held, per_group=True).label("mask"))
-            .select_from(joined)
-            .where(key <= bindparam("through"))
-        )
+        assert link is not None
+        rows = select(literal(1)).select_from(joined).where(link)
         if part.window is not None:
             assert part.mapped.time_column is not None
-            query = query.where(
+            rows = rows.where(
                 in_window(start.c[part.mapped.time_column], part.window, self._sqlite)
             )
-        return query.group_by(key)
+        holds: dict[DataCategory, list[ColumnElement[bool]]] = {}
+        for column, category in part.columns.items():
+            if category is not None:
+                holds.setdefault(category, []).append(has_value(start.c[column]))
+        return {category: rows.where(or_(*columns)).exists() for category, columns in holds.items()}
 
-    def _columns(
-        self, fields: list[str], rows: list[Any], masks: dict[Any, int]
-    ) -> dict[str, list[Any]]:
+    def _columns(self, fields: list[str], rows: list[Any]) -> dict[str, list[Any]]:
         """A Customer's fields, one list per field, from rows of identity columns (in the
         order of `fields`, the mask last); what is absent is empty."""
         count = len(rows)
-        read = dict(zip(fields, zip(*rows, strict=True), strict=False))
+        *identity, masks = zip(*rows, strict=True)
+        read = dict(zip(fields, identity, strict=True))
         text = {
             field: ["" if value is None else str(value) for value in read[field]]
             if field in read
@@ -417,7 +404,7 @@ class SqlCustomerDirectory:
             "full_name": full_name,
             "email": list(read["email"]) if "email" in read else [None] * count,
             "locale": [locale or default_locale for locale in text["locale"]],
-            "categories": [categories_of(masks[customer_id]) for customer_id in read["id"]],
+            "categories": [categories_of(mask) for mask in masks],
         }
 
     def table_snapshot(self, table: str, columns: list[str]) -> Iterator[bytes]:
