@@ -16,6 +16,7 @@ from breachbook.models import (
     DataCategory,
     RejectedRecord,
     _plain_or_empty,
+    customer_batches,
     validate_customer,
     validate_customers,
 )
@@ -110,6 +111,10 @@ def test_a_page_of_customers_is_judged_as_each_record_alone() -> None:
             if not _same(page, alone)
         ]
         assert not mismatched, mismatched[:3]
+    batches = list(customer_batches(_columns(records), 7))
+    assert {len(batch) for batch in batches[:-1]} == {7}
+    built = [customer for batch in batches for customer in batch]
+    assert len(built) == len(expected) and all(map(_same, built, expected))
 
 
 def test_a_page_of_good_records_takes_the_page_path_and_builds_real_customers() -> None:

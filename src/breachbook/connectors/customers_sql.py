@@ -57,7 +57,7 @@ from breachbook.models import (
     DataCategory,
     Incident,
     RejectedRecord,
-    validate_customers,
+    customer_batches,
 )
 from breachbook.ports import Check
 
@@ -132,6 +132,8 @@ def in_window(column: ColumnElement[Any], window: Window, sqlite: bool) -> Colum
 
 
 CATEGORIES = tuple(DataCategory)
+BUILT_AT_ONCE = 100
+"""Customers of a page built and handed on at a time (`customer_batches`)."""
 
 
 def category_bit(category: DataCategory) -> int:
@@ -340,7 +342,7 @@ class SqlCustomerDirectory:
                     last = rows[-1][at_id]
                     exposed = [row for row in rows if row[-1]]
                     if exposed:
-                        yield validate_customers(self._columns(fields, exposed))
+                        yield from customer_batches(self._columns(fields, exposed), BUILT_AT_ONCE)
         except SQLAlchemyError as exc:
             raise CustomerDataError(
                 f"{self._where}: cannot read customers ({type(exc).__name__})"
