@@ -2,9 +2,10 @@
 
 Any schema: the data-source file (breachbook.datasource) maps the organisation's own tables
 and columns, and every query is built from that mapping on tables reflected from the database
-(identifiers quoted by SQLAlchemy, never formatted into SQL). Customers stream in keyset pages;
-for each page, one grouped query per exposed related table says which exposed columns hold a
-value for whom. Opened read-only, the connection itself refuses writes.
+(identifiers quoted by SQLAlchemy, never formatted into SQL). Customers stream in keyset pages,
+one query per page: beside each customer's identity, a mask of the exposed categories that hold
+a value for them, in their own row or (one correlated EXISTS per related table and category) in
+a related row. Opened read-only, the connection itself refuses writes.
 """
 
 from __future__ import annotations
