@@ -639,23 +639,17 @@ class LetterWriter:
         greeting = self._greetings.get(language)
         if greeting is None:
             greeting = self._greetings[language] = self.data.greeting(language)
+        street, city, postal_code = customer.street, customer.city, customer.postal_code
+        address = [street, f"{postal_code} {city}".strip(), customer.country]
         return {
             "customer_id": customer.id,
             "greeting": greeting.say(customer.honorific, customer.full_name),
             "recipient_name": customer.full_name,
             "recipient_email": customer.email,
-            "recipient_address": [
-                line
-                for line in (
-                    customer.street,
-                    f"{customer.postal_code} {customer.city}".strip(),
-                    customer.country,
-                )
-                if line
-            ],
-            "recipient_street": customer.street,
-            "recipient_city": customer.city,
-            "recipient_postal_code": customer.postal_code,
+            "recipient_address": address if all(address) else list(filter(None, address)),
+            "recipient_street": street,
+            "recipient_city": city,
+            "recipient_postal_code": postal_code,
             "recipient_region": customer.region,
             "recipient_country": customer.country,
         }
@@ -751,7 +745,8 @@ class LetterWriter:
     ) -> tuple[str, str, str, str]:
         """(template, language, text, escaped text or "") of one letter, counted as written
         in a fallback language or with untranslated incident texts."""
-        name, language, fallback, untranslated = self._plan(rule, customer.locale)
+        plan = self._plans.get((rule.id, customer.locale)) or self._plan(rule, customer.locale)
+        name, language, fallback, untranslated = plan
         if fallback:
             self.fallbacks[(rule.id, customer.locale)] += 1
         if untranslated:
