@@ -644,7 +644,7 @@ def customer_batches(
     scanning its oldest."""
     names = tuple(Customer.model_fields)
     if set(columns) != set(names):
-        raise ValueError(f"validate_customers: needs exactly the fields {', '.join(names)}")
+        raise ValueError(f"customer_batches: needs exactly the fields {', '.join(names)}")
     try:
         valid = {name: _valid_column(name, columns[name]) for name in names}
     except ValidationError:
