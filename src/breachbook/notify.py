@@ -107,6 +107,7 @@ class Obligations:
         self._by_place: dict[tuple[str, str], list[Rule]] = {}
         self._owed: dict[tuple[str, str, frozenset[DataCategory]], list[Rule]] = {}
         self._reaches: dict[str, bool] = {}
+        self._exposed: dict[frozenset[DataCategory], frozenset[DataCategory]] = {}
 
     def _rules_for(self, customer: Customer) -> list[Rule]:
         key = (customer.jurisdiction, customer.country)
@@ -117,7 +118,12 @@ class Obligations:
         return rules
 
     def exposed_for(self, customer: Customer) -> frozenset[DataCategory]:
-        return customer.categories & self.exposed
+        """Once per set of categories (customers read from the database share those)."""
+        categories = customer.categories
+        exposed = self._exposed.get(categories)
+        if exposed is None:
+            exposed = self._exposed[categories] = categories & self.exposed
+        return exposed
 
     def covered(self, customer: Customer) -> bool:
         return bool(self._rules_for(customer))
@@ -125,11 +131,12 @@ class Obligations:
     def for_customer(self, customer: Customer) -> list[Rule]:
         """The rules owed to this customer: decided once per place and set of exposed data
         categories, which are all a rule looks at (millions of customers, a few hundred
-        distinct answers)."""
-        exposed = self.exposed_for(customer)
-        key = (customer.jurisdiction, customer.country, exposed)
+        distinct answers): looked up by the customer's own categories, of which the exposed
+        ones are a function."""
+        key = (customer.jurisdiction, customer.country, customer.categories)
         owed = self._owed.get(key)
         if owed is None:
+            exposed = self.exposed_for(customer)
             owed = [
                 rule
                 for rule in self._rules_for(customer)
@@ -146,6 +153,19 @@ class Obligations:
 
 
 WITHHELD = "[customer data withheld]"
+PERSON_FIELDS = (
+    "customer_id",
+    "greeting",
+    "recipient_name",
+    "recipient_email",
+    "recipient_address",
+    "recipient_street",
+    "recipient_city",
+    "recipient_postal_code",
+    "recipient_region",
+    "recipient_country",
+)
+"""The letter fields that come from the customer's record (`LetterWriter._person`)."""
 _LABELS: dict[Path, tuple[int | None, dict[str, dict[str, str]]]] = {}
 
 
@@ -418,7 +438,13 @@ class LetterWriter:
         self._greetings: dict[str, Greeting] = {}
         self._checked: dict[tuple[str, str, frozenset[DataCategory]], dict[str, Any]] = {}
         """(rule, language, exposed categories) -> the letter's fields that are the same for
-        every customer of that shape, as validated by the rule's context model."""
+        every customer of that shape, as validated by the rule's context model (the fields
+        the rule forbids taken out)."""
+        self._person_rules: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        """Rule -> (required, forbidden) fields of those that come from the customer."""
+        self._plans: dict[tuple[str, str], tuple[str, str, bool, bool]] = {}
+        """(rule, customer locale) -> (template, its language, whether that is a fallback,
+        whether the incident's texts are untranslated in it)."""
 
     def model(self, rule: Rule) -> type[LetterContext]:
         spec = rule.letter
@@ -571,14 +597,19 @@ class LetterWriter:
         spec = rule.letter
         assert spec is not None
         person = self._person(customer, language)
+        required, forbidden = self._person_fields(rule)
         shape = (rule.id, language, exposed)
         same = self._checked.get(shape)
         if same is None:
             checked = self._validated(customer, rule, exposed, language, template, person)
-            same = {k: v for k, v in checked.items() if k not in person}
+            same = {
+                k: v
+                for k, v in checked.items()
+                if k not in person and k not in spec.forbidden_fields
+            }
             self._checked[shape] = same
         else:
-            empty = [name for name in spec.required_fields if name in person and not person[name]]
+            empty = [name for name in required if not person[name]]
             if empty:
                 where = template or f"letters/{spec.template}"
                 raise TemplateFieldError(
@@ -586,9 +617,21 @@ class LetterWriter:
                     + "; ".join(f"required field {name} is empty" for name in empty)
                 )
         context = {**same, **person}
-        for forbidden in spec.forbidden_fields:
-            context.pop(forbidden, None)
+        for name in forbidden:
+            del context[name]
         return context
+
+    def _person_fields(self, rule: Rule) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The rule's required and forbidden fields among the customer's own (`_person`)."""
+        fields = self._person_rules.get(rule.id)
+        if fields is None:
+            spec = rule.letter
+            assert spec is not None
+            fields = self._person_rules[rule.id] = (
+                tuple(name for name in spec.required_fields if name in PERSON_FIELDS),
+                tuple(name for name in spec.forbidden_fields if name in PERSON_FIELDS),
+            )
+        return fields
 
     def _person(self, customer: Customer, language: str) -> dict[str, Any]:
         """The letter's fields that come from the customer's record (already validated as a
@@ -596,23 +639,17 @@ class LetterWriter:
         greeting = self._greetings.get(language)
         if greeting is None:
             greeting = self._greetings[language] = self.data.greeting(language)
+        street, city, postal_code = customer.street, customer.city, customer.postal_code
+        address = [street, f"{postal_code} {city}".strip(), customer.country]
         return {
             "customer_id": customer.id,
             "greeting": greeting.say(customer.honorific, customer.full_name),
             "recipient_name": customer.full_name,
             "recipient_email": customer.email,
-            "recipient_address": [
-                line
-                for line in (
-                    customer.street,
-                    f"{customer.postal_code} {customer.city}".strip(),
-                    customer.country,
-                )
-                if line
-            ],
-            "recipient_street": customer.street,
-            "recipient_city": customer.city,
-            "recipient_postal_code": customer.postal_code,
+            "recipient_address": address if all(address) else list(filter(None, address)),
+            "recipient_street": street,
+            "recipient_city": city,
+            "recipient_postal_code": postal_code,
             "recipient_region": customer.region,
             "recipient_country": customer.country,
         }
@@ -661,8 +698,8 @@ class LetterWriter:
         self, customer: Customer, rule: Rule, exposed: frozenset[DataCategory]
     ) -> tuple[str, str]:
         """(subject, body) of one letter. The template's first line is 'Subject: ...'."""
-        letter = self.render_letter(customer, rule, exposed, with_html=False)
-        return letter.subject, letter.text
+        name, _, text, _ = self._rendered(customer, rule, exposed, with_html=False)
+        return self._subject_and_body(name, text)
 
     def render_letter(
         self,
@@ -673,19 +710,46 @@ class LetterWriter:
     ) -> RenderedLetter:
         """One letter as text and, `with_html`, as HTML from the same template and context
         with every value escaped; in the language it was written in."""
-        spec = rule.letter
-        assert spec is not None
-        key = (rule.id, customer.locale)
-        name = self._template_for.get(key)
-        if name is None:
+        name, language, text, escaped = self._rendered(customer, rule, exposed, with_html)
+        subject, body = self._subject_and_body(name, text)
+        page = html_page(escaped.partition("\n")[2], language) if with_html else ""
+        return RenderedLetter(subject, body, page, language)
+
+    def _plan(self, rule: Rule, locale: str) -> tuple[str, str, bool, bool]:
+        """The template for a rule's letter to a customer locale, its language, whether
+        that language is a fallback and whether the incident's texts are untranslated in it."""
+        key = (rule.id, locale)
+        plan = self._plans.get(key)
+        if plan is None:
+            spec = rule.letter
+            assert spec is not None
             name = self.renderer.pick_locale(
-                f"letters/{spec.template}", customer.locale, spec.default_locale
+                f"letters/{spec.template}", locale, spec.default_locale
             )
             self._template_for[key] = name
-        language = template_language(name)
-        if language not in (customer.locale, base_language(customer.locale)):
-            self.fallbacks[key] += 1
-        if not self._texts_in(language)[1]:
+            language = template_language(name)
+            plan = self._plans[key] = (
+                name,
+                language,
+                language not in (locale, base_language(locale)),
+                not self._texts_in(language)[1],
+            )
+        return plan
+
+    def _rendered(
+        self,
+        customer: Customer,
+        rule: Rule,
+        exposed: frozenset[DataCategory],
+        with_html: bool,
+    ) -> tuple[str, str, str, str]:
+        """(template, language, text, escaped text or "") of one letter, counted as written
+        in a fallback language or with untranslated incident texts."""
+        plan = self._plans.get((rule.id, customer.locale)) or self._plan(rule, customer.locale)
+        name, language, fallback, untranslated = plan
+        if fallback:
+            self.fallbacks[(rule.id, customer.locale)] += 1
+        if untranslated:
             self.untranslated[(rule.id, language)] += 1
         try:
             context = self.context(customer, rule, exposed, language, name)
@@ -701,11 +765,12 @@ class LetterWriter:
                 f"{type(exc).__name__} while rendering (message withheld: it may quote "
                 "customer data)"
             ) from None
+        return name, language, text, escaped
+
+    def _subject_and_body(self, name: str, text: str) -> tuple[str, str]:
         first, _, body = text.partition("\n")
         if not first.startswith("Subject: "):
             raise TemplateFieldError(
                 f"{self.renderer.templates_dir / name}: first line must be 'Subject: ...'"
             )
-        subject = first.removeprefix("Subject: ").strip()
-        page = html_page(escaped.partition("\n")[2], language) if with_html else ""
-        return RenderedLetter(subject, body.lstrip("\n"), page, language)
+        return first.removeprefix("Subject: ").strip(), body.lstrip("\n")

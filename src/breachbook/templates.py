@@ -97,7 +97,7 @@ class Renderer:
     def render(self, name: str, context: dict[str, Any]) -> str:
         """Render or raise TemplateFieldError naming the template and the missing field."""
         try:
-            return self.template(name).render(context)
+            return (self._cache.get(name) or self.template(name)).render(context)
         except UndefinedError as exc:
             raise TemplateFieldError(
                 f"{self.templates_dir / name}: field {exc.message} in the letter context"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from breachbook.models import (
     describe_validation_error,
     validate_customer,
 )
-from breachbook.notify import LetterWriter, assess, obligation_record
+from breachbook.notify import WITHHELD, LetterWriter, assess, obligation_record
 from breachbook.rules import RuleBook, add_deadline, check_rule_templates
 from breachbook.templates import Renderer
 from tests.conftest import ROOT, T0
@@ -349,6 +350,49 @@ def test_forbidden_fields_are_withheld_from_the_template(tmp_path: Path) -> None
     )
     with pytest.raises(TemplateFieldError, match="'incident_description' is undefined"):
         writer().render(customer("C1", "DE"), quiet, frozenset(incident().data_categories))
+
+
+def test_forbidden_fields_are_withheld_from_every_letter_of_a_shape() -> None:
+    """Shared fields and the customer's own alike, on the letter that runs the context
+    model and on those of its shape that reuse it."""
+    rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
+    assert rule.letter is not None
+    spec = rule.letter.model_copy(
+        update={
+            "forbidden_fields": ["incident_description", "recipient_email"],
+            "required_fields": ["org_legal_name"],
+        }
+    )
+    quiet = rule.model_copy(update={"letter": spec})
+    letters = LetterWriter(Renderer(ROOT / "templates"), ORG, incident(), T0)
+    exposed = frozenset(incident().data_categories)
+    for person in (customer("C1", "DE"), customer("C2", "DE")):
+        context = letters.context(person, quiet, exposed, "en")
+        assert "incident_description" not in context and "recipient_email" not in context
+        assert context["recipient_name"] == person.full_name
+
+
+def test_a_template_error_quoting_a_customer_value_keeps_only_the_customer_id(
+    tmp_path: Path,
+) -> None:
+    """A template that looks a customer's value up fails with a message quoting it; the
+    message reaches Prefect and the ledger, so the value is taken out."""
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    (templates / "letters" / "gdpr-a34" / "en.txt.j2").write_text(
+        "Subject: Notice\n{{ org_contact[recipient_name] }}\n", encoding="utf-8"
+    )
+    rule = next(r for r in RULES.rules if r.id == "gdpr-a34")
+    letters = LetterWriter(Renderer(templates), ORG, incident(), T0)
+    with pytest.raises(TemplateFieldError) as caught:
+        letters.render(
+            customer("C1", "DE", name="Zoe Quartermain"),
+            rule,
+            frozenset(incident().data_categories),
+        )
+    message = str(caught.value)
+    assert message.startswith("customer C1: ") and WITHHELD in message
+    assert "Quartermain" not in message
 
 
 def test_the_encryption_safe_harbour_applies_only_to_rules_that_have_one() -> None:
