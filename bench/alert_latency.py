@@ -45,6 +45,7 @@ from breachbook.containment import first_phase
 from breachbook.demo import ensure_demo_world
 from breachbook.inputs import PLAYBOOK, load_yaml, read_text
 from breachbook.ledger import Ledger
+from breachbook.serve import DEPLOYMENTS
 from breachbook.settings import project_root
 
 TOKEN = "bench-token"
@@ -155,7 +156,8 @@ def main() -> None:  # noqa: PLR0915 (one measured scenario, read top to bottom)
     def ready() -> bool:
         try:
             deployments = client.post(f"{api}/deployments/filter", json={}).json()
-            return client.get(f"{receiver}/healthz").status_code == 200 and len(deployments) == 5
+            served = len(deployments) == len(DEPLOYMENTS)
+            return served and client.get(f"{receiver}/healthz").status_code == 200
         except httpx.TransportError:
             return False
 

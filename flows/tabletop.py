@@ -1,8 +1,11 @@
 """The tabletop exercise as a Prefect flow: a facilitator runs it from the browser.
 
-Parameters are file names and flags only. Scripted players answer from a players file; with
-none, each decision pauses the flow run with a typed form (`pause_flow_run(wait_for_input=...)`)
-whose option field lists the decision's options, and the exercise carries on with the answer.
+Parameters are file names and flags only: `tabletop` takes them as plain parameters
+(prefect.yaml's deployment), `tabletop_exercise` as a form (`breachbook serve`'s deployment:
+a scenario of scenarios/ by name, a players file or none). Scripted players answer from a
+players file; with none, each decision pauses the flow run with a typed form
+(`pause_flow_run(wait_for_input=...)`) whose option field lists the decision's options, and
+the exercise carries on with the answer.
 The score and the after-action report are artifacts of the flow run.
 """
 
@@ -10,15 +13,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import State
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
+from prefect.states import Failed
 from pydantic import Field, create_model
 
+from breachbook.errors import BreachbookError
+from breachbook.forms import TabletopForm, form_title, tabletop_files
 from breachbook.settings import Settings, project_root
 from breachbook.tabletop.exercise import run_exercise
 from breachbook.tabletop.players import Players, ScriptedPlayers, scenario_time
@@ -104,17 +111,46 @@ def tabletop(
     players file) or none, for decisions taken in this form as the run pauses."""
     settings = Settings()
     root = project_root(settings)
-    loaded = load_scenario(_in_scenarios(root, scenario), root)
+    return _exercise(
+        settings,
+        _in_scenarios(root, scenario),
+        _in_scenarios(root, players) if players else None,
+        Path(out_dir) if out_dir else None,
+    )
+
+
+@flow(name="breachbook-tabletop", persist_result=False)
+def tabletop_exercise(
+    exercise: Annotated[TabletopForm, form_title(TabletopForm)],
+) -> dict[str, str] | State:
+    """A scored tabletop exercise, `breachbook serve`'s deployment: pick a scenario of
+    scenarios/ by name, and a players file or none (then each decision pauses the run for the
+    facilitator's answer). A form naming what is not there, or a scenario that does not
+    check, ends Failed with one line saying why."""
+    settings = Settings()
+    try:
+        scenario, players = tabletop_files(exercise, settings)
+        return _exercise(settings, scenario, players, None)
+    except BreachbookError as exc:
+        get_run_logger().error("refused: %s", exc)
+        return Failed(message=str(exc))
+
+
+def _exercise(
+    settings: Settings, scenario: Path, players: Path | None, out: Path | None
+) -> dict[str, str]:
+    """The exercise to its end in a folder of its own (or `out`); the score and the report
+    become artifacts of the flow run."""
+    loaded = load_scenario(scenario, project_root(settings))
     team: Players
     answers_text = ""
-    if players:
-        players_file = _in_scenarios(root, players)
-        team = ScriptedPlayers(load_players(players_file, loaded))
-        answers_text = players_file.read_text(encoding="utf-8")
+    if players is not None:
+        team = ScriptedPlayers(load_players(players, loaded))
+        answers_text = players.read_text(encoding="utf-8")
     else:
         team = PrefectPlayers()
     run = str(flow_run.id or "local").replace("-", "")[:12]
-    out = Path(out_dir) if out_dir else settings.home / "exercises" / loaded.incident.id / run
+    out = out or settings.home / "exercises" / loaded.incident.id / run
     log = run_exercise(loaded, team, out, settings, answers_text)
     scored = write_results(out, log)
     create_table_artifact(

@@ -145,6 +145,25 @@ def live_ledger(settings: Settings) -> Ledger:
     return Ledger(live_ledger_url(settings), FixedStepClock(T0), create=False)
 
 
+@pytest.fixture
+def tabletop_content(tmp_path: Path) -> Path:
+    """A content folder whose scenarios/ holds a scenario (`harbour`: the small test
+    exercise), a players file (`good-team`) and an incident; flows, playbooks, rules and
+    templates are the checkout's."""
+    folder = tmp_path / "content"
+    (folder / "scenarios").mkdir(parents=True)
+    for name in ("flows", "playbooks", "rules", "templates"):
+        (folder / name).symlink_to(ROOT / name)
+    data = ROOT / "tests" / "data"
+    (folder / "engine").symlink_to(data / "engine")  # the small exercise's ../engine/ files
+    scenarios = data / "scenarios"
+    (folder / "scenarios" / "harbour.yaml").write_bytes((scenarios / "small.yaml").read_bytes())
+    good = (scenarios / "good-players.yaml").read_bytes()
+    (folder / "scenarios" / "good-team.yaml").write_bytes(good)
+    (folder / "scenarios" / "incident.yaml").write_text("id: inc-2026-009\ntitle: Leak\n")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """Prefect's test harness, entered once per session (it costs about 13 s)."""

@@ -65,14 +65,15 @@ def _refuse_unknown_settings() -> None:
         raise _fail(str(exc)) from None
 
 
-def _load_flow_module() -> ModuleType:
-    """The flow in the content folder in use, or the one this install ships if it has none."""
+def _load_flow_module(flow_file: Path = FLOW_FILE) -> ModuleType:
+    """A flow file of the content folder in use, or the one this install ships if it has
+    none (flows/response.py unless named)."""
     from breachbook.settings import builtin_content, project_root
 
-    path = project_root() / FLOW_FILE
+    path = project_root() / flow_file
     if not path.is_file():
-        path = builtin_content() / FLOW_FILE
-    spec = importlib.util.spec_from_file_location("breachbook_flows_response", path)
+        path = builtin_content() / flow_file
+    spec = importlib.util.spec_from_file_location(f"breachbook_flows_{path.stem}", path)
     if spec is None or spec.loader is None or not path.is_file():
         raise BreachbookError(f"{path}: flow file not found")
     module = importlib.util.module_from_spec(spec)
@@ -212,9 +213,9 @@ def _run_and_report(
 
 @app.command()
 def serve() -> None:
-    """Serve the deployments (drill, demo-drill, live-response, alert-drill, alert-live) and,
-    with BREACHBOOK_ALERT_RULES, the alert receiver, against PREFECT_API_URL or a Prefect
-    server it starts. Runs until Ctrl-C or SIGTERM."""
+    """Serve the deployments (drill, demo-drill, live-response, alert-drill, alert-live,
+    tabletop) and, with BREACHBOOK_ALERT_RULES, the alert receiver, against PREFECT_API_URL
+    or a Prefect server it starts. Runs until Ctrl-C or SIGTERM."""
     from breachbook.serve import serve as serve_all
     from breachbook.settings import Settings
 

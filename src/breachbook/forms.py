@@ -26,6 +26,9 @@ from breachbook.wiring import RunRequest
 FILL_IN = "(fill in the incident below)"
 """The incident choice that means: use the fields filled in below."""
 DEFAULT_PLAYBOOK = "customer-data-breach"
+DEFAULT_SCENARIO = "antique-dealer-breach"
+DECIDE_IN_FORM = "(the facilitator answers each decision in a form)"
+"""The players choice that means: no players file; each decision pauses the run for a form."""
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -68,11 +71,39 @@ def _starts_empty(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-def form_title(form: type[DrillForm]) -> Any:
+def form_title(form: type[BaseModel]) -> Any:
     """The `Field` that titles a flow's form parameter as its form. Prefect titles every
     parameter with its Python name (the UI's header read "drill"); a title given in the
     field's JSON schema wins, and equal to the form's own it is left to the form."""
     return Field(json_schema_extra={"title": form.model_config.get("title") or form.__name__})
+
+
+def scenario_names(settings: Settings) -> tuple[list[str], list[str]]:
+    """The scenarios (a top-level `exercise:`) and players files (a top-level `answers:`) of
+    the content's scenarios/ folder, by name."""
+    from breachbook.tabletop.scenario import tabletop_file_kind
+
+    scenarios: list[str] = []
+    players: list[str] = []
+    for path in sorted((project_root(settings) / "scenarios").glob("*.yaml")):
+        kind = tabletop_file_kind(path)
+        if kind == "scenario":
+            scenarios.append(path.stem)
+        elif kind == "players":
+            players.append(path.stem)
+    return scenarios or [DEFAULT_SCENARIO], players
+
+
+def _offer_scenarios(schema: dict[str, Any]) -> None:
+    """The scenarios and players files present when the form is drawn, as its choices."""
+    try:
+        settings = Settings()
+    except BreachbookError:
+        return
+    scenarios, players = scenario_names(settings)
+    properties = schema.get("properties", {})
+    properties.get("scenario", {})["enum"] = scenarios
+    properties.get("players", {})["enum"] = [DECIDE_IN_FORM, *players]
 
 
 class IncidentFields(BaseModel):
@@ -186,6 +217,40 @@ class LiveForm(DrillForm):
         "the incident's id.",
         max_length=64,
     )
+
+
+class TabletopForm(BaseModel):
+    """A scored tabletop exercise on a simulated clock: the playbook against a simulated
+    world, with the scenario's injects. Players' decisions come from a players file, or the
+    run pauses at each decision for the facilitator's answer. Nothing real is touched."""
+
+    model_config = ConfigDict(
+        extra="forbid", title="Tabletop exercise", json_schema_extra=_offer_scenarios
+    )
+
+    scenario: str = Field(
+        default=DEFAULT_SCENARIO,
+        title="Scenario",
+        description="A scenario of the content's scenarios/ folder, by name.",
+        pattern=NAME_PATTERN,
+    )
+    players: str = Field(
+        default=DECIDE_IN_FORM,
+        title="Players' decisions",
+        description="A players file of scenarios/ (scripted answers, by name), or none: the "
+        "run then pauses at each decision for the facilitator's answer.",
+        pattern=rf"{NAME_PATTERN}|^\(the facilitator answers each decision in a form\)$",
+    )
+
+
+def tabletop_files(form: TabletopForm, settings: Settings) -> tuple[Path, Path | None]:
+    """The scenario file and the players file (None: decisions in forms) a form names; a
+    name not in scenarios/ is refused naming the field."""
+    folder = project_root(settings) / "scenarios"
+    scenario = _find(folder, form.scenario, (".yaml",), "scenario")
+    if form.players == DECIDE_IN_FORM:
+        return scenario, None
+    return scenario, _find(folder, form.players, (".yaml",), "players")
 
 
 def _find(folder: Path, name: str, kinds: tuple[str, ...], field: str) -> Path:

@@ -12,10 +12,12 @@ the limit and, where there is one, the line.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,9 +132,38 @@ def check_text(text: str, source: str, kind: Kind) -> str:
     return decode(data, source)
 
 
+PARSED_KEPT = 16
+"""Documents whose parse is kept (the latest used): a run reads its playbook, rules,
+incident and label files again at every resume, and a tabletop exercise resumes its run at
+every round (PyYAML in pure Python takes about 0.1 s for the rules)."""
+PARSED_MAX_BYTES = 64 * KIB
+"""Only documents up to this size are kept (the shipped ones are at most 30 KB), so what is
+kept stays a few megabytes whatever the inputs."""
+_PARSED: OrderedDict[tuple[str, str], tuple[Any, yaml.Node | None]] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+
+
 def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     """The document's value and its node tree (for the line of a path); an empty document is
-    (None, None)."""
+    (None, None). The same text from the same source is parsed once: each caller gets its
+    own copy of the value (the node tree is only read)."""
+    if len(text) > PARSED_MAX_BYTES:
+        return _parse_yaml(text, source)
+    key = (source, text)
+    with _PARSED_LOCK:
+        kept = _PARSED.get(key)
+        if kept is not None:
+            _PARSED.move_to_end(key)
+    if kept is None:
+        kept = _parse_yaml(text, source)
+        with _PARSED_LOCK:
+            _PARSED[key] = kept
+            while len(_PARSED) > PARSED_KEPT:
+                _PARSED.popitem(last=False)
+    return copy.deepcopy(kept[0]), kept[1]
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()

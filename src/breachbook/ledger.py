@@ -348,9 +348,10 @@ def _use_wal(cur: Any) -> None:
         time.sleep(0.02)
 
 
-def _engine_for(url: str) -> Engine:
+def _engine_for(url: str, synced: bool) -> Engine:
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
+        synchronous = "FULL" if synced else "NORMAL"
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -358,7 +359,7 @@ def _engine_for(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA busy_timeout=30000")
             _use_wal(cur)
-            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -376,8 +377,15 @@ SCHEMA_LOCK = 0x6272_6561_6368
 class Ledger:
     """Append-only audit chains, atomic item claims and versioned run records."""
 
-    def __init__(self, url: str, clock: Clock, create: bool = True) -> None:
-        """Open (and by default create) the ledger; `create=False` only opens an existing one."""
+    def __init__(
+        self, url: str, clock: Clock, create: bool = True, synced_each_commit: bool = True
+    ) -> None:
+        """Open (and by default create) the ledger; `create=False` only opens an existing one.
+
+        A SQLite ledger waits for the disk at each commit (synchronous=FULL), so a power cut
+        never loses a claim or an entry that was acknowledged; `synced_each_commit=False`
+        (a tabletop exercise's own ledger, see ModeProfile) does not (synchronous=NORMAL:
+        still consistent and chained, but the last commits may be lost to a power cut)."""
         self.url = url
         self._clock = clock
         parsed = make_url(url)
@@ -385,7 +393,7 @@ class Ledger:
         database = parsed.database or ""
         if not create and parsed.get_backend_name() == "sqlite" and not Path(database).is_file():
             raise LedgerError(f"{where}: no ledger file there")
-        self._engine = _engine_for(url)
+        self._engine = _engine_for(url, synced_each_commit)
         self._dialect = self._engine.dialect.name
         if create:
             with self._engine.begin() as conn:

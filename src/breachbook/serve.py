@@ -1,7 +1,7 @@
 """`breachbook serve`: one long-running process that runs everything on one machine.
 
 It serves the response deployments (drill, demo-drill, live-response, and alert-drill and
-alert-live for the alert receiver) with Prefect's own `serve` (no work pool, worker or deploy
+alert-live for the alert receiver) and the tabletop exercise with Prefect's own `serve` (no work pool, worker or deploy
 step) and, when BREACHBOOK_ALERT_RULES is set, the alert receiver, against a Prefect server:
 PREFECT_API_URL's, or one it starts on 127.0.0.1:BREACHBOOK_PREFECT_PORT and restarts if it
 dies. Served runs are picked up within about a second (PREFECT_RUNNER_POLL_FREQUENCY=1 unless
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -31,6 +31,9 @@ from breachbook.containment import ContainNow
 from breachbook.errors import BreachbookError
 from breachbook.receiver import StartRequest, build_receiver
 from breachbook.settings import Settings
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
 
 STARTUP_SECONDS = 120.0
 PREFECT_SERVER = (sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1")
@@ -46,9 +49,14 @@ ALERT_DEPLOYMENTS = {
 }
 
 
+RESPONSE_FLOWS = Path("flows", "response.py")
+TABLETOP_FLOWS = Path("flows", "tabletop.py")
+
+
 @dataclass(frozen=True)
 class Served:
-    """A deployment `serve` offers: its name, the flow function and what the UI says."""
+    """A deployment `serve` offers: its name, the flow function (in which flow file of the
+    content) and what the UI says."""
 
     name: str
     function: str
@@ -58,6 +66,7 @@ class Served:
     """The flow's form parameters. Each is required (so the UI's header is the form's title,
     not "drill (Optional)"), and the deployment gives it as `{}`: the form's own defaults, so
     a quick run from the UI still starts."""
+    flow_file: Path = RESPONSE_FLOWS
 
 
 DEPLOYMENTS = (
@@ -95,7 +104,20 @@ DEPLOYMENTS = (
         "A LIVE response started by the alert receiver (rules with mode: live).",
         ("breachbook", "live", "alert"),
     ),
+    Served(
+        "tabletop",
+        "tabletop_exercise",
+        "A scored tabletop exercise on a simulated clock: pick a scenario of scenarios/ by "
+        "name, and a players file or none (then each decision pauses the run for the "
+        "facilitator's answer in a form). Nothing real is touched.",
+        ("breachbook", "tabletop"),
+        ("exercise",),
+        TABLETOP_FLOWS,
+    ),
 )
+
+FlowLoader = Callable[[Path], ModuleType]
+"""Loads a flow file of the content (flows/response.py, flows/tabletop.py) as a module."""
 
 
 class PrefectStarter:
@@ -208,13 +230,16 @@ def prefect_api(settings: Settings) -> Iterator[PrefectServer | None]:
         server.stop()
 
 
-async def _serve(module: ModuleType, settings: Settings, server: PrefectServer | None) -> None:
-    import uvicorn
-    from prefect import aserve
-
-    sys.modules.setdefault(module.__name__, module)  # Prefect finds the flow file through it
-    deployments = [
-        await getattr(module, served.function).ato_deployment(
+async def served_deployments(load_flows: FlowLoader) -> list[RunnerDeployment]:
+    """The deployments `serve` offers, each with its form's parameter schema, as Prefect's
+    runner serves them (built here without a server)."""
+    modules: dict[Path, ModuleType] = {}
+    for served in DEPLOYMENTS:
+        if served.flow_file not in modules:
+            module = modules[served.flow_file] = load_flows(served.flow_file)
+            sys.modules.setdefault(module.__name__, module)  # Prefect finds the file by it
+    return [
+        await getattr(modules[served.flow_file], served.function).ato_deployment(
             name=served.name,
             description=served.description,
             tags=list(served.tags),
@@ -222,6 +247,13 @@ async def _serve(module: ModuleType, settings: Settings, server: PrefectServer |
         )
         for served in DEPLOYMENTS
     ]
+
+
+async def _serve(load_flows: FlowLoader, settings: Settings, server: PrefectServer | None) -> None:
+    import uvicorn
+    from prefect import aserve
+
+    deployments = await served_deployments(load_flows)
     work: list[Any] = [
         aserve(*deployments, print_starting_message=False, limit=settings.serve_limit)
     ]
@@ -252,16 +284,15 @@ async def _serve(module: ModuleType, settings: Settings, server: PrefectServer |
         task.result()
 
 
-def serve(load_flows: Callable[[], ModuleType], settings: Settings) -> None:
+def serve(load_flows: FlowLoader, settings: Settings) -> None:
     """Run until interrupted (Ctrl-C, SIGTERM). The flows are loaded once the API is known:
     Prefect reads PREFECT_API_URL when it is first imported."""
     signal.signal(signal.SIGTERM, _interrupt)
     with prefect_api(settings) as server:
-        module = load_flows()
         api = os.environ["PREFECT_API_URL"]
         ui = api.removesuffix("/api")
         print(f"Prefect API {api}; UI {ui}")
-        print(f"serving {', '.join('breachbook-response/' + d.name for d in DEPLOYMENTS)}")
+        print(f"serving {', '.join(d.name for d in DEPLOYMENTS)}")
         if settings.alert_rules is not None:
             where = f"http://{settings.receiver_host}:{settings.receiver_port}"
             print(f"alert receiver {where}/alerts/{{alertmanager,guardduty,generic}}")
@@ -273,4 +304,4 @@ def serve(load_flows: Callable[[], ModuleType], settings: Settings) -> None:
                 "BREACHBOOK_CUSTOMERS_URL is set"
             )
         with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-            asyncio.run(_serve(module, settings, server))
+            asyncio.run(_serve(load_flows, settings, server))

@@ -9,6 +9,7 @@ through breachbook.inputs: at most TEMPLATE.max_bytes of UTF-8 text.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -44,37 +45,48 @@ class _BoundedLoader(FileSystemLoader):
             text = read_text(path, TEMPLATE)
         except InputError as exc:
             raise TemplateFieldError(str(exc)) from None
-        mtime = path.stat().st_mtime
 
         def uptodate() -> bool:
+            """The file still holds this text (an mtime can stay the same across a quick
+            rewrite; environments are shared, so a stale template would outlive its run)."""
             try:
-                return path.stat().st_mtime == mtime
-            except OSError:
+                return read_text(path, TEMPLATE) == text
+            except (OSError, InputError):
                 return False
 
         return text, str(path), uptodate
 
 
+@lru_cache(maxsize=16)
+def _environments(templates_dir: Path) -> tuple[Environment, Environment]:
+    """The plain and the escaping environment of one templates folder, shared by every
+    Renderer of it in the process: jinja2 keeps each compiled template and compiles it again
+    only when its file's text changes, so a run (or each round of a tabletop exercise)
+    does not compile every template anew."""
+    plain = ImmutableSandboxedEnvironment(
+        loader=_BoundedLoader(str(templates_dir)),
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    escaping = ImmutableSandboxedEnvironment(
+        loader=plain.loader,
+        undefined=StrictUndefined,
+        autoescape=True,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return plain, escaping
+
+
 class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
-        self._env = ImmutableSandboxedEnvironment(
-            loader=_BoundedLoader(str(templates_dir)),
-            undefined=StrictUndefined,
-            autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
-            keep_trailing_newline=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        self._env, self._escaping = _environments(templates_dir)
         self._cache: dict[str, Template] = {}
-        self._escaping = ImmutableSandboxedEnvironment(
-            loader=self._env.loader,
-            undefined=StrictUndefined,
-            autoescape=True,
-            keep_trailing_newline=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
         self._escaped: dict[str, Template] = {}
 
     def exists(self, name: str) -> bool:

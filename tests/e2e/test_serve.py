@@ -2,7 +2,8 @@
 no worker, work pool or deploy step, and runs the alert receiver. An Alertmanager webhook
 becomes exactly one incident and one completed drill run; the same alert again starts
 nothing; resolving it is recorded; a drill started from the form completes on the served
-deployment; SIGTERM stops everything, the Prefect server it started included."""
+deployment; the tabletop is served with the scenarios offered by name; SIGTERM stops
+everything, the Prefect server it started included."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import pytest
 from breachbook.clock import SystemClock
 from breachbook.demo import DemoWorld
 from breachbook.ledger import ItemStatus, Ledger
+from breachbook.serve import DEPLOYMENTS
 from tests.conftest import ROOT, customers_named_in, free_port
 
 pytestmark = pytest.mark.prefect_server
@@ -126,7 +128,9 @@ def serving(tmp_path_factory: pytest.TempPathFactory, small_world: DemoWorld) ->
     )
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
-        while not (_up(f"{handle.receiver}/healthz") and _deployments(handle.api) == 5):
+        while not (
+            _up(f"{handle.receiver}/healthz") and _deployments(handle.api) == len(DEPLOYMENTS)
+        ):
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
@@ -174,8 +178,13 @@ def test_serve_runs_every_deployment_without_a_worker(serving: Serving) -> None:
         "live-response",
         "alert-drill",
         "alert-live",
+        "tabletop",
     }
     assert all(d["work_pool_name"] is None for d in found)  # served, not pooled
+    tabletop = next(d for d in found if d["name"] == "tabletop")
+    form = tabletop["parameter_openapi_schema"]["definitions"]["TabletopForm"]["properties"]
+    assert form["scenario"]["enum"] == ["antique-dealer-breach"]  # scenarios/, by name
+    assert form["players"]["enum"][1:] == ["demo-players", "late-players"]
 
 
 def test_an_alert_becomes_one_incident_and_one_run_and_its_repeat_and_resolve_start_nothing(

@@ -1,10 +1,12 @@
 """The deployments' forms and `serve`'s settings: a form names an incident file or fills one
 in and becomes the run's request, or is refused in one line naming the field; the form's
-schema offers the playbooks and incidents present and never the mode; the settings file is
-read under the environment and an unknown key in it is refused."""
+schema offers the playbooks and incidents present and never the mode; `serve` offers the
+tabletop exercise with the scenarios and players files present, by name; the settings file
+is read under the environment and an unknown key in it is refused."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,17 @@ from typing import Any
 import pytest
 
 from breachbook.errors import BreachbookError, UnknownSetting
-from breachbook.forms import FILL_IN, DrillForm, FormError, IncidentFields, LiveForm, run_request
+from breachbook.forms import (
+    DECIDE_IN_FORM,
+    FILL_IN,
+    DrillForm,
+    FormError,
+    IncidentFields,
+    LiveForm,
+    TabletopForm,
+    run_request,
+    tabletop_files,
+)
 from breachbook.modes import Mode
 from breachbook.settings import Settings
 from tests.conftest import ROOT
@@ -137,3 +149,55 @@ def test_the_ui_form_is_headed_by_its_title_and_empty_dates_are_empty_not_none(
     form = DrillForm.model_validate({"incident_fields": {"id": "inc-9", "title": "Export"}})
     assert form.incident_fields.incident(NOW).started_at == NOW
     assert DrillForm.model_validate({}) == DrillForm()
+
+
+def test_serve_offers_the_tabletop_with_scenarios_and_players_files_by_name(
+    tabletop_content: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    from breachbook.cli import _load_flow_module
+    from breachbook.serve import TABLETOP_FLOWS, served_deployments
+
+    monkeypatch.setenv("BREACHBOOK_CONTENT_DIR", str(tabletop_content))
+    deployments = {d.name: d for d in asyncio.run(served_deployments(_load_flow_module))}
+    assert set(deployments) == {
+        "drill",
+        "demo-drill",
+        "live-response",
+        "alert-drill",
+        "alert-live",
+        "tabletop",
+    }
+    tabletop = deployments["tabletop"]
+    assert tabletop.flow_name == "breachbook-tabletop"
+    assert str(tabletop.entrypoint).endswith("tabletop.py:tabletop_exercise")
+    # the schema the deployment is created with (Prefect's own function, as serve calls it)
+    served = _load_flow_module(TABLETOP_FLOWS).tabletop_exercise
+    schema = parameter_schema(served).model_dump(exclude_unset=True)
+    assert list(schema["properties"]) == ["exercise"]
+    assert _header(schema, "exercise") == "Tabletop exercise"
+    form = schema["definitions"]["TabletopForm"]["properties"]
+    assert form["scenario"]["enum"] == ["harbour"]
+    assert form["players"]["enum"] == [DECIDE_IN_FORM, "good-team"]
+    assert "mode" not in str(schema)
+
+
+def test_a_tabletop_form_names_its_files_or_is_refused_naming_the_field(
+    tabletop_content: Path,
+) -> None:
+    settings = Settings(content_dir=tabletop_content)
+    scenarios = tabletop_content / "scenarios"
+    assert tabletop_files(TabletopForm(scenario="harbour"), settings) == (
+        scenarios / "harbour.yaml",
+        None,
+    )
+    picked = TabletopForm(scenario="harbour", players="good-team")
+    assert tabletop_files(picked, settings)[1] == scenarios / "good-team.yaml"
+    for form, message in [
+        (TabletopForm(scenario="gone"), "scenario: no 'gone' in "),
+        (TabletopForm(scenario="harbour", players="nobody"), "players: no 'nobody' in "),
+    ]:
+        with pytest.raises(FormError) as refused:
+            tabletop_files(form, settings)
+        assert str(refused.value).startswith(message)

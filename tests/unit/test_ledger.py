@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 from breachbook.cli import app
 from breachbook.clock import FixedStepClock
 from breachbook.ledger import AUTOMATION, Anchor, Entry, ItemStatus, Ledger
-from tests.conftest import T0
+from breachbook.models import Incident
+from breachbook.modes import Mode
+from breachbook.settings import Settings
+from breachbook.wiring import RunRequest, mode_profile, open_run
+from tests.conftest import ROOT, T0, Fakes
+from tests.fakes import InMemoryCustomers
 
 
 def entry(
@@ -178,3 +183,38 @@ def test_one_walk_summarises_each_chain_for_its_anchors(ledger: Ledger) -> None:
 def test_a_missing_head_row_is_reported(ledger: Ledger) -> None:
     raw(ledger, "DELETE FROM ledger_heads")
     assert [(p.seq, p.problem) for p in ledger.verify()] == [(4, "the chain's head row is missing")]
+
+
+def synchronous_of(book: Ledger) -> int:
+    """SQLite's synchronous setting on the ledger's own connections (2 FULL, 1 NORMAL)."""
+    with book._engine.connect() as conn:
+        return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
+
+
+@pytest.mark.parametrize(("mode", "synchronous"), [(Mode.LIVE, 2), (Mode.DRILL, 2)])
+def test_a_response_runs_ledger_waits_for_the_disk_at_each_commit(
+    tmp_path: Path, mode: Mode, synchronous: int
+) -> None:
+    """A claim or entry acknowledged is on disk: a power cut loses none (only a tabletop
+    exercise's own ledger, run again rather than resumed, does not wait)."""
+    incident = ROOT / "tests" / "data" / "engine" / "incident.yaml"
+    request = RunRequest(
+        mode=mode,
+        incident_file=incident,
+        out_dir=tmp_path / "run",
+        playbook_file=ROOT / "tests" / "data" / "engine" / "contain.yaml",
+        confirm_incident_id=Incident.from_file(incident).id,
+    )
+    fakes = Fakes(tmp_path, customers=InMemoryCustomers([]))
+    ctx = open_run(request, Settings(home=tmp_path / "home"), FixedStepClock(T0), fakes.adapters())
+    try:
+        assert synchronous_of(ctx.journal.ledger) == synchronous
+    finally:
+        ctx.journal.ledger.close()
+    exercise = Ledger(
+        f"sqlite:///{tmp_path / 'exercise.sqlite'}",
+        FixedStepClock(T0),
+        synced_each_commit=mode_profile(Mode.TABLETOP).ledger_synced_each_commit,
+    )
+    assert synchronous_of(exercise) == 1
+    exercise.close()

@@ -335,3 +335,40 @@ def test_a_letter_stating_a_step_not_done_is_never_sent_even_past_the_preflight(
         )
         with pytest.raises(ClaimNotDone, match=r"^letter gdpr-a34/C1 would state lock-db-role"):
             refuse_unclaimed(letters, rule("gdpr-a34"), "gdpr-a34/C1")
+
+
+def test_a_resumed_run_writes_its_letters_again_only_when_what_they_say_has_changed(
+    tmp_path: Path,
+) -> None:
+    """Each round of a tabletop exercise resumes its run: letters written from the same
+    claims and customers are kept, and written again once the ledger shows a step done or a
+    customer changed (the sent letter is rendered afresh either way)."""
+    settings = Settings(home=tmp_path / "home")
+    database = RefusingDatabaseAdmin()
+    directory = InMemoryCustomers(list(PEOPLE))
+    fakes = Fakes(tmp_path, database=database, customers=directory)
+    out = tmp_path / "run"
+    first = run_with(Mode.LIVE, settings, fakes, out, INCIDENT, PLAYBOOK)
+    letter = out / "letters" / "gdpr-a34" / "C1.txt"
+    message = out / "messages" / "gdpr-a34" / "C1.eml"
+    assert LOCKING in letter.read_text() and LOCKING in message.read_text()
+    for written in (letter, message):
+        written.write_text("as written by the first round")
+
+    def resume() -> None:
+        run_with(Mode.LIVE, settings, fakes, out, INCIDENT, PLAYBOOK, resume=first.run_id)
+
+    resume()  # nothing a letter says has changed: the letters are kept
+    assert letter.read_text() == message.read_text() == "as written by the first round"
+
+    renamed = PEOPLE[0].model_copy(update={"full_name": "Ana Renamed"})
+    directory.records = [renamed, PEOPLE[1]]
+    resume()  # a customer changed: written again
+    assert "Ana Renamed" in letter.read_text() and LOCKING in letter.read_text()
+    assert "Ana Renamed" in message.read_text()
+
+    database.refuse = False
+    resume()  # the lock is done: the letters now say so
+    assert LOCKED in letter.read_text() and LOCKING not in letter.read_text()
+    assert LOCKED in message.read_text()
+    assert [sent.key for sent in fakes.mail.sent] == ["us-ma/C2", "gdpr-a34/C1"]

@@ -312,10 +312,79 @@ def test_the_shipped_exercise_shows_a_team_missing_the_gdpr_deadline(tmp_path: P
     assert rated["regulator-answered"] == "U"  # answered by comms, who has no authority
     assert rated["evidence-before-quarantine"] == "P"
     assert rated["containment-within-1h"] == "M"  # the deny policy holds until T+6:00
+    assert rated == LATE_TEAM_RATINGS
     data = score(out)
     assert set(data["contingencies"]) == {"war-room-nudge", "press-follow-up", "dpo-escalation"}
     assert data["letters_sent"] > 0
     assert {"smtp-outage", "quarantine-denied", "legal-unreachable"} <= set(data["fault_hits"])
+    assert (data["rounds"], data["steps_done"]["deliver-letters"]) == (6, 109320.0)
     aar = (out / "aar.md").read_text(encoding="utf-8")
     for document in (aar, (out / "score.json").read_text(encoding="utf-8")):
         assert customers_named_in(document, out / "world" / "customers.sqlite") == []
+
+
+LATE_TEAM_RATINGS = {
+    "declare-within-30m": "S",
+    "war-room-within-15m": "S",
+    "keys-within-1h": "P",
+    "containment-within-1h": "M",
+    "evidence-before-quarantine": "P",
+    "letters-within-24h": "S",
+    "art33-before-deadline": "U",
+    "regulator-answered": "U",
+    "press-answered": "U",
+    "statement-within-24h": "U",
+}
+"""The late team's ratings, as the exercise gave them before its rounds kept what had not
+changed (bench/tabletop.py's speed-ups change no rating, time or count)."""
+
+GOOD_TEAM_STEPS_DONE = {
+    "lock-db-role": 120.0,
+    "end-db-sessions": 240.0,
+    "revoke-db-privileges": 960.0,
+    "deactivate-keys": 1080.0,
+    "snapshot-evidence": 1080.0,
+    "assess-obligations": 1320.0,
+    "block-addresses": 1320.0,
+    "draft-holding-statement": 1320.0,
+    "draft-regulator-notices": 1320.0,
+    "draft-statement": 1320.0,
+    "find-affected": 1320.0,
+    "render-letters": 1320.0,
+    "open-war-room": 1920.0,
+    "war-room-update": 2040.0,
+    "publish-statement": 3360.0,
+    "quarantine-hosts": 21720.0,
+    "deliver-letters": 28800.0,
+}
+
+
+def test_the_shipped_exercise_scores_a_good_team_as_it_always_has(tmp_path: Path) -> None:
+    """Every rating, step time, contingency, letter and fault of the demo players' exercise,
+    as before the rounds kept the letters and parses that had not changed."""
+    out = tmp_path / "demo"
+    players = str(ROOT / "scenarios" / "demo-players.yaml")
+    result = tabletop("--demo", "--players", players, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert ratings(out) == {
+        "declare-within-30m": "P",
+        "war-room-within-15m": "S",
+        "keys-within-1h": "P",
+        "containment-within-1h": "M",
+        "evidence-before-quarantine": "P",
+        "letters-within-24h": "P",
+        "art33-before-deadline": "P",
+        "regulator-answered": "P",
+        "press-answered": "P",
+        "statement-within-24h": "P",
+    }
+    data = score(out)
+    assert data["rounds"] == 5 and data["steps_done"] == GOOD_TEAM_STEPS_DONE
+    assert data["contingencies"] == {"war-room-nudge": 900.0}
+    assert data["letters_sent"] == 465
+    assert data["fault_hits"] == {
+        "chat-outage": 2,
+        "legal-unreachable": 3,
+        "quarantine-denied": 3,
+        "smtp-outage": 10,
+    }

@@ -120,3 +120,27 @@ def test_a_facilitator_answers_each_decision_in_the_pause_form(
         "lock-first": "P",
         "notice-filed": "P",
     }
+
+
+def test_the_served_form_runs_a_scenario_picked_by_name_and_refuses_one_not_there(
+    prefect_harness: None,
+    home: Path,
+    tabletop_content: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.tabletop import tabletop_exercise
+
+    from breachbook.forms import TabletopForm
+
+    monkeypatch.setenv("BREACHBOOK_CONTENT_DIR", str(tabletop_content))
+    picked = TabletopForm(scenario="harbour", players="good-team")
+    state = tabletop_exercise(picked, return_state=True)
+    assert state.is_completed(), state.message
+    (out,) = (home / "exercises").glob("*/*")  # the exercise's own folder under the home
+    assert ratings(out)["keys-off"] == "S"
+    assert state.state_details.flow_run_id is not None
+    assert "breachbook-tabletop-aar" in artifacts_of(state.state_details.flow_run_id)
+
+    refused = tabletop_exercise(TabletopForm(scenario="gone"), return_state=True)
+    assert refused.is_failed()
+    assert refused.message is not None and refused.message.startswith("scenario: no 'gone' in ")

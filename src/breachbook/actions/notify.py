@@ -131,11 +131,16 @@ def claim_states(ctx: RunContext, settle: bool = False) -> list[StepClaim]:
     again for a few seconds, as the engine does. A step skipped by its condition is not
     claimed at all."""
     claimable = LetterData.load(ctx.renderer.templates_dir).claims
+    journal = ctx.journal
+    # every step's latest outcome in one query: a run asks this for each letter step's
+    # preflight and description, and a tabletop exercise at every round
+    outcomes = journal.ledger.records_of(journal.incident_id, journal.run_id, STEP_OUTCOME)
     claims = []
     for _, step in ctx.playbook.ordered_steps():
         if step.action not in claimable:
             continue
-        outcome = ctx.journal.get(STEP_OUTCOME, step.id, StepOutcome)
+        raw = outcomes.get(step.id)
+        outcome = None if raw is None else StepOutcome.model_validate(raw)
         statuses = set(outcome.statuses.values()) if outcome else set()
         if outcome is not None and statuses <= {"skipped"}:
             continue
@@ -165,6 +170,85 @@ def letter_writer(ctx: RunContext, settle: bool = False) -> LetterWriter:
         ctx.connectors.clock.now(),
         claim_states(ctx, settle),
     )
+
+
+PREPARED_LETTERS = "letters-prepared"
+
+
+class PreparedLetters(BaseModel):
+    """What a letters step's prepare wrote into the run's folder, and from what: digests of
+    everything its letters say besides the customer, and of the customers written for."""
+
+    inputs: str
+    customers: str
+    documents: list[str]
+    counts: dict[str, int]
+
+
+def letters_inputs(ctx: RunContext, writer: LetterWriter, step: str) -> str:
+    """A digest of what the letters a step writes depend on, besides the customers: the run's
+    folder, the incident as of now, the organisation, the rules, every file of the templates
+    folder, the notice date and what the ledger lets a letter claim."""
+    digest = hashlib.sha256()
+    for part in (
+        step,
+        str(ctx.workspace.root),
+        ctx.incident.model_dump_json(),
+        ctx.playbook.organisation.model_dump_json(),
+        ctx.rules.model_dump_json(),
+        writer.notice_day.isoformat(),
+        repr(writer.claims),
+    ):
+        digest.update(part.encode() + b"\0")
+    templates = ctx.renderer.templates_dir
+    for path in sorted(p for p in templates.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(templates)}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+class CustomersDigest:
+    """A digest of the customers letters are written for, in the order they are read."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+
+    def add(self, customer: Customer) -> Customer:
+        self._digest.update(customer.model_dump_json().encode() + b"\n")
+        return customer
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def already_prepared(ctx: RunContext, step: str, inputs: str) -> Prepared | None:
+    """What an earlier prepare of this run wrote, when it was written from the same inputs
+    and the same customers: a resumed run (each round of a tabletop exercise) would write the
+    same letters again. None when anything differs, or nothing was prepared yet."""
+    kept = ctx.journal.get(PREPARED_LETTERS, step, PreparedLetters)
+    if kept is None or kept.inputs != inputs:
+        return None
+    customers = CustomersDigest()
+    for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
+        customers.add(customer)
+    if customers.hexdigest() != kept.customers:
+        return None
+    return Prepared(list(kept.documents), dict(kept.counts))
+
+
+def record_prepared(
+    ctx: RunContext, step: str, inputs: str, customers: CustomersDigest, prepared: Prepared
+) -> Prepared:
+    ctx.journal.put(
+        PREPARED_LETTERS,
+        step,
+        PreparedLetters(
+            inputs=inputs,
+            customers=customers.hexdigest(),
+            documents=prepared.documents,
+            counts=prepared.counts,
+        ),
+    )
+    return prepared
 
 
 class ClaimNotDone(BreachbookError):
@@ -321,10 +405,16 @@ class RenderLetters(Action[RenderArgs]):
     def prepare(self, args: RenderArgs, ctx: RunContext) -> Prepared:
         found = assessment(ctx)
         writer = letter_writer(ctx)
+        inputs = letters_inputs(ctx, writer, self.name)
+        kept = already_prepared(ctx, self.name, inputs)
+        if kept is not None:
+            return kept
+        customers = CustomersDigest()
         obligations = Obligations(ctx.rules, ctx.incident)
         digests = {rule_id: hashlib.sha256() for rule_id in found.individual}
         rendered: Counter[str] = Counter()
         for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
+            customers.add(customer)
             for rule in obligations.for_customer(customer):
                 subject, body = writer.render(customer, rule, obligations.exposed_for(customer))
                 ctx.workspace.write_document(
@@ -354,14 +444,20 @@ class RenderLetters(Action[RenderArgs]):
                 [{"customer_id": r.customer_id, "problem": r.problem} for r in found.rejected],
             )
             documents.append("rejected.json")
-        return Prepared(
-            documents,
-            {
-                "letters": sum(rendered.values()),
-                "letters_in_fallback_language": sum(writer.fallbacks.values()),
-                "letters_with_untranslated_incident_texts": sum(writer.untranslated.values()),
-                "unusable_records": len(found.rejected),
-            },
+        return record_prepared(
+            ctx,
+            self.name,
+            inputs,
+            customers,
+            Prepared(
+                documents,
+                {
+                    "letters": sum(rendered.values()),
+                    "letters_in_fallback_language": sum(writer.fallbacks.values()),
+                    "letters_with_untranslated_incident_texts": sum(writer.untranslated.values()),
+                    "unusable_records": len(found.rejected),
+                },
+            ),
         )
 
     @staticmethod
@@ -553,13 +649,20 @@ class DeliverLetters(Action[NoArgs]):
         """Every letter as the message that would leave (text and HTML parts, Message-ID),
         written under messages/ and checked before the first is sent: a letter that fails
         its required-field check stops the step here, naming the customer and the field.
-        Customers without an email address are left for printed post, by id."""
+        Customers without an email address are left for printed post, by id. A resumed run
+        whose letters would be the same as its last prepare's keeps those (`already_prepared`)."""
         writer = letter_writer(ctx)
+        inputs = letters_inputs(ctx, writer, self.name)
+        kept = already_prepared(ctx, self.name, inputs)
+        if kept is not None:
+            return kept
+        customers = CustomersDigest()
         obligations = Obligations(ctx.rules, ctx.incident)
         sender = ctx.playbook.organisation.contact.email
         messages: Counter[str] = Counter()
         for_post: dict[str, list[str]] = {rule_id: [] for rule_id in assessment(ctx).individual}
         for customer in iter_valid_customers(ctx.connectors.customers, ctx.incident, []):
+            customers.add(customer)
             for rule in obligations.for_customer(customer):
                 if not customer.email:
                     for_post.setdefault(rule.id, []).append(customer.id)
@@ -570,12 +673,18 @@ class DeliverLetters(Action[NoArgs]):
                 messages[rule.id] += 1
         for rule_id, ids in for_post.items():
             ctx.journal.put(FOR_POST, rule_id, LettersForPost(rule_id=rule_id, customer_ids=ids))
-        return Prepared(
-            [f"messages/{rule_id}/" for rule_id in sorted(messages)],
-            {
-                "messages": sum(messages.values()),
-                "left_for_post": sum(len(ids) for ids in for_post.values()),
-            },
+        return record_prepared(
+            ctx,
+            self.name,
+            inputs,
+            customers,
+            Prepared(
+                [f"messages/{rule_id}/" for rule_id in sorted(messages)],
+                {
+                    "messages": sum(messages.values()),
+                    "left_for_post": sum(len(ids) for ids in for_post.values()),
+                },
+            ),
         )
 
     def preflight(self, args: NoArgs, target: str, ctx: RunContext) -> Check:

@@ -181,7 +181,11 @@ class Exercise:
         workspace = Workspace.claim(
             self.out, profile.banner, self.log.run_id, f"breachbook tabletop {self.log.run_id}"
         )
-        ledger = Ledger(folder_ledger_url(workspace), self.clock)
+        ledger = Ledger(
+            folder_ledger_url(workspace),
+            self.clock,
+            synced_each_commit=profile.ledger_synced_each_commit,
+        )
         journal = RunJournal(
             ledger, self.loaded.incident.id, self.log.run_id, CONTROL, profile.label, self.clock
         )

@@ -422,13 +422,23 @@ def load_players(path: Path, loaded: LoadedScenario) -> list[Answer]:
     return list(players.answers)
 
 
-def is_scenario(path: Path) -> bool:
-    """Whether a YAML file is a scenario (a top-level `exercise:`), for `breachbook validate`."""
+def tabletop_file_kind(path: Path) -> Literal["scenario", "players"] | None:
+    """What a YAML file of scenarios/ is: a scenario (a top-level `exercise:`), a players
+    file (a top-level `answers:`), or neither (an incident, or not YAML)."""
     try:
         raw, _ = parse_yaml(read_text(path, SCENARIO), str(path))
     except InputError:
-        return False
-    return isinstance(raw, dict) and "exercise" in raw
+        return None
+    if not isinstance(raw, dict):
+        return None
+    if "exercise" in raw:
+        return "scenario"
+    return "players" if "answers" in raw else None
+
+
+def is_scenario(path: Path) -> bool:
+    """Whether a YAML file is a scenario (a top-level `exercise:`), for `breachbook validate`."""
+    return tabletop_file_kind(path) == "scenario"
 
 
 def scenario_schema() -> dict[str, Any]:
