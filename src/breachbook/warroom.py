@@ -23,7 +23,7 @@ from breachbook.clock import Clock
 from breachbook.errors import BreachbookError
 from breachbook.journal import INCIDENT_SCOPE, Once, RunJournal
 from breachbook.ledger import ItemStatus
-from breachbook.ports import Changed, ChatMessage, RoomSpec, WarRoomChat
+from breachbook.ports import Changed, Chat, ChatMessage, Check, RoomSpec, WarRoomChat
 
 if TYPE_CHECKING:
     from breachbook.context import RunContext
@@ -58,6 +58,9 @@ class QueuedMessage(BaseModel):
     blocks: list[dict[str, Any]] = Field(default_factory=list)
     room_name: str = ""
     members: list[str] = Field(default_factory=list)
+    channel: str = ""
+    """Posted to this channel rather than the room (approval requests go to the playbook's
+    war_room.channel), still in the queue's order."""
 
 
 class Room(BaseModel):
@@ -151,6 +154,9 @@ class WarRoom:
             )
             self._journal.put(ROOM, "-", Room(channel=channel, timeline=timeline), INCIDENT_SCOPE)
             return Changed({"channel": channel, "ts": timeline, "members": len(message.members)})
+        if message.channel:
+            ts = self._chat.send(message.channel, ChatMessage(message.text, tuple(message.blocks)))
+            return Changed({"channel": message.channel, "ts": ts, "kind": message.kind.value})
         room = self._room()
         thread = room.timeline if message.kind is MessageKind.TIMELINE else None
         ts = self._chat.send(room.channel, ChatMessage(message.text, tuple(message.blocks), thread))
@@ -198,6 +204,30 @@ class WarRoom:
         line = f"{now.astimezone(UTC):%H:%M:%S} {title}" + (f" ({tally})" if tally else "")
         self.enqueue(QueuedMessage(kind=MessageKind.TIMELINE, text=line))
         self.deliver()
+
+
+class QueuedChat:
+    """The Chat port over the war room's queue, for approval requests: each is written to
+    the ledger first and delivered in order with the room's messages, so one asked during a
+    Slack outage arrives when Slack answers again (the next delivery or `breachbook warroom
+    flush`) instead of being lost."""
+
+    def __init__(self, room: WarRoom, chat: Chat) -> None:
+        self._room = room
+        self._chat = chat
+
+    def check_can_post(self, channel: str) -> Check:
+        return self._chat.check_can_post(channel)
+
+    def post(self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]] = ()) -> str:
+        """Queue and deliver; the reference is the queue key, marked when it still waits."""
+        key = self._room.enqueue(
+            QueuedMessage(
+                kind=MessageKind.CHANNEL, channel=channel, text=text, blocks=[*map(dict, blocks)]
+            )
+        )
+        delivery = self._room.deliver()
+        return f"{key} (waiting: {delivery.error})" if delivery.waiting else key
 
 
 def status_tally(results: Sequence[StepResult]) -> str:

@@ -268,11 +268,13 @@ def build_connectors(
     customers = given.customers or open_customers(settings)
     slack = slack_chat(settings, profile)
     chat = given.chat or slack
+    room = war_room(slack, settings, journal, clock)
+    asks_in = given.chat or queued_chat(room, slack)
     filed_in = given.sent_folder or sent_folder(settings, profile.transport_read_only)
     built: dict[str, object | None] = {
         "customers": customers,
         "approvals": given.approvals
-        or approvals(settings, journal, clock, given.pauses or pauses(settings), chat),
+        or approvals(settings, journal, clock, given.pauses or pauses(settings), asks_in),
         "mail": given.mail or mail(settings, clock, profile.transport_read_only, filed_in),
         "evidence": given.evidence or evidence_store(settings, profile),
         "database": given.database or database_admin(settings, profile.transport_read_only),
@@ -292,7 +294,7 @@ def build_connectors(
     return Connectors(
         clock=clock,
         executor=profile.executor,
-        war_room=war_room(slack, settings, journal, clock),
+        war_room=room,
         **cast(dict[str, Any], guarded),
     )
 
@@ -324,6 +326,16 @@ def war_room(
     from breachbook.warroom import WarRoom
 
     return WarRoom(slack, journal, clock, room_name(journal.incident_id), settings.slack_members)
+
+
+def queued_chat(room: WarRoom | None, slack: SlackChat | None) -> Chat | None:
+    """Where approval requests are asked: through the war room's ledger queue, so a Slack
+    outage delays them rather than losing them."""
+    if room is None or slack is None:
+        return None
+    from breachbook.warroom import QueuedChat
+
+    return QueuedChat(room, slack)
 
 
 def pauses(settings: Settings) -> Pauses | None:

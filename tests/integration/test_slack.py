@@ -395,6 +395,36 @@ def test_an_approval_paused_in_prefect_posts_a_button_opening_the_flow_runs_form
     assert asked["text"].startswith("Approval needed from incident-lead (lin, ada, ben)")
 
 
+def test_an_approval_asked_during_an_outage_waits_in_the_ledger_and_arrives_later(
+    slack: SlackStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slack.add_channel("inc")  # the engine playbook's war_room.channel
+    leads = {"incident-lead": RoleApprovers(people=["lin", "ada"])}
+    home = tmp_path / "home"
+    settings = with_slack(Settings(home=home, approvers=leads, actor="lin"), slack)
+    fakes = without_chat_fake(Fakes(tmp_path, approvals=None, customers=InMemoryCustomers([])))
+    slack.down = True
+    result = run_with(Mode.LIVE, settings, fakes, None, ENGINE_INCIDENT, ENGINE_PLAYBOOK)
+    assert "deactivate-keys" in result.waiting_for
+    assert approval_posts(slack, "#inc") == []
+
+    slack.down = False
+    for name, value in {
+        "BREACHBOOK_HOME": str(home),
+        "BREACHBOOK_SLACK_TOKEN": TOKEN,
+        "BREACHBOOK_SLACK_API_URL": slack.url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    incident = Incident.from_file(ENGINE_INCIDENT).id
+    flushed = CliRunner().invoke(app, ["warroom", "flush", "--incident", incident])
+    assert flushed.exit_code == 0, flushed.output
+    [asked] = approval_posts(slack, "#inc")
+    assert asked["text"].startswith("Approval needed from incident-lead (lin, ada)")
+    assert f"breachbook approve {result.run_id} deactivate-keys --by NAME" in asked["text"]
+    again = CliRunner().invoke(app, ["warroom", "flush", "--incident", incident])
+    assert again.exit_code == 0 and len(approval_posts(slack, "#inc")) == 1
+
+
 def test_an_approval_waiting_in_the_ledger_posts_the_exact_command_and_no_customer_data(
     slack: SlackStandIn, demo_run_settings: Settings, small_world: DemoWorld, tmp_path: Path
 ) -> None:
