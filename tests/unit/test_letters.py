@@ -99,6 +99,11 @@ def test_every_template_renders_in_every_locale_it_ships_and_its_model_requires_
         assert [e["loc"] for e in caught.value.errors()] == [(name,)]
     for name in letter_rule.letter.forbidden_fields:
         assert name not in context
+    template = f"letters/{letter_rule.letter.template}/{locale}.txt.j2"
+    renderer = letters.renderer
+    assert renderer.render(template, context) == renderer.template(template).render(context), (
+        "the renderer's own path writes what jinja2's render does"
+    )
 
 
 def test_every_rule_with_a_letter_has_a_context_model_and_its_data_in_every_language() -> None:
