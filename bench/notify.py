@@ -9,7 +9,10 @@ memory is that size's alone:
   one's obligations decided and each letter rendered through `LetterWriter` (context model,
   advice, claims), nothing written (letters per second);
 - raw jinja2: the same templates rendered in a plain `ImmutableSandboxedEnvironment` with
-  the same contexts, built beforehand, for a sample of the letters (letters per second);
+  the same contexts, built beforehand, for a sample of the letters (letters per second),
+  through jinja2's `Template.render`, which copies each context twice; breachbook's renderer
+  hands the context to the compiled template with its globals read once per template
+  (`templates._render`: same output, a test holds it to `Template.render`);
 - peak resident memory of the process.
 
 It prints breachbook's letters per second as a share of the raw render (target: at least
