@@ -101,13 +101,13 @@ class Renderer:
         self._env, self._escaping = _environments(templates_dir)
         self._cache: dict[str, Template] = {}
         self._escaped: dict[str, Template] = {}
-        self._globals: dict[int, dict[str, Any]] = {}
-        """id of a cached Template -> its globals as a plain dict (see `_render`)."""
+        self._globals: dict[Template, dict[str, Any]] = {}
+        """A cached template -> its globals as a plain dict (see `_render`)."""
 
     def _globals_of(self, template: Template) -> dict[str, Any]:
-        under = self._globals.get(id(template))
+        under = self._globals.get(template)
         if under is None:
-            under = self._globals[id(template)] = dict(template.globals)
+            under = self._globals[template] = dict(template.globals)
         return under
 
     def exists(self, name: str) -> bool:
