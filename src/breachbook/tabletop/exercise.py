@@ -427,7 +427,7 @@ def record_decision(
     journal: RunJournal, step_id: str, granted: bool, by: str, clock: Clock
 ) -> None:
     """A player's decision on a gated step, written as an approval is (the exercise has judged
-    the player's authority already), with the player as actor."""
+    the player's authority already), with the player as actor, for the version it waits on."""
     wait = wait_of(journal, step_id)
     role = wait.role if wait is not None else "-"
     decision = Decision(
@@ -436,8 +436,13 @@ def record_decision(
         status=DecisionStatus.GRANTED if granted else DecisionStatus.DENIED,
         by=by,
         at=clock.now(),
+        version=wait.version if wait is not None else None,
     )
     journal.put(DECISION, step_id, decision, scope=INCIDENT_SCOPE)
     journal.acting_as(by).record(
-        step_id, "-", "approval", decision.status.value, {"role": role, "by": by, "via": "tabletop"}
+        step_id,
+        "-",
+        "approval",
+        decision.status.value,
+        {"role": role, "by": by, "via": "tabletop", "version": decision.version},
     )
