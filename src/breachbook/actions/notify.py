@@ -135,17 +135,18 @@ def claim_states(ctx: RunContext, settle: bool = False) -> list[StepClaim]:
     # every step's latest outcome in one query: a run asks this for each letter step's
     # preflight and description, and a tabletop exercise at every round
     outcomes = journal.ledger.records_of(journal.incident_id, journal.run_id, STEP_OUTCOME)
+    steps = [step for _, step in ctx.playbook.ordered_steps() if step.action in claimable]
+    # and every claimable step's items in one more
+    now = journal.steps_statuses([step.id for step in steps])
     claims = []
-    for _, step in ctx.playbook.ordered_steps():
-        if step.action not in claimable:
-            continue
+    for step in steps:
         raw = outcomes.get(step.id)
         outcome = None if raw is None else StepOutcome.model_validate(raw)
         statuses = set(outcome.statuses.values()) if outcome else set()
         if outcome is not None and statuses <= {"skipped"}:
             continue
         targets = list(outcome.statuses) if outcome else []
-        items = ctx.journal.statuses(step.id)
+        items = now[step.id]
         for pause in SETTLE_WAITS if settle else ():  # another run holds one: it settles
             if not any(items.get(t) is ItemStatus.CLAIMED for t in targets):
                 break
