@@ -648,7 +648,8 @@ class DeliverLetters(Action[NoArgs]):
 
     def prepare(self, args: NoArgs, ctx: RunContext) -> Prepared:
         """Every letter as the message that would leave (text and HTML parts, Message-ID),
-        written under messages/ and checked before the first is sent: a letter that fails
+        written under messages/ (unless the mode keeps no `message_copies`) and checked
+        before the first is sent: a letter that fails
         its required-field check stops the step here, naming the customer and the field.
         Customers without an email address are left for printed post, by id. A resumed run
         whose letters would be the same as its last prepare's keeps those (`already_prepared`)."""
@@ -669,8 +670,9 @@ class DeliverLetters(Action[NoArgs]):
                     for_post.setdefault(rule.id, []).append(customer.id)
                     continue
                 letter, _ = outgoing(ctx, writer, obligations, rule, customer)
-                eml = bytes(build_message(letter, sender)).decode("utf-8", "surrogateescape")
-                ctx.workspace.write_raw(message_path(rule.id, customer.id), eml, atomic=False)
+                if ctx.message_copies:
+                    eml = bytes(build_message(letter, sender)).decode("utf-8", "surrogateescape")
+                    ctx.workspace.write_raw(message_path(rule.id, customer.id), eml, atomic=False)
                 messages[rule.id] += 1
         for rule_id, ids in for_post.items():
             ctx.journal.put(FOR_POST, rule_id, LettersForPost(rule_id=rule_id, customer_ids=ids))
@@ -680,7 +682,7 @@ class DeliverLetters(Action[NoArgs]):
             inputs,
             customers,
             Prepared(
-                [f"messages/{rule_id}/" for rule_id in sorted(messages)],
+                [f"messages/{rule_id}/" for rule_id in sorted(messages) if ctx.message_copies],
                 {
                     "messages": sum(messages.values()),
                     "left_for_post": sum(len(ids) for ids in for_post.values()),
