@@ -99,6 +99,9 @@ class RunContext:
     """How a step's batches run: here one after another, or as tasks of a flow."""
     batch_size: int = LETTERS_BATCH_SIZE
     """Items per batch (BREACHBOOK_LETTERS_BATCH_SIZE)."""
+    message_copies: bool = True
+    """Whether letters are also written as the email messages that would leave (the mode's
+    `message_copies`)."""
 
     def record(
         self, step_id: str, target: str, phase: str, outcome: str, details: dict[str, Any]

@@ -7,7 +7,7 @@ steps need) or to the incident (what every run of it shares: approvals, facts).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -122,6 +122,10 @@ class RunJournal:
 
     def statuses(self, step_id: str) -> dict[str, ItemStatus]:
         return self.ledger.item_statuses(self.incident_id, step_id)
+
+    def steps_statuses(self, step_ids: Sequence[str]) -> dict[str, dict[str, ItemStatus]]:
+        """`statuses` of several steps, read at once."""
+        return self.ledger.steps_item_statuses(self.incident_id, step_ids)
 
     def items(self, step_id: str | None = None) -> list[Item]:
         return self.ledger.items(self.incident_id, step_id)

@@ -21,7 +21,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from enum import StrEnum
@@ -137,6 +137,7 @@ class RecordRow(Base):
 ENTRIES = cast(Table, LedgerRow.__table__)
 HEADS = cast(Table, ChainHead.__table__)
 ITEMS = cast(Table, ItemRow.__table__)
+RECORDS = cast(Table, RecordRow.__table__)
 
 # The write paths run prebuilt Core statements with bound parameters: built once, not per call.
 READ_HEAD = select(HEADS.c.seq, HEADS.c.entry_hash).where(HEADS.c.incident_id == bindparam("head"))
@@ -196,6 +197,16 @@ SETTLE = (
     )
 )
 SETTLE_WITH_PRIOR = SETTLE.values(prior=bindparam("new_prior", type_=JSON))
+_THIS_RECORD = and_(
+    RECORDS.c.incident_id == bindparam("incident"),
+    RECORDS.c.scope == bindparam("scope"),
+    RECORDS.c.kind == bindparam("kind"),
+    RECORDS.c.key == bindparam("key"),
+)
+LATEST_RECORD = (
+    select(RECORDS.c.data).where(_THIS_RECORD).order_by(RECORDS.c.version.desc()).limit(1)
+)
+LAST_RECORD_VERSION = select(func.coalesce(func.max(RECORDS.c.version), 0)).where(_THIS_RECORD)
 RESTORED = (
     ITEMS.update()
     .where(
@@ -803,6 +814,20 @@ class Ledger:
         with Session(self._engine) as session:
             return {key: ItemStatus(status) for key, status in session.execute(query)}
 
+    def steps_item_statuses(
+        self, incident_id: str, step_ids: Sequence[str]
+    ) -> dict[str, dict[str, ItemStatus]]:
+        """`item_statuses` of several steps in one query (each letter step's claim check
+        asks for every claimable step's); a step without items maps to an empty dict."""
+        query = select(ItemRow.step_id, ItemRow.item_key, ItemRow.status).where(
+            and_(ItemRow.incident_id == incident_id, ItemRow.step_id.in_(step_ids))
+        )
+        found: dict[str, dict[str, ItemStatus]] = {step_id: {} for step_id in step_ids}
+        with Session(self._engine) as session:
+            for step_id, key, status in session.execute(query):
+                found[step_id][key] = ItemStatus(status)
+        return found
+
     # -- run records ----------------------------------------------------------------------
 
     def put_record(
@@ -821,45 +846,29 @@ class Ledger:
     def _put_record(
         self, incident_id: str, scope: str, kind: str, key: str, data: Any, actor: str
     ) -> int:
-        with Session(self._engine) as session, session.begin():
-            latest = session.execute(
-                select(func.coalesce(func.max(RecordRow.version), 0)).where(
-                    RecordRow.incident_id == incident_id,
-                    RecordRow.scope == scope,
-                    RecordRow.kind == kind,
-                    RecordRow.key == key,
-                )
-            ).scalar_one()
-            version = int(latest) + 1
-            session.add(
-                RecordRow(
-                    incident_id=incident_id,
-                    scope=scope,
-                    kind=kind,
-                    key=key,
-                    version=version,
-                    actor=actor,
-                    at=self._now(),
-                    data=_plain(data),
-                )
+        this = {"incident": incident_id, "scope": scope, "kind": kind, "key": key}
+        with self._engine.begin() as conn:
+            version = int(conn.execute(LAST_RECORD_VERSION, this).scalar_one()) + 1
+            conn.execute(
+                RECORDS.insert(),
+                {
+                    "incident_id": incident_id,
+                    "scope": scope,
+                    "kind": kind,
+                    "key": key,
+                    "version": version,
+                    "actor": actor,
+                    "at": self._now(),
+                    "data": _plain(data),
+                },
             )
         return version
 
     def get_record(self, incident_id: str, scope: str, kind: str, key: str) -> Any | None:
         """The latest version of a record, or None."""
-        query = (
-            select(RecordRow.data)
-            .where(
-                RecordRow.incident_id == incident_id,
-                RecordRow.scope == scope,
-                RecordRow.kind == kind,
-                RecordRow.key == key,
-            )
-            .order_by(RecordRow.version.desc())
-            .limit(1)
-        )
-        with Session(self._engine) as session:
-            row = session.execute(query).first()
+        parameters = {"incident": incident_id, "scope": scope, "kind": kind, "key": key}
+        with self._engine.connect() as conn:
+            row = conn.execute(LATEST_RECORD, parameters).first()
         return row[0] if row else None
 
     def records_of(self, incident_id: str, scope: str, kind: str) -> dict[str, Any]:

@@ -14,11 +14,12 @@ that ReportLab cannot embed. Nothing here logs or raises with customer data.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pypdf import PdfWriter
 
@@ -27,6 +28,10 @@ from breachbook.letters import babel_locale
 from breachbook.models import Customer, Organisation
 from breachbook.rules import Rule
 from breachbook.templates import Renderer
+
+if TYPE_CHECKING:
+    from weasyprint import CSS
+    from weasyprint.text.fonts import FontConfiguration
 
 PRINT_TEMPLATE = "print/letter.html.j2"
 PRINT_STYLE = "print/letter.css"
@@ -83,17 +88,22 @@ class PdfLetters:
     """Renders letters to PDF, sharing fonts and the style sheet between letters."""
 
     def __init__(self, renderer: Renderer, org: Organisation, banner: str | None) -> None:
-        from weasyprint import CSS
-        from weasyprint.text.fonts import FontConfiguration
-
         self.renderer = renderer
         self.org = org
         self.banner = banner
-        self._fonts = FontConfiguration()
-        style = renderer.templates_dir / PRINT_STYLE
-        if not style.is_file():
-            raise TemplateFieldError(f"{style}: print style sheet not found")
-        self._style = CSS(filename=str(style), font_config=self._fonts)
+        self._style_file = renderer.templates_dir / PRINT_STYLE
+        if not self._style_file.is_file():
+            raise TemplateFieldError(f"{self._style_file}: print style sheet not found")
+
+    @functools.cached_property
+    def _typesetting(self) -> tuple[CSS, FontConfiguration]:
+        """The style sheet and fonts, loaded at the first letter printed: WeasyPrint's import
+        alone takes most of a second, and most runs (every tabletop round) print none."""
+        from weasyprint import CSS
+        from weasyprint.text.fonts import FontConfiguration
+
+        fonts = FontConfiguration()
+        return CSS(filename=str(self._style_file), font_config=fonts), fonts
 
     def html(self, customer: Customer, rule: Rule, subject: str, body: str, language: str) -> str:
         context: dict[str, Any] = {
@@ -116,9 +126,10 @@ class PdfLetters:
         """One letter as PDF bytes (personal data: written only where letters belong)."""
         from weasyprint import HTML
 
+        style, fonts = self._typesetting
         page = HTML(string=self.html(customer, rule, subject, body, language))
         try:
-            pdf: bytes = page.write_pdf(stylesheets=[self._style], font_config=self._fonts)
+            pdf: bytes = page.write_pdf(stylesheets=[style], font_config=fonts)
         except Exception as exc:
             raise TemplateFieldError(
                 f"customer {customer.id}: {type(exc).__name__} while printing the letter for "

@@ -316,6 +316,8 @@ def test_the_shipped_exercise_shows_a_team_missing_the_gdpr_deadline(tmp_path: P
     data = score(out)
     assert set(data["contingencies"]) == {"war-room-nudge", "press-follow-up", "dpo-escalation"}
     assert data["letters_sent"] > 0
+    # each letter rendered and checked, none built as an email message nobody reads
+    assert (out / "letters").is_dir() and not (out / "messages").exists()
     assert {"smtp-outage", "quarantine-denied", "legal-unreachable"} <= set(data["fault_hits"])
     assert (data["rounds"], data["steps_done"]["deliver-letters"]) == (6, 109320.0)
     aar = (out / "aar.md").read_text(encoding="utf-8")

@@ -135,17 +135,18 @@ def claim_states(ctx: RunContext, settle: bool = False) -> list[StepClaim]:
     # every step's latest outcome in one query: a run asks this for each letter step's
     # preflight and description, and a tabletop exercise at every round
     outcomes = journal.ledger.records_of(journal.incident_id, journal.run_id, STEP_OUTCOME)
+    steps = [step for _, step in ctx.playbook.ordered_steps() if step.action in claimable]
+    # and every claimable step's items in one more
+    now = journal.steps_statuses([step.id for step in steps])
     claims = []
-    for _, step in ctx.playbook.ordered_steps():
-        if step.action not in claimable:
-            continue
+    for step in steps:
         raw = outcomes.get(step.id)
         outcome = None if raw is None else StepOutcome.model_validate(raw)
         statuses = set(outcome.statuses.values()) if outcome else set()
         if outcome is not None and statuses <= {"skipped"}:
             continue
         targets = list(outcome.statuses) if outcome else []
-        items = ctx.journal.statuses(step.id)
+        items = now[step.id]
         for pause in SETTLE_WAITS if settle else ():  # another run holds one: it settles
             if not any(items.get(t) is ItemStatus.CLAIMED for t in targets):
                 break
@@ -647,7 +648,8 @@ class DeliverLetters(Action[NoArgs]):
 
     def prepare(self, args: NoArgs, ctx: RunContext) -> Prepared:
         """Every letter as the message that would leave (text and HTML parts, Message-ID),
-        written under messages/ and checked before the first is sent: a letter that fails
+        written under messages/ (unless the mode keeps no `message_copies`) and checked
+        before the first is sent: a letter that fails
         its required-field check stops the step here, naming the customer and the field.
         Customers without an email address are left for printed post, by id. A resumed run
         whose letters would be the same as its last prepare's keeps those (`already_prepared`)."""
@@ -668,8 +670,9 @@ class DeliverLetters(Action[NoArgs]):
                     for_post.setdefault(rule.id, []).append(customer.id)
                     continue
                 letter, _ = outgoing(ctx, writer, obligations, rule, customer)
-                eml = bytes(build_message(letter, sender)).decode("utf-8", "surrogateescape")
-                ctx.workspace.write_raw(message_path(rule.id, customer.id), eml, atomic=False)
+                if ctx.message_copies:
+                    eml = bytes(build_message(letter, sender)).decode("utf-8", "surrogateescape")
+                    ctx.workspace.write_raw(message_path(rule.id, customer.id), eml, atomic=False)
                 messages[rule.id] += 1
         for rule_id, ids in for_post.items():
             ctx.journal.put(FOR_POST, rule_id, LettersForPost(rule_id=rule_id, customer_ids=ids))
@@ -679,7 +682,7 @@ class DeliverLetters(Action[NoArgs]):
             inputs,
             customers,
             Prepared(
-                [f"messages/{rule_id}/" for rule_id in sorted(messages)],
+                [f"messages/{rule_id}/" for rule_id in sorted(messages) if ctx.message_copies],
                 {
                     "messages": sum(messages.values()),
                     "left_for_post": sum(len(ids) for ids in for_post.values()),
