@@ -208,6 +208,16 @@ def _complete(path: Path, size: int) -> bool:
         engine.dispose()
 
 
+def _stable(fake: Faker) -> Faker:
+    """The same world whatever the process's hash seed: some Faker locales (it_IT) build their
+    list of cities from a set, so a seeded draw picked another city in each process."""
+    for provider in fake.get_providers():
+        cities = getattr(provider, "cities", None)
+        if isinstance(cities, list):
+            provider.cities = sorted(cities)
+    return fake
+
+
 def _create_customers(path: Path, size: int) -> None:
     """Build into a temporary file and rename it, so a crash never leaves half a world."""
     tmp = path.with_suffix(".partial")
@@ -232,7 +242,7 @@ def _create_customers(path: Path, size: int) -> None:
         country, region, faker_locale, letter_locale, _ = rng.choices(POPULATION, weights=shares)[0]
         fake = fakers.get(faker_locale)
         if fake is None:
-            fake = Faker(faker_locale)
+            fake = _stable(Faker(faker_locale))
             fake.seed_instance(SEED + len(fakers))
             fakers[faker_locale] = fake
         customer_id = f"C{number:07d}"
