@@ -880,7 +880,8 @@ class Sending:
 
     def _collect(self, until: str) -> None:
         done, _ = wait(list(self._pending), return_when=until)
-        for future in done:
+        # settled in the order sent, not the set's: the same run writes the same ledger
+        for future in [sent for sent in self._pending if sent in done]:
             claim, digest, ident = self._pending.pop(future)
             try:
                 reference = future.result()
