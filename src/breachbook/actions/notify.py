@@ -649,10 +649,10 @@ class DeliverLetters(Action[NoArgs]):
     def prepare(self, args: NoArgs, ctx: RunContext) -> Prepared:
         """Every letter as the message that would leave (text and HTML parts, Message-ID),
         written under messages/ (unless the mode keeps no `message_copies`) and checked
-        before the first is sent: a letter that fails
-        its required-field check stops the step here, naming the customer and the field.
-        Customers without an email address are left for printed post, by id. A resumed run
-        whose letters would be the same as its last prepare's keeps those (`already_prepared`)."""
+        before the first is sent: a letter that fails its required-field check stops the step
+        here, naming the customer and the field. Customers without an email address are left
+        for printed post, by id. A resumed run whose letters would be the same as its last
+        prepare's keeps those (`already_prepared`)."""
         writer = letter_writer(ctx)
         inputs = letters_inputs(ctx, writer, self.name)
         kept = already_prepared(ctx, self.name, inputs)
