@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from pydantic import BaseModel, Field
 
 from breachbook.actions.base import NOTHING, Action, ActionArgs, Prepared, register, require
-from breachbook.connectors.message import build_message, message_id
+from breachbook.connectors.message import message_bytes, message_id
 from breachbook.context import RunContext
 from breachbook.deadlines import deliveries, fulfilled_times
 from breachbook.errors import BreachbookError, MailRefused
@@ -671,7 +671,7 @@ class DeliverLetters(Action[NoArgs]):
                     continue
                 letter, _ = outgoing(ctx, writer, obligations, rule, customer)
                 if ctx.message_copies:
-                    eml = bytes(build_message(letter, sender)).decode("utf-8", "surrogateescape")
+                    eml = message_bytes(letter, sender).decode("utf-8", "surrogateescape")
                     ctx.workspace.write_raw(message_path(rule.id, customer.id), eml, atomic=False)
                 messages[rule.id] += 1
         for rule_id, ids in for_post.items():

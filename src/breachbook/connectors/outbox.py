@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from breachbook.connectors import folder_writable
-from breachbook.connectors.message import build_message
+from breachbook.connectors.message import message_bytes
 from breachbook.ports import Check, OutgoingLetter
 
 
@@ -32,7 +32,7 @@ class OutboxMail:
         target = self.folder / f"{letter.key.replace('/', '_')}.eml"
         tmp = target.with_suffix(".tmp")
         try:
-            tmp.write_bytes(bytes(build_message(letter, self.sender)))
+            tmp.write_bytes(message_bytes(letter, self.sender))
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from breachbook.clock import Clock
-from breachbook.connectors.message import build_message
+from breachbook.connectors.message import build_message, message_bytes, needs_smtputf8
 from breachbook.errors import DrillWriteBlocked, MailRefused, MailUnavailable
 from breachbook.journal import OutcomeUnknown
 from breachbook.ports import Check, OutgoingLetter, SentFolder
@@ -231,7 +231,10 @@ class SmtpMail:
     def send(self, letter: OutgoingLetter) -> str:
         if self._read_only:
             raise DrillWriteBlocked("drill: refused SMTP MAIL FROM")
-        message = build_message(letter, self.config.sender)
+        sender = self.config.sender
+        international = needs_smtputf8(letter, sender)
+        message = build_message(letter, sender) if international else None
+        data = bytes(message) if message else message_bytes(letter, sender, "\r\n")
         delays = self.config.retry_delays
         in_doubt = False
         last = ""
@@ -241,10 +244,13 @@ class SmtpMail:
             self._rate.wait_turn()
             try:
                 with self._connection() as connection:
-                    connection.send_message(
-                        message, from_addr=self.config.sender, to_addrs=[letter.recipient]
-                    )
-                return self._filed(letter, bytes(message))
+                    if message is None:
+                        connection.sendmail(sender, [letter.recipient], data)
+                    else:  # smtplib asks the relay for SMTPUTF8
+                        connection.send_message(
+                            message, from_addr=sender, to_addrs=[letter.recipient]
+                        )
+                return self._filed(letter, data)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, what = next(iter(exc.recipients.values()))[0], "recipient"
             except smtplib.SMTPResponseException as exc:
