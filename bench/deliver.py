@@ -8,7 +8,11 @@ recipients and Message-IDs, made one by one as they are sent (memory stays flat)
 For each size (default 10,000 letters), in a fresh process so that peak memory is that
 size's alone:
 
-- baseline: a plain smtplib loop over one connection, `send_message` for each letter;
+- baseline (the target's): a plain smtplib loop over one connection, each letter built with
+  the standard library's email package and handed over with `send_message`;
+- the same loop handing over breachbook's message bytes (`message_bytes`) with `sendmail`:
+  what one connection can do at best, so the gain from building is told apart from the
+  gain from the pool;
 - breachbook: `SmtpMail` (its pool of connections, rate limit and retries), `parallel_sends`
   threads handing the same letters over;
 - breachbook with the ledger: the same, each letter claimed before and settled after in a
@@ -18,10 +22,14 @@ size's alone:
   each with its own pool, claiming and settling in one shared SQLite ledger;
 - peak resident memory of the process.
 
-It prints letters per second and breachbook's against the baseline (target: at least 2x).
+It prints letters per second and breachbook's against the baseline (target: at least 2x),
+and the relay's CPU time per letter. `--accept-ms` makes the relay take that long before it
+answers each letter, as a relay that writes its queue file to disk before it says 250 does
+(and as one across a network does by its round trip); 0, the default, is a relay on the
+same two cores as its client that answers as fast as it can parse.
 
     python bench/deliver.py [--sizes 10000 100000] [--connections 8] [--servers 2]
-        [--workers 2] [--ways plain pool ledger workers]
+        [--workers 2] [--accept-ms 0] [--ways plain bytes pool ledger workers]
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import smtplib
 import socket
 import subprocess
@@ -43,7 +52,7 @@ from typing import Any
 
 from breachbook.actions.notify import LETTERS_PER_COMMIT, letter_writer
 from breachbook.clock import SystemClock
-from breachbook.connectors.message import build_message, message_id
+from breachbook.connectors.message import build_message, message_bytes, message_id
 from breachbook.connectors.smtp import SmtpConfig, SmtpMail
 from breachbook.demo import demo_incident_yaml, ensure_demo_world
 from breachbook.journal import RunJournal
@@ -69,15 +78,18 @@ def peak_rss_mb() -> float:
 
 
 class Counting:
-    def __init__(self) -> None:
+    def __init__(self, accept_seconds: float) -> None:
         self.taken = 0
+        self.accept_seconds = accept_seconds
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.accept_seconds:
+            await asyncio.sleep(self.accept_seconds)
         self.taken += 1
         return "250 OK"
 
 
-def serve(port: int) -> None:
+def serve(port: int, accept_ms: float) -> None:
     """One aiosmtpd process on the shared port, until killed."""
     from aiosmtpd.smtp import SMTP
 
@@ -86,12 +98,21 @@ def serve(port: int) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind(("127.0.0.1", port))
-        handler = Counting()
+        handler = Counting(accept_ms / 1000)
         server = await loop.create_server(lambda: SMTP(handler), sock=listener)
         async with server:
             await server.serve_forever()
 
     asyncio.run(main())
+
+
+def cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
+    """User and system CPU time the relay's processes have taken so far."""
+    total = 0
+    for process in processes:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -171,6 +192,16 @@ def plain_loop(port: int, letters: Iterator[OutgoingLetter]) -> int:
             connection.send_message(
                 build_message(letter, SENDER), from_addr=SENDER, to_addrs=[letter.recipient]
             )
+            sent += 1
+    return sent
+
+
+def plain_bytes_loop(port: int, letters: Iterator[OutgoingLetter]) -> int:
+    sent = 0
+    with smtplib.SMTP("127.0.0.1", port) as connection:
+        for letter in letters:
+            data = message_bytes(letter, SENDER, "\r\n")
+            connection.sendmail(SENDER, [letter.recipient], data)
             sent += 1
     return sent
 
@@ -281,6 +312,8 @@ def run_once(size: int, port: int, connections: int, way: str) -> dict[str, floa
     start = time.perf_counter()
     if way == "plain":
         sent = plain_loop(port, stream(sample, size))
+    elif way == "bytes":
+        sent = plain_bytes_loop(port, stream(sample, size))
     elif way == "pool":
         sent = pooled(port, connections, stream(sample, size))
     else:
@@ -291,7 +324,7 @@ def run_once(size: int, port: int, connections: int, way: str) -> dict[str, floa
     return {"letters_per_s": size / seconds, "seconds": seconds, "peak_mb": peak_rss_mb()}
 
 
-WAYS = ["plain", "pool", "ledger", "workers"]
+WAYS = ["plain", "bytes", "pool", "ledger", "workers"]
 
 
 def one(size: int, port: int, connections: int, way: str) -> list[str]:
@@ -334,14 +367,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--servers", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--ways", nargs="+", default=["plain", "pool", "ledger", "workers"], choices=WAYS
-    )
+    parser.add_argument("--accept-ms", type=float, default=0.0)
+    parser.add_argument("--ways", nargs="+", default=WAYS, choices=WAYS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.accept_ms)
         return
     if args.one:
         size, port, way = int(args.one[0]), int(args.one[1]), args.one[2]
@@ -349,31 +381,37 @@ def main() -> None:
         return
     port = free_port()
     servers = [
-        subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(port), "--accept-ms", str(args.accept_ms)]
+        )
         for _ in range(args.servers)
     ]
     try:
         wait_for(port)
         print(
-            f"relay: {args.servers} aiosmtpd processes on 127.0.0.1:{port}; "
+            f"relay: {args.servers} aiosmtpd processes on 127.0.0.1:{port}, "
+            f"{args.accept_ms:g} ms to accept a letter; "
             f"breachbook with {args.connections} connections"
         )
         for size in args.sizes:
             figures = {}
             for way in args.ways:
+                relay_before = cpu_seconds(servers)
                 if way == "workers":
                     figures[way] = workers(size, port, args.connections, args.workers)
-                    continue
-                done = subprocess.run(
-                    one(size, port, args.connections, way),
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                figures[way] = json.loads(done.stdout.strip().splitlines()[-1])
-            base = figures["plain"]["letters_per_s"]
+                else:
+                    done = subprocess.run(
+                        one(size, port, args.connections, way),
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    figures[way] = json.loads(done.stdout.strip().splitlines()[-1])
+                figures[way]["relay_ms"] = 1000 * (cpu_seconds(servers) - relay_before) / size
+            base = figures["plain"]["letters_per_s"] if "plain" in figures else None
             for way, label in (
-                ("plain", "plain smtplib loop, one connection"),
+                ("plain", "plain smtplib loop, email package"),
+                ("bytes", "plain smtplib loop, breachbook's bytes"),
                 ("pool", "breachbook SmtpMail pool"),
                 ("ledger", "breachbook pool + ledger claim/settle"),
                 ("workers", f"{args.workers} workers, batches + shared ledger"),
@@ -381,9 +419,10 @@ def main() -> None:
                 if way not in figures:
                     continue
                 f = figures[way]
+                ratio = f"{f['letters_per_s'] / base:>5.2f}x" if base else "     "
                 print(
                     f"{size:>8} letters  {label:<40} {f['letters_per_s']:>8.0f} letters/s  "
-                    f"{f['letters_per_s'] / base:>5.2f}x  peak {f['peak_mb']:.0f} MB"
+                    f"{ratio}  peak {f['peak_mb']:.0f} MB  relay CPU {f['relay_ms']:.3f} ms/letter"
                 )
     finally:
         for server in servers:
