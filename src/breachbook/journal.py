@@ -7,7 +7,7 @@ steps need) or to the incident (what every run of it shares: approvals, facts).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -120,8 +120,16 @@ class RunJournal:
 
     # -- items ---------------------------------------------------------------------------
 
-    def statuses(self, step_id: str) -> dict[str, ItemStatus]:
-        return self.ledger.item_statuses(self.incident_id, step_id)
+    def statuses(self, step_id: str, keys: Sequence[str] | None = None) -> dict[str, ItemStatus]:
+        """The step's items' latest outcomes: all of them, or those named by `keys`."""
+        return self.ledger.item_statuses(self.incident_id, step_id, keys)
+
+    def statuses_in(self, step_id: str, statuses: Collection[ItemStatus]) -> dict[str, ItemStatus]:
+        """The step's items whose latest outcome is one of `statuses`."""
+        return {
+            item.key: item.status
+            for item in self.ledger.items(self.incident_id, step_id, tuple(statuses))
+        }
 
     def steps_statuses(self, step_ids: Sequence[str]) -> dict[str, dict[str, ItemStatus]]:
         """`statuses` of several steps, read at once."""

@@ -55,6 +55,8 @@ from breachbook.settings import AUTOMATION as AUTOMATION  # noqa: PLC0414 (re-ex
 
 GENESIS = "0" * 64
 RECORD_RETRIES = 5
+KEYS_PER_QUERY = 500
+"""Item keys asked about in one IN list: within SQLite's and PostgreSQL's parameter limits."""
 
 
 class LedgerError(BreachbookError):
@@ -806,13 +808,25 @@ class Ledger:
             found = conn.execute(query).scalar_one_or_none()
         return None if found is None else ItemStatus(found)
 
-    def item_statuses(self, incident_id: str, step_id: str) -> dict[str, ItemStatus]:
-        """Every item of one step and its latest outcome, in one query (a re-run's skip list)."""
-        query = select(ItemRow.item_key, ItemRow.status).where(
-            and_(ItemRow.incident_id == incident_id, ItemRow.step_id == step_id)
-        )
+    def item_statuses(
+        self, incident_id: str, step_id: str, keys: Sequence[str] | None = None
+    ) -> dict[str, ItemStatus]:
+        """Every item of one step and its latest outcome, in one query (a re-run's skip list),
+        or only the items named by `keys` (a batch asks about its own letters, not the
+        million of its step), in queries of KEYS_PER_QUERY keys."""
+        where = and_(ItemRow.incident_id == incident_id, ItemRow.step_id == step_id)
         with Session(self._engine) as session:
-            return {key: ItemStatus(status) for key, status in session.execute(query)}
+            if keys is None:
+                query = select(ItemRow.item_key, ItemRow.status).where(where)
+                return {key: ItemStatus(status) for key, status in session.execute(query)}
+            found: dict[str, ItemStatus] = {}
+            for start in range(0, len(keys), KEYS_PER_QUERY):
+                chunk = keys[start : start + KEYS_PER_QUERY]
+                query = select(ItemRow.item_key, ItemRow.status).where(
+                    where, ItemRow.item_key.in_(chunk)
+                )
+                found.update((key, ItemStatus(status)) for key, status in session.execute(query))
+            return found
 
     def steps_item_statuses(
         self, incident_id: str, step_ids: Sequence[str]

@@ -5,7 +5,7 @@ it is sent again with the same Message-ID, so the receiving side can drop a copy
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from breachbook.connectors.message import message_id
 from breachbook.errors import MailUnavailable
@@ -29,14 +29,18 @@ def unsettled_letters(
 
 
 class SentLookup:
-    """Which taken-over letters the Sent folder shows sent. The letters unsettled when the
-    delivery started are asked about in one go (in batches) at the first take-over; a letter
-    taken over later alone. A folder that cannot be read is not asked again in this delivery:
-    its letters are sent again, as without a folder."""
+    """Which taken-over letters the Sent folder shows sent. The letters unsettled at the first
+    take-over (`unsettled`, read then: a batch with nothing to take over never reads them)
+    are asked about in one go (in batches); a letter taken over later alone. A folder that
+    cannot be read is not asked again in this delivery: its letters are sent again, as
+    without a folder."""
 
-    def __init__(self, folder: SentFolder | None, unsettled: Mapping[str, str]) -> None:
+    def __init__(
+        self, folder: SentFolder | None, unsettled: Callable[[], Mapping[str, str]]
+    ) -> None:
         self.folder = folder
-        self._unsettled = set(unsettled.values())
+        self._read_unsettled = unsettled
+        self._unsettled: set[str] = set()
         self._filed: set[str] | None = None
         self.unreadable = ""
 
@@ -51,7 +55,8 @@ class SentLookup:
             return None
         try:
             if self._filed is None:
-                self._filed = self.folder.contains(sorted(self._unsettled))
+                self._unsettled = set(self._read_unsettled().values())
+                self._filed = self.folder.contains(sorted(self._unsettled | {ident}))
             if ident not in self._filed and ident not in self._unsettled:
                 self._filed |= self.folder.contains([ident])
         except MailUnavailable as exc:

@@ -43,8 +43,8 @@ def _reference(letter: OutgoingLetter, linesep: str = "\n") -> bytes:
 def _same_message(direct: bytes, reference: bytes) -> None:
     """Every header but Date and every part, decoded, as the email package reads them."""
     ours, theirs = _read(direct), _read(reference)
-    assert [k for k in ours.keys()] and set(ours.keys()) == set(theirs.keys())
-    for name in theirs.keys():
+    assert list(ours) and set(ours.keys()) == set(theirs.keys())
+    for name in theirs:
         if name not in ("Date", "Content-Type"):
             assert str(ours[name]) == str(theirs[name]), name
     assert ours.get_content_type() == theirs.get_content_type()
@@ -80,8 +80,8 @@ def test_every_shipped_letter_written_directly_reads_back_as_the_email_package_b
     "subject",
     [
         "Plain subject",
-        "数据泄露通知：您的个人信息可能已被泄露，请阅读本信并采取以下措施以保护您的账户安全",
-        "Wichtig: Verletzung des Schutzes Ihrer Daten – äöüß " * 4,
+        "数据泄露通知：您的个人信息可能已被泄露，请阅读本信并采取以下措施以保护您的账户安全",  # noqa: RUF001
+        "Wichtig: Verletzung des Schutzes Ihrer Daten – äöüß " * 4,  # noqa: RUF001
         "=?utf-8?b?aGVsbG8=?= looks encoded but is text",
     ],
 )

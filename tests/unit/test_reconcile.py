@@ -40,7 +40,7 @@ def test_the_letters_in_doubt_are_asked_about_in_one_question_and_found_ones_are
 ):
     unsettled = {f"gdpr-a34/C{i}": ident("gdpr-a34", f"C{i}") for i in range(100)}
     folder = RecordingSentFolder(filed={ident("gdpr-a34", "C1"), ident("gdpr-a34", "C7")})
-    lookup = SentLookup(folder, unsettled)
+    lookup = SentLookup(folder, lambda: unsettled)
     assert lookup.how == "sent-folder"
     assert lookup.filed(ident("gdpr-a34", "C1")) == "found in fake Sent folder"
     assert lookup.filed(ident("gdpr-a34", "C2")) is None  # not filed: sent again
@@ -54,14 +54,14 @@ def test_the_letters_in_doubt_are_asked_about_in_one_question_and_found_ones_are
 
 def test_a_folder_that_cannot_be_read_is_asked_once_and_its_letters_are_sent_again() -> None:
     folder = RecordingSentFolder(filed={ident("us-ca", "C1")}, unreadable=True)
-    lookup = SentLookup(folder, {"us-ca/C1": ident("us-ca", "C1")})
+    lookup = SentLookup(folder, lambda: {"us-ca/C1": ident("us-ca", "C1")})
     assert lookup.filed(ident("us-ca", "C1")) is None
     assert lookup.filed(ident("us-ca", "C2")) is None
     assert len(folder.asked) == 1 and "connection refused" in lookup.unreadable
 
 
 def test_without_a_folder_a_letter_in_doubt_is_sent_again_with_its_message_id() -> None:
-    lookup = SentLookup(None, {"us-ca/C1": ident("us-ca", "C1")})
+    lookup = SentLookup(None, lambda: {"us-ca/C1": ident("us-ca", "C1")})
     assert lookup.how == "resend" and lookup.filed(ident("us-ca", "C1")) is None
 
 

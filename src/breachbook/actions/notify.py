@@ -50,7 +50,7 @@ from breachbook.ports import (
     Verdict,
     not_configured,
 )
-from breachbook.reconcile import SentLookup, unsettled_letters
+from breachbook.reconcile import UNSETTLED, SentLookup, unsettled_letters
 from breachbook.register import decisions, filings, no_rule_line, record_decisions, record_draft
 from breachbook.rules import Rule
 from breachbook.workspace import Workspace
@@ -797,11 +797,12 @@ class Sending:
         self.writer = writer
         self.rule = rule
         self.obligations = Obligations(ctx.rules, ctx.incident)
-        self.known = ctx.journal.statuses(step_id)
         self.sender = ctx.playbook.organisation.contact.email
         self.sent = SentLookup(
             ctx.connectors.sent_folder,
-            unsettled_letters(self.known, rule.id, ctx.incident.id, self.sender),
+            lambda: unsettled_letters(
+                ctx.journal.statuses_in(step_id, UNSETTLED), rule.id, ctx.incident.id, self.sender
+            ),
         )
         self.tally: Counter[Once] = Counter()
         self.window = max(1, mail.parallel_sends())
@@ -814,19 +815,22 @@ class Sending:
 
     def offer(self, customer: Customer) -> None:
         key = f"{self.rule.id}/{customer.id}"
-        if self.known.get(key) is ItemStatus.DONE:
-            self.tally[Once.ALREADY_DONE] += 1
-            return
         ident = message_id(self.ctx.incident.id, self.rule.id, customer.id, self.sender)
         self._waiting.append((customer, key, ident))
         if len(self._waiting) >= LETTERS_PER_COMMIT:
             self._send_waiting()
 
     def _send_waiting(self) -> None:
-        """Claim the waiting letters in one transaction, hand each claimed one over, and
-        settle what has come back; stop when too many in a row did not go out."""
-        waiting, self._waiting = self._waiting, []
+        """Skip the waiting letters the ledger shows sent (a re-run's), claim the others in
+        one transaction, hand each claimed one over, and settle what has come back; stop
+        when too many in a row did not go out."""
         journal = self.ctx.journal
+        done = journal.statuses(self.step_id, [key for _, key, _ in self._waiting])
+        waiting = [w for w in self._waiting if done.get(w[1]) is not ItemStatus.DONE]
+        self.tally[Once.ALREADY_DONE] += len(self._waiting) - len(waiting)
+        self._waiting = []
+        if not waiting:
+            return
         claims = journal.claim_many(
             self.step_id, [(key, {"message_id": ident}) for _, key, ident in waiting]
         )
