@@ -195,6 +195,7 @@ class RunJournal:
         act: Callable[[], Changed],
         known: Mapping[str, ItemStatus] | None = None,
         wait_for_holder: bool = False,
+        in_doubt: Callable[[], Changed | None] | None = None,
     ) -> tuple[Once, dict[str, Any]]:
         """Claim one item, act, record the outcome: the item is changed at most once.
 
@@ -204,11 +205,21 @@ class RunJournal:
         persists, or the error is definite, the item is failed (a later run retries it).
         `OutcomeUnknown` leaves it unknown for a person to reconcile. With `wait_for_holder`,
         an item another run holds is looked at again for a few seconds before it is busy.
+        With `in_doubt`, an item whose outcome was never heard (left claimed by a killed
+        process of this run, or unknown) is taken over and reconciled: `in_doubt` answers the
+        change as found made, settled done without acting, or None, and the act is done again.
         """
         status = (known or {}).get(key)
         if status is ItemStatus.DONE:
             return Once.ALREADY_DONE, {}
         claim = self.claim(step_id, key, {})
+        if claim is None and in_doubt is not None:
+            claim = self.take_over(step_id, key, {"reconcile": "look, then act again"})
+            found = in_doubt() if claim is not None else None
+            if claim is not None and found is not None:
+                details = {**found.details, "reconciled": "found made"}
+                self.settle(claim, ItemStatus.DONE, details, found.prior)
+                return Once.DONE, details
         if claim is None:
             latest = self.ledger.item_status(self.incident_id, step_id, key)
             for pause in SETTLE_WAITS if wait_for_holder else ():

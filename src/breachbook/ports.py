@@ -310,6 +310,14 @@ class PrintShop(Protocol):
         made of ids, no personal data)."""
         ...
 
+    @reads
+    def handed_over(
+        self, incident_id: str, rule_id: str, country: str, customer_id: str
+    ) -> str | None:
+        """The reference of this letter if its PDF was handed over whole already (a run
+        killed after handing it over and before the ledger heard of it), else None."""
+        ...
+
     def assemble(
         self, incident_id: str, rule_id: str, country: str, number: int, references: list[str]
     ) -> str:

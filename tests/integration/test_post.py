@@ -74,13 +74,17 @@ class Killed(BaseException):
 
 class DyingPrintShop(CountingPrintShop):
     """Writes letters until the `die_after`th, then dies after writing it and before the
-    ledger can record it: the worst moment for exactly once."""
+    ledger can record it (the worst moment for exactly once), or, `before_writing`, as it
+    was about to write it."""
 
-    def __init__(self, folder: Path, die_after: int) -> None:
+    def __init__(self, folder: Path, die_after: int, before_writing: bool = False) -> None:
         super().__init__(folder)
         self.die_after = die_after
+        self.before_writing = before_writing
 
     def print_letter(self, letter: PrintedLetter) -> str:
+        if self.before_writing and sum(self.printed.values()) + 1 == self.die_after:
+            raise Killed
         reference = super().print_letter(letter)
         if sum(self.printed.values()) == self.die_after:
             raise Killed
@@ -123,13 +127,18 @@ def run(
     out: Path,
     printer: FolderPrintShop | None = None,
     fakes: Fakes | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
     fakes = fakes or Fakes(out.parent / f"fakes-{out.name}")
     adapters = dataclasses.replace(fakes.adapters(), printer=printer)
     confirm = Incident.from_file(world.incident_file).id if mode is Mode.LIVE else None
     _, result = execute(
         RunRequest(
-            mode=mode, incident_file=world.incident_file, out_dir=out, confirm_incident_id=confirm
+            mode=mode,
+            incident_file=world.incident_file,
+            out_dir=out,
+            confirm_incident_id=confirm,
+            run_id=run_id,
         ),
         settings=settings,
         clock=FixedStepClock(T0),
@@ -316,14 +325,14 @@ def test_live_prints_each_posted_letter_once_and_a_rerun_prints_nothing_again(
     assert "Eve" not in audit
 
 
-def test_a_run_killed_mid_print_is_resumed_and_prints_no_letter_twice(
+def test_a_run_killed_mid_print_prints_no_letter_twice_and_resumed_finds_the_one_in_doubt(
     small_world: DemoWorld, tmp_path: Path
 ) -> None:
     world, posted = posted_world(tmp_path / "world", small_world)
     settings = settings_for(world, tmp_path)
     dying = DyingPrintShop(tmp_path / "print", die_after=4)
     with pytest.raises(Killed):
-        run(Mode.LIVE, settings, world, tmp_path / "run-1", dying)
+        run(Mode.LIVE, settings, world, tmp_path / "run-1", dying, run_id=KILLED_RUN)
     shop = CountingPrintShop(tmp_path / "print")
     again = run(Mode.LIVE, settings, world, tmp_path / "run-2", shop)
     owed = owed_by_post(again, tmp_path / "run-2", posted)
@@ -331,24 +340,71 @@ def test_a_run_killed_mid_print_is_resumed_and_prints_no_letter_twice(
     both = dying.printed + shop.printed
     assert set(both) == owed
     assert max(both.values()) == 1  # nothing printed twice
+    items = print_items(settings)
+    in_doubt = [key for key, status in items.items() if status is not ItemStatus.DONE]
+    # another run leaves the letter the killed run holds to that run: never printed again
+    assert len(in_doubt) == 1 and items[in_doubt[0]] is ItemStatus.CLAIMED
+    assert in_doubt[0] in dying.printed
+    assert Status.INCOMPLETE in print_entries(again)
+
+    # the killed run resumed: its letter is in the print folder, settled as printed, not
+    # printed again, and goes into a print file with the others
+    resumed = CountingPrintShop(tmp_path / "print")
+    run(Mode.LIVE, settings, world, tmp_path / "run-1", resumed, run_id=KILLED_RUN)
+    assert resumed.printed == Counter()
+    items = print_items(settings)
+    assert set(items) == owed and set(items.values()) == {ItemStatus.DONE}
+    assert _reconciled(settings) == [in_doubt[0]]
+    merged = list((tmp_path / "print" / INCIDENT).glob("*/*/print-*.pdf"))
+    letters = list((tmp_path / "print" / INCIDENT).glob("*/*/letters/*.pdf"))
+    assert len(letters) == len(owed)
+    pages = sum(len(PdfReader(p).pages) for p in merged)
+    assert pages == sum(len(PdfReader(p).pages) for p in letters)
+
+
+def test_a_run_killed_before_it_wrote_a_letter_prints_that_letter_when_resumed(
+    small_world: DemoWorld, tmp_path: Path
+) -> None:
+    world, posted = posted_world(tmp_path / "world", small_world)
+    settings = settings_for(world, tmp_path)
+    dying = DyingPrintShop(tmp_path / "print", die_after=3, before_writing=True)
+    with pytest.raises(Killed):
+        run(Mode.LIVE, settings, world, tmp_path / "run-1", dying, run_id=KILLED_RUN)
+    assert sum(dying.printed.values()) == 2
+    held = [key for key, status in print_items(settings).items() if status is ItemStatus.CLAIMED]
+    assert len(held) == 1 and held[0] not in dying.printed
+
+    resumed = CountingPrintShop(tmp_path / "print")
+    result = run(Mode.LIVE, settings, world, tmp_path / "run-1", resumed, run_id=KILLED_RUN)
+    owed = owed_by_post(result, tmp_path / "run-1", posted)
+    assert held[0] in resumed.printed
+    both = dying.printed + resumed.printed
+    assert set(both) == owed and max(both.values()) == 1
+    assert set(print_items(settings).values()) == {ItemStatus.DONE}
+    assert _reconciled(settings) == []
+
+
+KILLED_RUN = "run0printkill"
+
+
+def print_items(settings: Settings) -> dict[str, ItemStatus]:
     ledger = live_ledger(settings)
     items = ledger.item_statuses(INCIDENT, "letters.print")
     assert ledger.verify() == []
     ledger.close()
-    in_doubt = [key for key, status in items.items() if status is not ItemStatus.DONE]
-    # the letter written at the moment of the kill is left claimed for a person to check
-    # (its PDF is in the folder), never printed again
-    assert len(in_doubt) == 1 and items[in_doubt[0]] is ItemStatus.CLAIMED
-    assert in_doubt[0] in dying.printed
-    assert Status.INCOMPLETE in print_entries(again)
-    merged = list((tmp_path / "print" / INCIDENT).glob("*/*/print-*.pdf"))
-    pages = sum(len(PdfReader(p).pages) for p in merged)
-    done = [
-        p
-        for p in (tmp_path / "print" / INCIDENT).glob("*/*/letters/*.pdf")
-        if f"{p.parent.parent.parent.name}/{p.stem}" != in_doubt[0]
+    return items
+
+
+def _reconciled(settings: Settings) -> list[str]:
+    """Keys of the print items the ledger shows settled as found made."""
+    ledger = live_ledger(settings)
+    found = [
+        row.target
+        for row in ledger.entries(INCIDENT)
+        if row.step_id == "letters.print" and row.details.get("reconciled") == "found made"
     ]
-    assert pages == sum(len(PdfReader(p).pages) for p in done)
+    ledger.close()
+    return found
 
 
 def test_printing_waits_for_containment_the_letters_state(

@@ -154,7 +154,9 @@ class PrintLetters(Action[NoArgs]):
     def apply_items(self, args: NoArgs, target: str, ctx: RunContext) -> Counter[Once]:
         """Each letter is one item: claimed, rendered from the customer's record as it is
         now, handed to the print shop and settled; then the letters printed and not yet in
-        a print file are merged, per country."""
+        a print file are merged, per country. A letter a killed process of this run left in
+        doubt is looked for in the print shop: settled as printed if it is there, else
+        printed (a run resumed under its id; another run leaves it to its holder)."""
         printer = require(ctx.connectors.printer, "print", PRINT_SETTING)
         rule = ctx.rules.rule(target)
         writer = letter_writer(ctx)
@@ -166,7 +168,8 @@ class PrintLetters(Action[NoArgs]):
                 continue
             key = f"{target}/{customer.id}"
             act = functools.partial(_print, printer, pdfs, writer, ctx, rule, customer, key)
-            outcome, _ = ctx.journal.once(self.name, key, act, known)
+            look = functools.partial(_handed_over, printer, ctx, rule, customer)
+            outcome, _ = ctx.journal.once(self.name, key, act, known, in_doubt=look)
             tally[outcome] += 1
         tally.update(self._assemble(ctx, printer, target))
         return tally
@@ -230,6 +233,15 @@ def _render(
     subject, body = writer.render(customer, rule, exposed)
     language = letter_language(ctx.renderer, rule, customer)
     return pdfs.pdf(customer, rule, subject, body, language)
+
+
+def _handed_over(
+    printer: PrintShop, ctx: RunContext, rule: Rule, customer: Customer
+) -> Changed | None:
+    """A letter left in doubt by a killed run: in the print folder already, or not."""
+    country = customer.country
+    found = printer.handed_over(ctx.incident.id, rule.id, country, customer.id)
+    return None if found is None else Changed({"reference": found, "country": country})
 
 
 def _print(

@@ -36,11 +36,22 @@ class FolderPrintShop:
     def _group(self, incident_id: str, rule_id: str, country: str) -> Path:
         return self.folder / incident_id / rule_id / country
 
+    def _letter(self, incident_id: str, rule_id: str, country: str, customer_id: str) -> Path:
+        return self._group(incident_id, rule_id, country) / "letters" / f"{customer_id}.pdf"
+
     def print_letter(self, letter: PrintedLetter) -> str:
-        group = self._group(letter.incident_id, letter.rule_id, letter.country)
-        target = group / "letters" / f"{letter.customer_id}.pdf"
+        target = self._letter(
+            letter.incident_id, letter.rule_id, letter.country, letter.customer_id
+        )
         write_whole(target, letter.pdf)
         return str(target.relative_to(self.folder))
+
+    def handed_over(
+        self, incident_id: str, rule_id: str, country: str, customer_id: str
+    ) -> str | None:
+        """Written whole or not at all (renamed into place), so a file there is the letter."""
+        target = self._letter(incident_id, rule_id, country, customer_id)
+        return str(target.relative_to(self.folder)) if target.is_file() else None
 
     def assemble(
         self, incident_id: str, rule_id: str, country: str, number: int, references: list[str]

@@ -324,6 +324,11 @@ class SimulatedPrintShop:
         self._world.letters_printed += 1
         return f"sim-print-{letter.rule_id}-{letter.customer_id}"
 
+    def handed_over(
+        self, incident_id: str, rule_id: str, country: str, customer_id: str
+    ) -> str | None:
+        return None  # a simulated run is never killed mid-print
+
     def assemble(
         self, incident_id: str, rule_id: str, country: str, number: int, references: list[str]
     ) -> str:
