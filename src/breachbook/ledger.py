@@ -229,6 +229,12 @@ def _item_params(claim: Claim) -> dict[str, Any]:
     }
 
 
+def _claimed_again(claim: Claim) -> LedgerError:
+    return LedgerError(
+        f"item {claim.step_id}/{claim.key} was claimed again before its outcome was recorded"
+    )
+
+
 def _counted(result: Any) -> CursorResult[Any]:
     """A write's result, whose row count decides what happens next."""
     return cast(CursorResult[Any], result)
@@ -648,22 +654,20 @@ class Ledger:
         now = self._now()
         found: list[Claim | None] = []
         audited: list[Entry] = []
+        insert = self._insert(ITEMS)  # one statement, its compiled form reused for every item
         with self._engine.begin() as conn:
             for claimant, key in claimants:
-                inserted = _counted(
-                    conn.execute(
-                        self._insert(ITEMS).values(
-                            incident_id=claimant.incident_id,
-                            step_id=claimant.step_id,
-                            item_key=key,
-                            status=ItemStatus.CLAIMED.value,
-                            generation=1,
-                            run_id=claimant.run_id,
-                            updated_at=now,
-                            details={},
-                        )
-                    )
-                )
+                row = {
+                    "incident_id": claimant.incident_id,
+                    "step_id": claimant.step_id,
+                    "item_key": key,
+                    "status": ItemStatus.CLAIMED.value,
+                    "generation": 1,
+                    "run_id": claimant.run_id,
+                    "updated_at": now,
+                    "details": {},
+                }
+                inserted = _counted(conn.execute(insert, row))
                 generation = 1
                 if inserted.rowcount != 1:
                     item = {"incident": claimant.incident_id, "step": claimant.step_id, "key": key}
@@ -687,18 +691,34 @@ class Ledger:
         with self._engine.begin() as conn:
             seqs = self._chain(conn, [audit for _, _, audit in outcomes])
             now = self._now()
-            for (claim, status, audit), seq in zip(outcomes, seqs, strict=True):
-                params = {
+            rows = [
+                {
                     **_item_params(claim),
                     "new_status": status.value,
                     "now": now,
                     "new_details": _plain(dict(audit.details)),
                     "order": seq if status is ItemStatus.DONE else None,
                 }
+                for (claim, status, audit), seq in zip(outcomes, seqs, strict=True)
+            ]
+            claims = [claim for claim, _, _ in outcomes]
+            if conn.dialect.supports_sane_multi_rowcount:  # one executemany, its count summed
+                if _counted(conn.execute(SETTLE, rows)).rowcount != len(rows):
+                    raise _claimed_again(next(c for c in claims if not self._holds(conn, c)))
+                return
+            for claim, params in zip(claims, rows, strict=True):
                 if _counted(conn.execute(SETTLE, params)).rowcount != 1:
-                    raise LedgerError(
-                        f"item {claim.step_id}/{claim.key} was claimed again before its outcome was recorded"
-                    )
+                    raise _claimed_again(claim)
+
+    @staticmethod
+    def _holds(conn: Connection, claim: Claim) -> bool:
+        """Whether the item is still at the claim's generation (no one took it over)."""
+        query = select(ITEMS.c.generation).where(
+            ITEMS.c.incident_id == claim.incident_id,
+            ITEMS.c.step_id == claim.step_id,
+            ITEMS.c.item_key == claim.key,
+        )
+        return conn.execute(query).scalar_one_or_none() == claim.generation
 
     def take_over(self, claimant: Entry, key: str, stale_before: str) -> Claim | None:
         """Claim an item whose outcome was never heard: `unknown`, or claimed by this same run
@@ -737,9 +757,7 @@ class Ledger:
                 params["new_prior"] = _plain(dict(prior))
                 changed = _counted(conn.execute(SETTLE_WITH_PRIOR, params))
             if changed.rowcount != 1:
-                raise LedgerError(
-                    f"item {claim.step_id}/{claim.key} was claimed again before its outcome was recorded"
-                )
+                raise _claimed_again(claim)
 
     def mark_restored(self, claim: Claim, audit: Entry) -> None:
         """A done item whose change was undone becomes `restored` (free to claim again)."""

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from breachbook.cli import app
 from breachbook.clock import FixedStepClock
-from breachbook.ledger import AUTOMATION, Anchor, Entry, ItemStatus, Ledger
+from breachbook.ledger import AUTOMATION, Anchor, Entry, ItemStatus, Ledger, LedgerError
 from breachbook.models import Incident
 from breachbook.modes import Mode
 from breachbook.settings import Settings
@@ -218,3 +218,44 @@ def test_a_response_runs_ledger_waits_for_the_disk_at_each_commit(
     )
     assert synchronous_of(exercise) == 1
     exercise.close()
+
+
+def _letter_entry(key: str, phase: str = "claim", outcome: str = "claimed") -> Entry:
+    return Entry(
+        incident_id="INC-1",
+        run_id="run-a",
+        step_id="letters.deliver",
+        target=key,
+        phase=phase,
+        actor="test",
+        mode="LIVE",
+        outcome=outcome,
+        details={},
+    )
+
+
+def test_settling_many_refuses_the_whole_set_naming_the_item_taken_over_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """Settled in one statement, the letters' outcomes still each check their claim: one
+    taken over since (its run resumed elsewhere) refuses the set, naming it, and nothing of
+    the set is recorded."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}", FixedStepClock(T0))
+    keys = [f"gdpr-a34/C{n}" for n in range(5)]
+    claims = ledger.claim_many([(_letter_entry(key), key) for key in keys])
+    assert all(claim is not None for claim in claims)
+    assert ledger.take_over(_letter_entry(keys[3]), keys[3], "") is not None
+    outcomes = [
+        (claim, ItemStatus.DONE, _letter_entry(claim.key, "outcome", "done"))
+        for claim in claims
+        if claim is not None
+    ]
+    with pytest.raises(LedgerError, match=r"item letters.deliver/gdpr-a34/C3 was claimed again"):
+        ledger.settle_many(outcomes)
+    statuses = ledger.item_statuses("INC-1", "letters.deliver")
+    assert set(statuses.values()) == {ItemStatus.CLAIMED}
+    ledger.settle_many(outcomes[:3])
+    assert [ledger.item_status("INC-1", "letters.deliver", k) for k in keys[:3]] == [
+        ItemStatus.DONE
+    ] * 3
+    assert ledger.verify() == []
