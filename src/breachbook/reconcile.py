@@ -74,10 +74,12 @@ class SentLookup:
     configured record (`records`: name to port) until one holds it. A record that cannot be
     read is asked no more in this delivery: its letters are sent again, as without one."""
 
-    def __init__(self, records: Mapping[str, SentFolder | None], unsettled: Mapping[str, str]):
+    def __init__(
+        self, records: Mapping[str, SentFolder | None], unsettled: Mapping[str, str]
+    ) -> None:
         idents = set(unsettled.values())
         self._records = {
-            name: _Record(source, idents) for name, source in records.items() if source
+            name: _Record(source, idents) for name, source in records.items() if source is not None
         }
 
     @property

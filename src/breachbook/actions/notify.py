@@ -905,7 +905,8 @@ class Sending:
                 details = {"error": str(exc), "message_id": ident, **taken_over}
                 self._settle(claim, ItemStatus.UNKNOWN, details)
             except Exception as exc:
-                self._settle(claim, ItemStatus.FAILED, {"error": describe_error(exc)})
+                details = {"error": describe_error(exc), **taken_over}
+                self._settle(claim, ItemStatus.FAILED, details)
             else:
                 details = {"reference": reference, "sha256": digest, "message_id": ident}
                 self._settle(claim, ItemStatus.DONE, details | taken_over)

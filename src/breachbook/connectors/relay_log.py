@@ -5,7 +5,8 @@ relay writes one (Postfix's maillog: `postfix/cleanup[123]: 4F1A2B: message-id=<
 Read only, never written: the relay logs by itself, before it answers 250, so a run killed
 between the relay's answer and the ledger's record finds the letter there. A maillog can be
 gigabytes: it is read once per delivery for the letters then in doubt, in blocks of
-`BLOCK` bytes, so memory stays flat whatever its size.
+`BLOCK` bytes, so memory stays flat whatever its size (a letter claimed by another run after
+the delivery began and taken over in it, which is rare, costs a pass of its own).
 
 A line naming one of our Message-IDs is taken as the relay's acceptance, except where the
 relay says it refused that message: a Postfix line `QID: reject:` or `QID: milter-reject:`
