@@ -337,9 +337,10 @@ class RecordingSentFolder:
         default_factory=lambda: Check.verified("fake folder opened; nothing was filed", "fake")
     )
     unreadable: bool = False
+    name: str = "fake Sent folder"
 
     def describe(self) -> str:
-        return "fake Sent folder"
+        return self.name
 
     def check_can_read(self) -> Check:
         return self.check_answer
@@ -347,7 +348,7 @@ class RecordingSentFolder:
     def contains(self, message_ids: Sequence[str]) -> set[str]:
         self.asked.append(list(message_ids))
         if self.unreadable:
-            raise MailUnavailable("fake Sent folder: connection refused")
+            raise MailUnavailable(f"{self.name}: connection refused")
         return self.filed & set(message_ids)
 
     def file(self, message: bytes) -> None:

@@ -77,6 +77,8 @@ class Connectors:
     http: HttpClient | None = None
     printer: PrintShop | None = None
     sent_folder: SentFolder | None = None
+    relay_log: SentFolder | None = None
+    """The relay's own log: looked in like the Sent folder, never filed in."""
     war_room: WarRoomHooks | None = None
     """Not a port: the war room, told of each phase (wiring decides where it posts)."""
 

@@ -25,6 +25,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     computed_field,
+    field_serializer,
     model_validator,
 )
 
@@ -493,6 +494,12 @@ class Customer(Strict):
     categories: frozenset[DataCategory]
     """The kinds of this customer's data the incident exposed: the categories of the exposed
     columns that hold a value for them, across every exposed table (breachbook.datasource)."""
+
+    @field_serializer("categories", when_used="json")
+    def _categories_in_order(self, categories: frozenset[DataCategory]) -> list[str]:
+        """Sorted: a set's order changes with each process's hash seed, and a resumed run
+        compares the customers' JSON with its last run's to keep the letters it prepared."""
+        return sorted(categories)
 
     @model_validator(mode="after")
     def _printable(self) -> Customer:

@@ -202,6 +202,13 @@ class Settings(BaseSettings):
     imap_append: bool = True
     """APPEND each letter the relay accepted to the Sent folder; false when the mail system
     files what its relay sends itself (then breachbook only looks there)."""
+    # -- The relay's own log, the other record letters are reconciled against (issue 10) --
+    smtp_relay_log: Path | None = None
+    """A log file the relay writes, naming each message it accepts by Message-ID before it
+    answers (Postfix's maillog: `postfix/cleanup[123]: 4F1A2B: message-id=<...>`), readable
+    by breachbook: a letter whose outcome is unknown is looked up there before it is sent
+    again. Only read, never written; with BREACHBOOK_IMAP_HOST too, both are asked and a
+    letter found in either is not sent again."""
     letters_batch_size: int = Field(default=LETTERS_BATCH_SIZE, ge=1)
     """Letters per delivery batch: the unit a flow runs as one task run, in parallel with
     the other batches of the obligation; the split is kept in the ledger."""
@@ -229,6 +236,15 @@ class Settings(BaseSettings):
             raise BreachbookError(
                 "set BREACHBOOK_EVIDENCE_DIR or BREACHBOOK_EVIDENCE_BUCKET, not both: "
                 "evidence goes to one store"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _relay_log_of_the_relay(self) -> Settings:
+        if self.smtp_relay_log is not None and self.smtp_host is None:
+            raise BreachbookError(
+                "BREACHBOOK_SMTP_RELAY_LOG is the log of the relay BREACHBOOK_SMTP_HOST names: "
+                "set that too, or unset BREACHBOOK_SMTP_RELAY_LOG"
             )
         return self
 

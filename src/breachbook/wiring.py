@@ -239,6 +239,7 @@ class Adapters:
     deployment's flow run (BREACHBOOK_APPROVALS_VIA), else none (waits in the ledger)."""
     printer: PrintShop | None = None
     sent_folder: SentFolder | None = None
+    relay_log: SentFolder | None = None
 
 
 NOT_PORTS = frozenset({"clock", "executor", "war_room"})
@@ -293,6 +294,7 @@ def build_connectors(
         "http": given.http or http_client(settings),
         "printer": given.printer or print_shop(settings),
         "sent_folder": filed_in,
+        "relay_log": given.relay_log or relay_log(settings),
     }
     guarded = {
         name: None if built.get(name) is None else profile.guard(built[name], port)
@@ -460,6 +462,16 @@ def sent_folder(settings: Settings, read_only: bool) -> SentFolder | None:
     return ImapSentFolder(
         ImapConfig.from_settings(settings), read_only, connections=settings.smtp_connections
     )
+
+
+def relay_log(settings: Settings) -> SentFolder | None:
+    """The relay's own log when BREACHBOOK_SMTP_RELAY_LOG is set: only ever read, so a
+    drill reads it as a live run does."""
+    if settings.smtp_relay_log is None:
+        return None
+    from breachbook.connectors.relay_log import RelayLog
+
+    return RelayLog(settings.smtp_relay_log)
 
 
 def http_client(settings: Settings) -> HttpClient | None:

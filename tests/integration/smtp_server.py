@@ -97,11 +97,35 @@ class Recorder:
             return sum(1 for c in self.commands if c == command)
 
 
+class RelayLogWriter:
+    """The relay's own log, as Postfix's cleanup writes it (`QID: message-id=<...>`), one
+    line per accepted message, flushed before the relay answers 250 as a real relay logs
+    before it replies: a client killed after the reply finds its message logged."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = path.open("a", encoding="utf-8")
+        self._queued = 0x4F1A2B0000
+
+    def accepted(self, message: Message) -> None:
+        self._queued += 1
+        now = datetime.datetime.now(datetime.UTC).strftime("%b %d %H:%M:%S")
+        self._file.write(
+            f"{now} relay postfix/cleanup[4242]: {self._queued:X}: "
+            f"message-id={message['Message-ID']}\n"
+        )
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class RecordingHandler:
     """aiosmtpd's hooks, named handle_VERB by aiosmtpd."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, log: RelayLogWriter | None = None) -> None:
         self.recorder = recorder
+        self.log = log
 
     def _note(self, command: str) -> None:
         with self.recorder.lock:
@@ -149,6 +173,8 @@ class RecordingHandler:
         raw = envelope.original_content or b""
         message = message_from_bytes(raw, policy=default)
         with self.recorder.lock:
+            if self.log is not None:
+                self.log.accepted(message)
             self.recorder.messages.append(message)
         return "250 Message accepted for delivery"
 
@@ -178,9 +204,12 @@ class Relay:
     port: int
     ca_file: Path
     recorder: Recorder
+    log: Path | None = None
 
     def env(self) -> dict[str, str]:
-        """The BREACHBOOK_SMTP_* settings that point a run at this relay."""
+        """The BREACHBOOK_SMTP_* settings that point a run at this relay (and at its log,
+        when it writes one)."""
+        named = {"BREACHBOOK_SMTP_RELAY_LOG": str(self.log)} if self.log else {}
         return {
             "BREACHBOOK_SMTP_HOST": self.host,
             "BREACHBOOK_SMTP_PORT": str(self.port),
@@ -188,19 +217,24 @@ class Relay:
             "BREACHBOOK_SMTP_PASSWORD": PASSWORD,
             "BREACHBOOK_SMTP_STARTTLS": "true",
             "BREACHBOOK_SMTP_CA_FILE": str(self.ca_file),
+            **named,
         }
 
 
 @contextmanager
-def recording_relay(folder: Path, reply: Reply | None = None) -> Iterator[Relay]:
-    """A started server requiring STARTTLS before AUTH and AUTH before MAIL."""
+def recording_relay(
+    folder: Path, reply: Reply | None = None, log: Path | None = None
+) -> Iterator[Relay]:
+    """A started server requiring STARTTLS before AUTH and AUTH before MAIL; with `log`, it
+    appends a Postfix-style line there for each message it accepts, before its 250."""
     cert, key = self_signed(folder)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     recorder = Recorder(reply=reply)
+    writer = RelayLogWriter(log) if log is not None else None
     port = free_port()
     controller = Controller(
-        RecordingHandler(recorder),
+        RecordingHandler(recorder, writer),
         hostname="127.0.0.1",
         port=port,
         tls_context=context,
@@ -211,6 +245,8 @@ def recording_relay(folder: Path, reply: Reply | None = None) -> Iterator[Relay]
     )
     controller.start()
     try:
-        yield Relay("127.0.0.1", port, cert, recorder)
+        yield Relay("127.0.0.1", port, cert, recorder, log)
     finally:
         controller.stop()
+        if writer is not None:
+            writer.close()

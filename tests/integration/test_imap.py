@@ -138,14 +138,20 @@ def drill(settings: Settings, world: DemoWorld, tmp_path: Path, out: Path) -> Ru
 def test_a_drill_opens_the_sent_folder_and_files_nothing_and_sends_nothing(
     world: DemoWorld, imap: ImapServer, tmp_path: Path
 ) -> None:
+    """With the relay's log configured too: both records are checked (and both asked when
+    a letter is in doubt, see reconcile.py)."""
+    log = tmp_path / "maillog"
+    log.write_text("")
     with recording_relay(tmp_path) as relay:
         settings = settings_for(world, tmp_path / "home", relay, imap)
+        settings = settings.model_copy(update={"smtp_relay_log": log})
         result = drill(settings, world, tmp_path, tmp_path / "drill")
         deliver = [e for e in result.entries() if e.step_id == "deliver-letters"]
         assert deliver and all(e.status is Status.PLANNED for e in deliver)
         assert all(
             "accepted LOGIN, EXAMINE; nothing was filed" in (e.reason or "") for e in deliver
         )
+        assert all(f"relay log {log} is readable" in (e.reason or "") for e in deliver)
         assert all("EHLO, STARTTLS, AUTH" in (e.reason or "") for e in deliver)
         assert imap.filed() == [] and imap.sent_files() == []
         assert relay.recorder.count("MAIL") == 0 and relay.recorder.messages == []

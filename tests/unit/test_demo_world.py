@@ -36,3 +36,29 @@ def test_the_generated_world_does_not_depend_on_the_processs_hash_seed(tmp_path:
     # Faker's it_IT cities come from a set: unsorted, each process drew other cities.
     digests = {world_digest(tmp_path / seed, seed) for seed in ("1", "2", "3")}
     assert len(digests) == 1
+
+
+CUSTOMER_JSON = """
+from breachbook.models import Customer, DataCategory
+
+every = frozenset(DataCategory)
+print(Customer(id="C1", full_name="A B", email="", phone="", street="1 Via Roma", city="Roma",
+               postal_code="00100", country="IT", locale="it", categories=every).model_dump_json())
+"""
+
+
+def test_a_customers_json_does_not_depend_on_the_processs_hash_seed() -> None:
+    """A resumed run compares its customers' JSON with the last run's to keep the letters it
+    prepared: a set's order (the exposed categories) made every process differ, so every
+    resumed run prepared all its letters again."""
+    answers = {
+        subprocess.run(
+            [sys.executable, "-c", CUSTOMER_JSON],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(answers) == 1

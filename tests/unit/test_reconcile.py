@@ -11,7 +11,7 @@ from breachbook.connectors.message import message_id
 from breachbook.errors import BreachbookError, DrillWriteBlocked
 from breachbook.ledger import ItemStatus
 from breachbook.ports import Check, Verdict
-from breachbook.reconcile import SentLookup, unsettled_letters
+from breachbook.reconcile import RELAY_LOG, SENT_FOLDER, Reconciled, SentLookup, unsettled_letters
 from tests.fakes import RecordingSentFolder
 
 INCIDENT, SENDER = "inc-1", "privacy@example.org"
@@ -40,29 +40,64 @@ def test_the_letters_in_doubt_are_asked_about_in_one_question_and_found_ones_are
 ):
     unsettled = {f"gdpr-a34/C{i}": ident("gdpr-a34", f"C{i}") for i in range(100)}
     folder = RecordingSentFolder(filed={ident("gdpr-a34", "C1"), ident("gdpr-a34", "C7")})
-    lookup = SentLookup(folder, lambda: unsettled)
+    lookup = SentLookup({SENT_FOLDER: folder}, lambda: unsettled)
     assert lookup.how == "sent-folder"
-    assert lookup.filed(ident("gdpr-a34", "C1")) == "found in fake Sent folder"
-    assert lookup.filed(ident("gdpr-a34", "C2")) is None  # not filed: sent again
-    assert lookup.filed(ident("gdpr-a34", "C7")) == "found in fake Sent folder"
+    found = Reconciled("found in fake Sent folder", "sent-folder")
+    assert lookup.reconcile(ident("gdpr-a34", "C1")) == found
+    not_filed = lookup.reconcile(ident("gdpr-a34", "C2"))  # not filed: sent again
+    assert not_filed == Reconciled(None, "resent: not in fake Sent folder")
+    assert lookup.reconcile(ident("gdpr-a34", "C7")) == found
     assert len(folder.asked) == 1 and len(folder.asked[0]) == 100
     late = ident("gdpr-a34", "C500")  # taken over though not in doubt when delivery began
     folder.filed.add(late)
-    assert lookup.filed(late) == "found in fake Sent folder"
+    assert lookup.reconcile(late) == found
     assert folder.asked[1:] == [[late]]
 
 
 def test_a_folder_that_cannot_be_read_is_asked_once_and_its_letters_are_sent_again() -> None:
     folder = RecordingSentFolder(filed={ident("us-ca", "C1")}, unreadable=True)
-    lookup = SentLookup(folder, lambda: {"us-ca/C1": ident("us-ca", "C1")})
-    assert lookup.filed(ident("us-ca", "C1")) is None
-    assert lookup.filed(ident("us-ca", "C2")) is None
+    lookup = SentLookup({SENT_FOLDER: folder}, lambda: {"us-ca/C1": ident("us-ca", "C1")})
+    unreadable = Reconciled(None, "resent: fake Sent folder: connection refused")
+    assert lookup.reconcile(ident("us-ca", "C1")) == unreadable
+    assert lookup.reconcile(ident("us-ca", "C2")) == unreadable
     assert len(folder.asked) == 1 and "connection refused" in lookup.unreadable
 
 
 def test_without_a_folder_a_letter_in_doubt_is_sent_again_with_its_message_id() -> None:
-    lookup = SentLookup(None, lambda: {"us-ca/C1": ident("us-ca", "C1")})
-    assert lookup.how == "resend" and lookup.filed(ident("us-ca", "C1")) is None
+    lookup = SentLookup(
+        {SENT_FOLDER: None, RELAY_LOG: None}, lambda: {"us-ca/C1": ident("us-ca", "C1")}
+    )
+    assert lookup.how == "resend"
+    assert lookup.reconcile(ident("us-ca", "C1")) == Reconciled(
+        None, "resent: no record of the relay's acceptances configured"
+    )
+
+
+def test_with_both_records_a_letter_found_in_either_is_not_resent_and_one_unreadable_is_said() -> (
+    None
+):
+    """Both are written only once the relay took the letter, so either one is enough; a
+    record that cannot be read leaves the other to answer, and the resend says why."""
+    c1, c2, c3 = (ident("us-ca", f"C{i}") for i in (1, 2, 3))
+    folder = RecordingSentFolder(filed={c1})
+    log = RecordingSentFolder(filed={c2}, name="fake relay log")
+    lookup = SentLookup(
+        {SENT_FOLDER: folder, RELAY_LOG: log}, lambda: {"us-ca/C1": c1, "us-ca/C2": c2}
+    )
+    assert lookup.how == "sent-folder+relay-log"
+    assert lookup.reconcile(c1) == Reconciled("found in fake Sent folder", "sent-folder")
+    assert lookup.reconcile(c2) == Reconciled("found in fake relay log", "relay-log")
+    assert lookup.reconcile(c3) == Reconciled(
+        None, "resent: not in fake Sent folder; not in fake relay log"
+    )
+    folder.unreadable = True
+    down = SentLookup(
+        {SENT_FOLDER: folder, RELAY_LOG: log}, lambda: {"us-ca/C1": c1, "us-ca/C2": c2}
+    )
+    assert down.reconcile(c2) == Reconciled("found in fake relay log", "relay-log")
+    assert down.reconcile(c1) == Reconciled(
+        None, "resent: fake Sent folder: connection refused; not in fake relay log"
+    )
 
 
 def test_the_delivery_check_fails_with_the_folders_reason_and_names_it_when_it_passes() -> None:

@@ -50,7 +50,13 @@ from breachbook.ports import (
     Verdict,
     not_configured,
 )
-from breachbook.reconcile import UNSETTLED, SentLookup, unsettled_letters
+from breachbook.reconcile import (
+    RELAY_LOG,
+    SENT_FOLDER,
+    UNSETTLED,
+    SentLookup,
+    unsettled_letters,
+)
 from breachbook.register import decisions, filings, no_rule_line, record_decisions, record_draft
 from breachbook.rules import Rule
 from breachbook.workspace import Workspace
@@ -695,9 +701,10 @@ class DeliverLetters(Action[NoArgs]):
         check = not_configured("mail", MAIL_SETTING) if mail is None else mail.check_can_send()
         if check.verdict is Verdict.FAILED:
             return check
-        check = with_sent_folder(check, ctx.connectors.sent_folder)
-        if check.verdict is Verdict.FAILED:
-            return check
+        for record in (ctx.connectors.sent_folder, ctx.connectors.relay_log):
+            check = with_sent_folder(check, record)
+            if check.verdict is Verdict.FAILED:
+                return check
         waits = letter_writer(ctx, settle=True).waits_for(ctx.rules.rule(target))
         if waits:
             return check.waiting_for(
@@ -738,8 +745,9 @@ class DeliverLetters(Action[NoArgs]):
         """Each letter of the batch is one item: claimed in the ledger, rendered from the
         customer database as it is now, handed to the mail connector (as many at once as it
         has connections), and settled. A letter whose outcome was never heard (its run was
-        killed after the relay took it, or it ended in doubt) is taken over and sent again
-        with the same Message-ID, so the receiving side can drop the copy."""
+        killed after the relay took it, or it ended in doubt) is taken over: settled as sent
+        when the Sent folder or the relay's log holds its Message-ID, else sent again with
+        the same Message-ID, so the receiving side can drop the copy."""
         rule_id, _, number = batch_id.rpartition(BATCH_MARK)
         mail = require(ctx.connectors.mail, "mail", MAIL_SETTING)
         rule = ctx.rules.rule(rule_id)
@@ -756,8 +764,9 @@ class DeliverLetters(Action[NoArgs]):
 
 
 def with_sent_folder(check: Check, folder: SentFolder | None) -> Check:
-    """The mail check, and the Sent folder's when one is configured (log in and open it,
-    nothing filed): a folder that cannot be read fails the step, naming the setting."""
+    """The mail check, and a record's when one is configured (the Sent folder: log in and
+    open it, nothing filed; the relay's log: open and read it): a record that cannot be read
+    fails the step, naming the setting."""
     if folder is None:
         return check
     filed = folder.check_can_read()
@@ -779,8 +788,9 @@ def refuse_unclaimed(writer: LetterWriter, rule: Rule, key: str) -> None:
 LETTERS_PER_COMMIT = 32
 """Letters claimed together in one ledger transaction, and settled together in another: a
 commit per letter would bound delivery by the ledger's disk. A kill leaves at most about
-three times this many letters claimed and unsettled, which the resumed run sends again with
-the same Message-ID (those already handed over are the copies a receiving side drops)."""
+three times this many letters claimed and unsettled, which the resumed run looks up in the
+Sent folder or the relay's log when one is configured, and sends again with the same
+Message-ID when not found (those already handed over are copies a receiving side drops)."""
 
 
 class Sending:
@@ -799,7 +809,7 @@ class Sending:
         self.obligations = Obligations(ctx.rules, ctx.incident)
         self.sender = ctx.playbook.organisation.contact.email
         self.sent = SentLookup(
-            ctx.connectors.sent_folder,
+            {SENT_FOLDER: ctx.connectors.sent_folder, RELAY_LOG: ctx.connectors.relay_log},
             lambda: unsettled_letters(
                 ctx.journal.statuses_in(step_id, UNSETTLED), rule.id, ctx.incident.id, self.sender
             ),
@@ -808,7 +818,7 @@ class Sending:
         self.window = max(1, mail.parallel_sends())
         self._pool = ThreadPoolExecutor(self.window, thread_name_prefix="breachbook-mail")
         self._waiting: list[tuple[Customer, str, str]] = []
-        self._pending: dict[Future[str], tuple[Claim, str, str]] = {}
+        self._pending: dict[Future[str], tuple[Claim, str, str, str | None]] = {}
         self._outcomes: list[tuple[Claim, ItemStatus, Mapping[str, Any]]] = []
         self._streak = 0
         self._last_failure = ""
@@ -835,9 +845,14 @@ class Sending:
             self.step_id, [(key, {"message_id": ident}) for _, key, ident in waiting]
         )
         for (customer, key, ident), free in zip(waiting, claims, strict=True):
-            claim = free or self._take_over(key, ident)
-            if claim is None:
-                continue
+            resent = None
+            if free is None:
+                taken = self._take_over(key, ident)
+                if taken is None:
+                    continue
+                claim, resent = taken
+            else:
+                claim = free
             try:
                 refuse_unclaimed(self.writer, self.rule, key)
                 letter, digest = outgoing(
@@ -846,7 +861,8 @@ class Sending:
             except BreachbookError as exc:
                 self._settle(claim, ItemStatus.FAILED, {"error": describe_error(exc)})
                 continue
-            self._pending[self._pool.submit(self.mail.send, letter)] = (claim, digest, ident)
+            future = self._pool.submit(self.mail.send, letter)
+            self._pending[future] = (claim, digest, ident, resent)
         while len(self._pending) > LETTERS_PER_COMMIT:
             self._collect(FIRST_COMPLETED)
         if len(self._outcomes) >= LETTERS_PER_COMMIT:
@@ -861,10 +877,11 @@ class Sending:
                 "more, none of them recorded as sent"
             )
 
-    def _take_over(self, key: str, ident: str) -> Claim | None:
+    def _take_over(self, key: str, ident: str) -> tuple[Claim, str] | None:
         """A letter not free: done already, or in flight elsewhere, or left in flight by a
         killed process of this run (or in doubt): then taken over and reconciled, settled as
-        sent when the Sent folder holds its Message-ID, else to be sent again."""
+        sent when the Sent folder or the relay's log holds its Message-ID, else to be sent
+        again (with why, for its ledger entry)."""
         journal = self.ctx.journal
         latest = journal.ledger.item_status(journal.incident_id, self.step_id, key)
         if latest is ItemStatus.DONE:
@@ -876,28 +893,33 @@ class Sending:
         if taken is None:
             self.tally[Once.UNKNOWN if latest is ItemStatus.UNKNOWN else Once.BUSY] += 1
             return None
-        filed = self.sent.filed(ident)
-        if filed is not None:  # the relay took it: settled as sent, not sent again
-            self._settle(taken, ItemStatus.DONE, {"reference": filed, "message_id": ident})
+        found = self.sent.reconcile(ident)
+        if found.found_in is not None:  # the relay took it: settled as sent, not sent again
+            details = {"reference": found.found_in, "message_id": ident, "reconciled": found.how}
+            self._settle(taken, ItemStatus.DONE, details)
             return None
-        return taken
+        return taken, found.how
 
     def _collect(self, until: str) -> None:
         done, _ = wait(list(self._pending), return_when=until)
         # settled in the order sent, not the set's: the same run writes the same ledger
         for future in [sent for sent in self._pending if sent in done]:
-            claim, digest, ident = self._pending.pop(future)
+            claim, digest, ident, resent = self._pending.pop(future)
+            taken_over = {} if resent is None else {"reconciled": resent}
             try:
                 reference = future.result()
             except MailRefused as exc:
-                self._settle(claim, ItemStatus.FAILED, {"error": str(exc), "reply": exc.code})
+                details = {"error": str(exc), "reply": exc.code, **taken_over}
+                self._settle(claim, ItemStatus.FAILED, details)
             except OutcomeUnknown as exc:
-                self._settle(claim, ItemStatus.UNKNOWN, {"error": str(exc), "message_id": ident})
+                details = {"error": str(exc), "message_id": ident, **taken_over}
+                self._settle(claim, ItemStatus.UNKNOWN, details)
             except Exception as exc:
-                self._settle(claim, ItemStatus.FAILED, {"error": describe_error(exc)})
+                details = {"error": describe_error(exc), **taken_over}
+                self._settle(claim, ItemStatus.FAILED, details)
             else:
                 details = {"reference": reference, "sha256": digest, "message_id": ident}
-                self._settle(claim, ItemStatus.DONE, details)
+                self._settle(claim, ItemStatus.DONE, details | taken_over)
 
     def _settle(self, claim: Claim, status: ItemStatus, details: Mapping[str, Any]) -> None:
         """Note an outcome, to be written with the next batch of them."""
