@@ -145,9 +145,11 @@ def test_a_log_gone_during_a_delivery_leaves_its_letters_to_be_sent_again_and_sa
 ) -> None:
     log = tmp_path / "maillog"
     log.write_text(cleanup("4F1A2B01", TAKEN), encoding="utf-8")
-    lookup = SentLookup({RELAY_LOG: RelayLog(log)}, {"gdpr-a34/C1": TAKEN, "gdpr-a34/C3": OTHER})
+    lookup = SentLookup(
+        {RELAY_LOG: RelayLog(log)}, lambda: {"gdpr-a34/C1": TAKEN, "gdpr-a34/C3": OTHER}
+    )
     assert lookup.reconcile(TAKEN) == Reconciled(f"found in relay log {log}", RELAY_LOG)
-    rotated = SentLookup({RELAY_LOG: RelayLog(log)}, {"gdpr-a34/C1": TAKEN})
+    rotated = SentLookup({RELAY_LOG: RelayLog(log)}, lambda: {"gdpr-a34/C1": TAKEN})
     log.unlink()
     assert rotated.reconcile(TAKEN) == Reconciled(
         None,
