@@ -9,14 +9,18 @@ given batch ids and answering counts.
 from __future__ import annotations
 
 import re
+import sys
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import copy_context
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
+import cloudpickle  # type: ignore[import-untyped]
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -26,14 +30,22 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
+from prefect.context import TaskRunContext
 from prefect.flow_runs import suspend_flow_run
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import deployment, flow_run
 from prefect.states import Failed
 from pydantic import Field
 
 from breachbook.anchors import Anchoring, anchor_artifact, last_anchor_of_run
-from breachbook.batches import BatchWork
+from breachbook.batch_workers import (
+    SETTING,
+    batch_counts,
+    do_batch,
+    require_shared_ledger,
+    share_run,
+)
+from breachbook.batches import BatchStep
 from breachbook.clock import SystemClock
 from breachbook.connectors.ledger_approvals import (
     decision_of,
@@ -61,7 +73,13 @@ from breachbook.reports import obligations_markdown, phase_durations
 from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.statement import versions_markdown
-from breachbook.wiring import RunRequest, incident_journal, mode_profile
+from breachbook.wiring import RunRequest, incident_journal, live_ledger_url, mode_profile
+
+if __name__ in sys.modules:
+    # A background task started in a flow run carries the flow run's context, this module's
+    # flow among it: pickled by value, a worker needs breachbook installed, not this file
+    # importable under the name it was loaded by here (Prefect's loader gives it its own).
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 class PrefectSteps:
@@ -115,13 +133,8 @@ class PrefectBatches:
     which each batch reads from the customer database itself). A progress artifact per step
     moves as each batch finishes."""
 
-    def __call__(self, label: str, batch_ids: list[str], work: BatchWork) -> Counter[Once]:
-        def batch(batch_id: str) -> dict[str, int]:
-            return {once.value: count for once, count in work(batch_id).items()}
-
-        runs = task(
-            name=label, task_run_name="{batch_id}", persist_result=False, cache_policy=NO_CACHE
-        )(batch)
+    def __call__(self, label: str, batch_ids: list[str], work: BatchStep) -> Counter[Once]:
+        started = self._start(label, batch_ids, work)
         progress = create_progress_artifact(
             0.0,
             key=artifact_key("batches-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")),
@@ -130,9 +143,9 @@ class PrefectBatches:
         assert isinstance(progress, UUID)  # called from synchronous code: not a coroutine
         total: Counter[Once] = Counter()
         stopped: BaseException | None = None
-        for done, future in enumerate(as_completed(runs.map(batch_ids)), start=1):
+        for done, future in enumerate(self._finished(started), start=1):
             try:
-                total.update({Once(kind): count for kind, count in future.result().items()})
+                total.update(self._counts(work, started[future], future))
             except BaseException as exc:  # the others still finish and settle their letters
                 stopped = stopped or exc
             tally = ", ".join(f"{kind.value} {count}" for kind, count in sorted(total.items()))
@@ -144,6 +157,134 @@ class PrefectBatches:
         if stopped is not None:
             raise stopped
         return total
+
+    def _start(
+        self, label: str, batch_ids: list[str], work: BatchStep
+    ) -> dict[PrefectFuture[dict[str, int]], str]:
+        """Each batch as a task run of this flow run's task runner, by its id."""
+
+        def batch(batch_id: str) -> dict[str, int]:
+            return {once.value: count for once, count in work(batch_id).items()}
+
+        runs = task(
+            name=label, task_run_name="{batch_id}", persist_result=False, cache_policy=NO_CACHE
+        )(batch)
+        return dict(zip(runs.map(batch_ids), batch_ids, strict=True))
+
+    def _finished(
+        self, started: dict[PrefectFuture[dict[str, int]], str]
+    ) -> Iterator[PrefectFuture[dict[str, int]]]:
+        """The started batches' task runs, each as it ends."""
+        return as_completed(list(started))
+
+    def _counts(
+        self, work: BatchStep, batch_id: str, future: PrefectFuture[dict[str, int]]
+    ) -> Counter[Once]:
+        return Counter({Once(kind): count for kind, count in future.result().items()})
+
+
+@task(name="batch", task_run_name="{batch_id}", persist_result=False, cache_policy=NO_CACHE)
+def deliver_batch(incident_id: str, run_id: str, action: str, batch_id: str) -> dict[str, int]:
+    """One batch of a run's step, done by a `breachbook worker` process from ids alone
+    (BREACHBOOK_BATCHES_ON=task-workers): the worker reopens the run from the shared ledger;
+    the batch's counts are recorded there, and answered here too."""
+    counts = do_batch(incident_id, run_id, action, batch_id)
+    return {once.value: count for once, count in counts.items()}
+
+
+BATCH_POLL_SECONDS = 1.0
+
+
+class TaskWorkerBatches(PrefectBatches):
+    """Runs a step's batches as Prefect background task runs (`deliver_batch.delay`), each
+    picked up by one of the `breachbook worker` processes serving it, on any machine: the
+    batches of one run spread across them. Each is given ids only (incident, run, action,
+    batch); its counts are read from the shared ledger, not from a result only its worker's
+    machine could read. The progress artifact moves as each batch finishes."""
+
+    def __init__(self) -> None:
+        """Refuses, naming the setting, what the workers could not share."""
+        require_task_workers(Settings())
+
+    def _start(
+        self, label: str, batch_ids: list[str], work: BatchStep
+    ) -> dict[PrefectFuture[dict[str, int]], str]:
+        share_run(work)
+        ctx = work.ctx
+        runs = deliver_batch.with_options(name=label)
+
+        def start_all() -> dict[PrefectFuture[dict[str, int]], str]:
+            return {
+                runs.delay(ctx.incident.id, ctx.run_id, work.action, batch_id): batch_id
+                for batch_id in batch_ids
+            }
+
+        # Started as the flow run's, not the step task's: Prefect stores the context a
+        # background task is started in beside its parameters, and the step's context holds
+        # its function, whose closure holds the run (connections, and customers' data).
+        outside_step = copy_context()
+        outside_step.run(TaskRunContext.__var__.set, None)  # type: ignore[arg-type]
+        return outside_step.run(start_all)
+
+    def _finished(
+        self, started: dict[PrefectFuture[dict[str, int]], str]
+    ) -> Iterator[PrefectFuture[dict[str, int]]]:
+        """Each batch's task run as it ends, asked of the server once a second for all those
+        still running: a task run the server no longer has (a worker could not read its
+        parameters, and Prefect deleted it) stops the wait, naming the batch."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+
+        pending = {future.task_run_id: future for future in started}
+        with get_client(sync_client=True) as client:
+            while pending:
+                only = TaskRunFilter(id=TaskRunFilterId(any_=list(pending)))
+                runs = {run.id: run for run in client.read_task_runs(task_run_filter=only)}
+                for run_id in list(pending):
+                    run = runs.get(run_id)
+                    if run is None:
+                        raise BreachbookError(
+                            f"batch {started[pending[run_id]]}: Prefect has no task run for it "
+                            "any more (see the log of the worker that received it)"
+                        )
+                    if run.state is not None and run.state.is_final():
+                        yield pending.pop(run_id)
+                if pending:
+                    time.sleep(BATCH_POLL_SECONDS)
+
+    def _counts(
+        self, work: BatchStep, batch_id: str, future: PrefectFuture[dict[str, int]]
+    ) -> Counter[Once]:
+        state = future.state
+        if not state.is_completed():
+            raise BreachbookError(f"batch {batch_id}: its task run ended {state.name}")
+        return batch_counts(work, batch_id)
+
+
+def require_task_workers(settings: Settings) -> None:
+    """What BREACHBOOK_BATCHES_ON=task-workers needs: a Prefect server every worker reaches,
+    where Prefect keeps a background task's parameters somewhere every worker can read, and
+    the ledger in PostgreSQL."""
+    from prefect.settings import get_current_settings
+
+    prefect = get_current_settings()
+    if prefect.api.url is None:
+        raise BreachbookError(
+            f"{SETTING}=task-workers needs a Prefect server the workers share: set "
+            "PREFECT_API_URL (or BREACHBOOK_BATCHES_ON=flow)"
+        )
+    if prefect.tasks.scheduling.default_storage_block is None:
+        raise BreachbookError(
+            f"{SETTING}=task-workers needs PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK: a "
+            "storage block every worker can read (Prefect keeps each batch's ids there; by "
+            "default it would be this machine's own folder)"
+        )
+    require_shared_ledger(live_ledger_url(settings))
+
+
+def batch_runner(settings: Settings) -> PrefectBatches:
+    """The flow's batch runner, as BREACHBOOK_BATCHES_ON says."""
+    return TaskWorkerBatches() if settings.batches_on == "task-workers" else PrefectBatches()
 
 
 def artifact_key(kind: str) -> str:
@@ -312,7 +453,7 @@ def _run(request: RunRequest, settings: Settings) -> dict[str, str]:
 
 def _run_steps(request: RunRequest, settings: Settings, steps: PrefectSteps) -> dict[str, str]:
     _answers_given_on_resume(request, settings)
-    batches = PrefectBatches()
+    batches = batch_runner(settings)
     ctx, result = execute(request, runner=steps, settings=settings, batches=batches)
     while result.waiting_for and deployment.id is not None:
         for step_id in result.waiting_for:

@@ -22,6 +22,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
 from enum import StrEnum
@@ -418,6 +419,25 @@ class Ledger:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    @contextmanager
+    def held(self, name: str) -> Iterator[None]:
+        """Hold the lock `name` while the block runs: one process at a time across every
+        machine sharing a PostgreSQL ledger (an advisory lock on a connection of its own,
+        freed when that process dies); a SQLite ledger is one machine's, where it holds
+        nothing."""
+        if self._dialect != "postgresql":
+            yield
+            return
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with self._engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
 
     def _now(self) -> str:
         return self._clock.now().astimezone(UTC).isoformat(timespec="microseconds")

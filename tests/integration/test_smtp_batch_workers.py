@@ -1,0 +1,193 @@
+"""One LIVE flow run on a Prefect server whose delivery batches are done by two `breachbook
+worker` processes (BREACHBOOK_BATCHES_ON=task-workers: Prefect background task runs given
+ids only), sharing the PostgreSQL ledger, through a real SMTP relay that records every
+message: each letter arrives once and none is lost, both workers did batches (the ledger
+names the process that did each), and Prefect holds ids and counts, no customer's data."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from breachbook.batch_workers import BATCH_DONE, BatchDone
+from breachbook.clock import SystemClock
+from breachbook.demo import ensure_demo_world
+from breachbook.ledger import ItemStatus, Ledger
+from tests.conftest import ROOT, customers_named_in
+from tests.integration.smtp_server import recording_relay
+
+pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
+
+INCIDENT = "demo-2026-antiques-leak"
+RUN = "run0batches0"
+BATCH = 20
+RATE = 1200
+"""Letters per minute per worker: a batch takes about a second, so both workers are busy."""
+SUBSCRIBED = "Subscribing to runs of task(s)"
+
+
+def test_one_flow_runs_batches_on_two_task_workers_each_letter_once(
+    prefect_harness: None, pg_url: str, tmp_path: Path
+) -> None:
+    from prefect.filesystems import LocalFileSystem
+    from prefect.settings import PREFECT_API_URL
+
+    home = tmp_path / "home"
+    world = ensure_demo_world(home / "demo", size=220)
+    storage = tmp_path / "task-parameters"
+    LocalFileSystem(basepath=str(storage)).save("breachbook-batches", overwrite=True)
+    with recording_relay(tmp_path) as relay:
+        env = {
+            **os.environ,
+            **relay.env(),
+            "BREACHBOOK_HOME": str(home),
+            "BREACHBOOK_LEDGER_URL": pg_url,
+            "BREACHBOOK_CUSTOMERS_URL": f"sqlite:///{world.customers_db.resolve()}",
+            "BREACHBOOK_DATASOURCE": str(home / "demo" / "datasource.yaml"),
+            "BREACHBOOK_LETTERS_BATCH_SIZE": str(BATCH),
+            "BREACHBOOK_SMTP_RATE_PER_MINUTE": str(RATE),
+            "BREACHBOOK_BATCHES_ON": "task-workers",
+            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+            "PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK": "local-file-system/breachbook-batches",
+            "DO_NOT_TRACK": "1",
+            # the flow the run's context names is this test's (tests.integration.smtp_process)
+            "PYTHONPATH": str(ROOT),
+        }
+        logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+        workers = [
+            subprocess.Popen(
+                [str(Path(sys.executable).parent / "breachbook"), "worker"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log.open("w"),
+            )
+            for log in logs
+        ]
+        try:
+            _wait_until_subscribed(logs, workers)
+            run = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.integration.smtp_process",
+                    str(home),
+                    RUN,
+                    "--prefect",
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=240,
+                check=False,
+            )
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait(timeout=30)
+        assert run.returncode == 0, run.stderr[-3000:]
+        copies = relay.recorder.by_key()
+
+    ledger = Ledger(pg_url, SystemClock(), create=False)
+    items = ledger.item_statuses(INCIDENT, "letters.deliver")
+    done = ledger.records_of(INCIDENT, RUN, BATCH_DONE)
+    assert ledger.verify() == []
+    ledger.close()
+    owed = {
+        f"{path.stem}/{cid}"
+        for path in (home / RUN / "recipients").glob("*.txt")
+        for cid in path.read_text().split()
+    }
+    assert len(owed) > 3 * BATCH
+    assert set(items.values()) == {ItemStatus.DONE}
+    assert set(copies) == owed == set(items), "a letter was lost"
+    twice = [key for key, got in copies.items() if len(got) > 1]
+    assert twice == [], f"{len(twice)} letters arrived more than once"
+    batches = {key: BatchDone.model_validate(raw) for key, raw in done.items()}
+    assert sum(sum(b.counts.values()) for b in batches.values()) == len(owed)
+    by = {b.by.rsplit(" pid ", 1)[1] for b in batches.values()}
+    assert by == {str(w.pid) for w in workers}, f"batches done by {sorted(by)}"
+    stored = _stored_parameters(storage)
+    assert len(stored) == len(batches)
+    assert {tuple(sorted(given)) for given, _ in stored} == {
+        ("action", "batch_id", "incident_id", "run_id")
+    }
+    assert {given["run_id"] for given, _ in stored} == {RUN}
+    texts = _prefect_texts_of_the_run() + [raw for _, raw in stored]
+    joined = "\n".join(texts)
+    assert "#0" in joined  # the batch task runs were really read
+    assert customers_named_in(joined, world.customers_db) == []
+    print(f"{len(owed)} letters in {len(batches)} batches, each once; by worker: {_per(batches)}")
+
+
+def _stored_parameters(storage: Path) -> list[tuple[dict[str, str], str]]:
+    """What Prefect stored for each batch task run in the scheduling storage block: its
+    parameters, and the whole record (parameters and the flow run's context) as text."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    found = []
+    for path in storage.rglob("*"):
+        if path.is_file():
+            pickled = base64.b64decode(json.loads(path.read_text())["result"])
+            found.append(
+                (cloudpickle.loads(pickled)["parameters"], pickled.decode("utf-8", "replace"))
+            )
+    return found
+
+
+def _per(batches: dict[str, BatchDone]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for batch in batches.values():
+        found[batch.by] = found.get(batch.by, 0) + 1
+    return found
+
+
+def _wait_until_subscribed(logs: list[Path], workers: list[subprocess.Popen[bytes]]) -> None:
+    """Each worker says so once it listens for batches."""
+    deadline = time.monotonic() + 90
+    while not all(SUBSCRIBED in log.read_text(errors="replace") for log in logs):
+        dead = [w.args for w in workers if w.poll() is not None]
+        assert not dead, "\n".join(log.read_text(errors="replace")[-2000:] for log in logs)
+        assert time.monotonic() < deadline, "a worker did not subscribe"
+        time.sleep(0.2)
+
+
+def _prefect_texts_of_the_run() -> list[str]:
+    """What Prefect holds of the one flow run: its batch task runs, named by batch id, each
+    ended Completed, and its delivery progress artifacts at 100 %."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    from tests.e2e.test_drill_flow import prefect_texts
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["breachbook-delivery-worker"]))
+        )
+        assert len(runs) == 1
+        only = FlowRunFilter(id=FlowRunFilterId(any_=[runs[0].id]))
+        progress = [
+            a
+            for a in client.read_artifacts(flow_run_filter=only)
+            if a.key and a.key.startswith("breachbook-batches-letters-deliver")
+        ]
+        batch_runs = [t for t in client.read_task_runs(flow_run_filter=only) if "#" in t.name]
+    assert progress and all(a.data == 100 for a in progress), progress
+    assert batch_runs and all(t.state and t.state.is_completed() for t in batch_runs)
+    texts, _ = prefect_texts(UUID(str(runs[0].id)))
+    return texts
