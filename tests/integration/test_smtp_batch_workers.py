@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from breachbook.batch_workers import BATCH_DONE, BatchDone
 from breachbook.clock import SystemClock
 from breachbook.demo import ensure_demo_world
+from breachbook.journal import Once
 from breachbook.ledger import ItemStatus, Ledger
 from tests.conftest import ROOT, customers_named_in
 from tests.integration.smtp_server import recording_relay
@@ -44,6 +46,7 @@ def test_one_flow_runs_batches_on_two_task_workers_each_letter_once(
     world = ensure_demo_world(home / "demo", size=220)
     storage = tmp_path / "task-parameters"
     LocalFileSystem(basepath=str(storage)).save("breachbook-batches", overwrite=True)
+    storage_block = "local-file-system/breachbook-batches"
     with recording_relay(tmp_path) as relay:
         env = {
             **os.environ,
@@ -56,7 +59,7 @@ def test_one_flow_runs_batches_on_two_task_workers_each_letter_once(
             "BREACHBOOK_SMTP_RATE_PER_MINUTE": str(RATE),
             "BREACHBOOK_BATCHES_ON": "task-workers",
             "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-            "PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK": "local-file-system/breachbook-batches",
+            "PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK": storage_block,
             "DO_NOT_TRACK": "1",
             # the flow the run's context names is this test's (tests.integration.smtp_process)
             "PYTHONPATH": str(ROOT),
@@ -90,17 +93,20 @@ def test_one_flow_runs_batches_on_two_task_workers_each_letter_once(
                 timeout=240,
                 check=False,
             )
+            assert run.returncode == 0, run.stderr[-3000:]
+            sent = relay.recorder.by_key()
+            again = _start_every_batch_again(storage_block, ledger_of(pg_url))
         finally:
             for worker in workers:
                 worker.terminate()
             for worker in workers:
                 worker.wait(timeout=30)
-        assert run.returncode == 0, run.stderr[-3000:]
         copies = relay.recorder.by_key()
 
     ledger = Ledger(pg_url, SystemClock(), create=False)
     items = ledger.item_statuses(INCIDENT, "letters.deliver")
     done = ledger.records_of(INCIDENT, RUN, BATCH_DONE)
+    first = {key: _first_version(ledger, key) for key in done}
     assert ledger.verify() == []
     ledger.close()
     owed = {
@@ -113,12 +119,14 @@ def test_one_flow_runs_batches_on_two_task_workers_each_letter_once(
     assert set(copies) == owed == set(items), "a letter was lost"
     twice = [key for key, got in copies.items() if len(got) > 1]
     assert twice == [], f"{len(twice)} letters arrived more than once"
-    batches = {key: BatchDone.model_validate(raw) for key, raw in done.items()}
+    assert copies == sent, "a batch started again sent a letter again"
+    assert again == {key: {Once.ALREADY_DONE.value} for key in again} and len(again) == len(done)
+    batches = {key: BatchDone.model_validate(raw) for key, raw in first.items()}
     assert sum(sum(b.counts.values()) for b in batches.values()) == len(owed)
     by = {b.by.rsplit(" pid ", 1)[1] for b in batches.values()}
     assert by == {str(w.pid) for w in workers}, f"batches done by {sorted(by)}"
     stored = _stored_parameters(storage)
-    assert len(stored) == len(batches)
+    assert len(stored) == 2 * len(batches)
     assert {tuple(sorted(given)) for given, _ in stored} == {
         ("action", "batch_id", "incident_id", "run_id")
     }
@@ -128,6 +136,37 @@ def test_one_flow_runs_batches_on_two_task_workers_each_letter_once(
     assert "#0" in joined  # the batch task runs were really read
     assert customers_named_in(joined, world.customers_db) == []
     print(f"{len(owed)} letters in {len(batches)} batches, each once; by worker: {_per(batches)}")
+
+
+def ledger_of(url: str) -> Ledger:
+    return Ledger(url, SystemClock(), create=False)
+
+
+def _first_version(ledger: Ledger, key: str) -> Any:
+    """A batch's counts as its first start recorded them (a later start records its own)."""
+    return ledger.record_history(INCIDENT, RUN, BATCH_DONE, key)[0].data
+
+
+def _start_every_batch_again(storage_block: str, ledger: Ledger) -> dict[str, set[str]]:
+    """Every batch the run did, started again as background task runs from here, as a
+    retry would (by ids alone): each one's counts then, by kind."""
+    from flows.response import deliver_batch
+    from prefect.settings import PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK, temporary_settings
+
+    keys = sorted(ledger.records_of(INCIDENT, RUN, BATCH_DONE))
+    with temporary_settings(
+        updates={PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK: storage_block}
+    ):
+        futures = [deliver_batch.delay(INCIDENT, RUN, *key.split(" ", 1)) for key in keys]
+        for future in futures:
+            future.wait(timeout=120)
+            assert future.state.is_completed(), future.state
+    again = {
+        key: set(BatchDone.model_validate(raw).counts)
+        for key, raw in ledger.records_of(INCIDENT, RUN, BATCH_DONE).items()
+    }
+    ledger.close()
+    return again
 
 
 def _stored_parameters(storage: Path) -> list[tuple[dict[str, str], str]]:
