@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def test_one_flow_runs_batches_on_two_task_workers_each_letter_once(
             )
             assert run.returncode == 0, run.stderr[-3000:]
             sent = relay.recorder.by_key()
-            again = _start_every_batch_again(storage_block, ledger_of(pg_url))
+            ended, again = _start_every_batch_again(storage_block, ledger_of(pg_url))
         finally:
             for worker in workers:
                 worker.terminate()
@@ -120,6 +121,7 @@ def test_one_flow_runs_batches_on_two_task_workers_each_letter_once(
     twice = [key for key, got in copies.items() if len(got) > 1]
     assert twice == [], f"{len(twice)} letters arrived more than once"
     assert copies == sent, "a batch started again sent a letter again"
+    assert ended == {"COMPLETED"}
     assert again == {key: {Once.ALREADY_DONE.value} for key in again} and len(again) == len(done)
     batches = {key: BatchDone.model_validate(raw) for key, raw in first.items()}
     assert sum(sum(b.counts.values()) for b in batches.values()) == len(owed)
@@ -147,9 +149,11 @@ def _first_version(ledger: Ledger, key: str) -> Any:
     return ledger.record_history(INCIDENT, RUN, BATCH_DONE, key)[0].data
 
 
-def _start_every_batch_again(storage_block: str, ledger: Ledger) -> dict[str, set[str]]:
+def _start_every_batch_again(
+    storage_block: str, ledger: Ledger
+) -> tuple[set[str], dict[str, set[str]]]:
     """Every batch the run did, started again as background task runs from here, as a
-    retry would (by ids alone): each one's counts then, by kind."""
+    retry would (by ids alone): how their task runs ended, and each one's counts then."""
     from flows.response import deliver_batch
     from prefect.settings import PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK, temporary_settings
 
@@ -160,13 +164,13 @@ def _start_every_batch_again(storage_block: str, ledger: Ledger) -> dict[str, se
         futures = [deliver_batch.delay(INCIDENT, RUN, *key.split(" ", 1)) for key in keys]
         for future in futures:
             future.wait(timeout=120)
-            assert future.state.is_completed(), future.state
+    ended = {str(future.state.type.value) for future in futures}
     again = {
         key: set(BatchDone.model_validate(raw).counts)
         for key, raw in ledger.records_of(INCIDENT, RUN, BATCH_DONE).items()
     }
     ledger.close()
-    return again
+    return ended, again
 
 
 def _stored_parameters(storage: Path) -> list[tuple[dict[str, str], str]]:
@@ -230,3 +234,46 @@ def _prefect_texts_of_the_run() -> list[str]:
     assert batch_runs and all(t.state and t.state.is_completed() for t in batch_runs)
     texts, _ = prefect_texts(UUID(str(runs[0].id)))
     return texts
+
+
+HOLD = """
+import sys, time
+from breachbook.clock import SystemClock
+from breachbook.ledger import Ledger
+with Ledger(sys.argv[1], SystemClock(), create=False).held("batch x"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_batch_is_done_by_one_process_at_a_time_and_a_killed_ones_lock_goes_with_it(
+    pg_url: str,
+) -> None:
+    """What keeps a batch started twice (a retry, a second delivery of its task run) from
+    sending a letter twice: the second start waits for the first; a killed process's lock
+    is freed with its connection, so a retry is not held up by it."""
+    Ledger(pg_url, SystemClock()).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, pg_url], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        entered: list[float] = []
+        ledger = ledger_of(pg_url)
+
+        def second_start() -> None:
+            with ledger.held("batch x"):
+                entered.append(time.monotonic())
+
+        waiting = threading.Thread(target=second_start)
+        waiting.start()
+        time.sleep(1.0)
+        assert entered == [], "a second start went ahead while the first held the batch"
+        killed = time.monotonic()
+        holder.kill()
+        waiting.join(timeout=20)
+        assert entered and entered[0] >= killed
+        ledger.close()
+    finally:
+        holder.kill()
+        holder.wait()
