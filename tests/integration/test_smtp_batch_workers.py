@@ -219,9 +219,13 @@ def _prefect_texts_of_the_run() -> list[str]:
     from tests.e2e.test_drill_flow import prefect_texts
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["breachbook-delivery-worker"]))
-        )
+        runs = [  # this test's: the session's server holds other tests' runs of the flow
+            run
+            for run in client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["breachbook-delivery-worker"]))
+            )
+            if run.parameters.get("run_id") == RUN
+        ]
         assert len(runs) == 1
         only = FlowRunFilter(id=FlowRunFilterId(any_=[runs[0].id]))
         progress = [
