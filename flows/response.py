@@ -17,7 +17,7 @@ from contextvars import copy_context
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import cloudpickle  # type: ignore[import-untyped]
@@ -28,7 +28,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
 from prefect.flow_runs import suspend_flow_run
@@ -183,7 +183,23 @@ class PrefectBatches:
         return Counter({Once(kind): count for kind, count in future.result().items()})
 
 
-@task(name="batch", task_run_name="{batch_id}", persist_result=False, cache_policy=NO_CACHE)
+class EveryStartRuns(CachePolicy):
+    """No cache key, so a batch started again always runs, and the ledger decides what is
+    left to send. A task worker gives a task without a cache policy (or with results not
+    persisted, which drops the policy) Prefect's default, under which a batch started again
+    in the same flow run is answered from a cache without running."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        return None
+
+
+@task(name="batch", task_run_name="{batch_id}", cache_policy=EveryStartRuns())
 def deliver_batch(incident_id: str, run_id: str, action: str, batch_id: str) -> dict[str, int]:
     """One batch of a run's step, done by a `breachbook worker` process from ids alone
     (BREACHBOOK_BATCHES_ON=task-workers): the worker reopens the run from the shared ledger;
@@ -202,9 +218,9 @@ class TaskWorkerBatches(PrefectBatches):
     batch); its counts are read from the shared ledger, not from a result only its worker's
     machine could read. The progress artifact moves as each batch finishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
         """Refuses, naming the setting, what the workers could not share."""
-        require_task_workers(Settings())
+        require_task_workers(settings)
 
     def _start(
         self, label: str, batch_ids: list[str], work: BatchStep
@@ -284,7 +300,9 @@ def require_task_workers(settings: Settings) -> None:
 
 def batch_runner(settings: Settings) -> PrefectBatches:
     """The flow's batch runner, as BREACHBOOK_BATCHES_ON says."""
-    return TaskWorkerBatches() if settings.batches_on == "task-workers" else PrefectBatches()
+    return (
+        TaskWorkerBatches(settings) if settings.batches_on == "task-workers" else PrefectBatches()
+    )
 
 
 def artifact_key(kind: str) -> str:
