@@ -34,13 +34,14 @@ from prefect.context import TaskRunContext
 from prefect.flow_runs import suspend_flow_run
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import deployment, flow_run
-from prefect.states import Failed
+from prefect.states import Crashed, Failed
 from pydantic import Field
 
 from breachbook.anchors import Anchoring, anchor_artifact, last_anchor_of_run
 from breachbook.batch_workers import (
     SETTING,
     batch_counts,
+    batch_lock,
     do_batch,
     require_shared_ledger,
     share_run,
@@ -143,7 +144,7 @@ class PrefectBatches:
         assert isinstance(progress, UUID)  # called from synchronous code: not a coroutine
         total: Counter[Once] = Counter()
         stopped: BaseException | None = None
-        for done, future in enumerate(self._finished(started), start=1):
+        for done, future in enumerate(self._finished(work, started), start=1):
             try:
                 total.update(self._counts(work, started[future], future))
             except BaseException as exc:  # the others still finish and settle their letters
@@ -172,7 +173,7 @@ class PrefectBatches:
         return dict(zip(runs.map(batch_ids), batch_ids, strict=True))
 
     def _finished(
-        self, started: dict[PrefectFuture[dict[str, int]], str]
+        self, work: BatchStep, started: dict[PrefectFuture[dict[str, int]], str]
     ) -> Iterator[PrefectFuture[dict[str, int]]]:
         """The started batches' task runs, each as it ends."""
         return as_completed(list(started))
@@ -209,6 +210,11 @@ def deliver_batch(incident_id: str, run_id: str, action: str, batch_id: str) -> 
 
 
 BATCH_POLL_SECONDS = 1.0
+ORPHANED_SECONDS = 10
+"""A batch's task run still running while no process has held its batch this long is
+taken for one whose worker died (a live worker holds it from the task run's start to its
+end, give or take milliseconds)."""
+MAX_STALL_SECONDS = 600
 
 
 class TaskWorkerBatches(PrefectBatches):
@@ -226,45 +232,83 @@ class TaskWorkerBatches(PrefectBatches):
         self, label: str, batch_ids: list[str], work: BatchStep
     ) -> dict[PrefectFuture[dict[str, int]], str]:
         share_run(work)
+        self._label = label
+        return {self._delay(work, batch_id): batch_id for batch_id in batch_ids}
+
+    def _delay(self, work: BatchStep, batch_id: str) -> PrefectFuture[dict[str, int]]:
+        """The batch as a background task run, started as the flow run's, not the step
+        task's: Prefect stores the context a background task is started in beside its
+        parameters, and the step's context holds its function, whose closure holds the run
+        (connections, and customers' data)."""
         ctx = work.ctx
-        runs = deliver_batch.with_options(name=label)
-
-        def start_all() -> dict[PrefectFuture[dict[str, int]], str]:
-            return {
-                runs.delay(ctx.incident.id, ctx.run_id, work.action, batch_id): batch_id
-                for batch_id in batch_ids
-            }
-
-        # Started as the flow run's, not the step task's: Prefect stores the context a
-        # background task is started in beside its parameters, and the step's context holds
-        # its function, whose closure holds the run (connections, and customers' data).
+        runs = deliver_batch.with_options(name=self._label)
         outside_step = copy_context()
         outside_step.run(TaskRunContext.__var__.set, None)  # type: ignore[arg-type]
-        return outside_step.run(start_all)
+        return outside_step.run(runs.delay, ctx.incident.id, ctx.run_id, work.action, batch_id)
 
     def _finished(
-        self, started: dict[PrefectFuture[dict[str, int]], str]
+        self, work: BatchStep, started: dict[PrefectFuture[dict[str, int]], str]
     ) -> Iterator[PrefectFuture[dict[str, int]]]:
         """Each batch's task run as it ends, asked of the server once a second for all those
-        still running: a task run the server no longer has (a worker could not read its
-        parameters, and Prefect deleted it) stops the wait, naming the batch."""
+        still running. A task run the server no longer has (a worker could not read its
+        parameters, and Prefect deleted it) stops the wait, naming the batch. A task run
+        left running by a worker that died (its batch's lock in the ledger free for
+        ORPHANED_SECONDS), and those waiting while none of the step's batches runs (a dead worker
+        had received them), are marked crashed and their batches started again: the next
+        worker takes over what the dead one left in flight, as a resumed run does."""
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
 
+        ctx = work.ctx
         pending = {future.task_run_id: future for future in started}
+        free_since: dict[UUID, float] = {}
+        moved, stall = time.monotonic(), float(ORPHANED_SECONDS)
         with get_client(sync_client=True) as client:
+
+            def start_again(run_id: UUID, why: str) -> None:
+                batch_id = started[pending[run_id]]
+                get_run_logger().warning("batch %s: %s; started again", batch_id, why)
+                client.set_task_run_state(run_id, Crashed(message=why), force=True)
+                del started[pending.pop(run_id)]
+                again = self._delay(work, batch_id)
+                started[again] = batch_id
+                pending[again.task_run_id] = again
+
             while pending:
                 only = TaskRunFilter(id=TaskRunFilterId(any_=list(pending)))
                 runs = {run.id: run for run in client.read_task_runs(task_run_filter=only)}
+                if any(
+                    r.state and (r.state.is_running() or r.state.is_final()) for r in runs.values()
+                ):
+                    moved = time.monotonic()
+                elif time.monotonic() - moved >= stall:
+                    # none of the step's batches running for this long: those waiting were
+                    # received by a worker that died before it started them (a task worker
+                    # takes one more than it runs), or no worker is up (then: each time
+                    # after twice as long)
+                    for run_id in list(pending):
+                        start_again(run_id, f"waited {stall:.0f} s with no batch running")
+                    moved, stall = time.monotonic(), min(2 * stall, MAX_STALL_SECONDS)
+                    continue
                 for run_id in list(pending):
-                    run = runs.get(run_id)
+                    run, batch_id = runs.get(run_id), started[pending[run_id]]
                     if run is None:
                         raise BreachbookError(
-                            f"batch {started[pending[run_id]]}: Prefect has no task run for it "
-                            "any more (see the log of the worker that received it)"
+                            f"batch {batch_id}: Prefect has no task run for it any more "
+                            "(see the log of the worker that received it)"
                         )
                     if run.state is not None and run.state.is_final():
                         yield pending.pop(run_id)
+                        continue
+                    lock = batch_lock(ctx.incident.id, ctx.run_id, work.action, batch_id)
+                    if run.state is None or not run.state.is_running():
+                        continue
+                    if ctx.journal.ledger.is_held(lock):
+                        free_since.pop(run_id, None)
+                        continue
+                    since = free_since.setdefault(run_id, time.monotonic())
+                    if time.monotonic() - since >= ORPHANED_SECONDS:
+                        start_again(run_id, "its worker is gone (running, the batch not held)")
                 if pending:
                     time.sleep(BATCH_POLL_SECONDS)
 

@@ -188,15 +188,29 @@ def do_batch(
     if found is None or not hasattr(found, "run_batch"):
         raise BreachbookError(f"{action}: not an action done in batches")
     batched = cast(Batched, found)
-    with tempfile.TemporaryDirectory(prefix="breachbook-batch-") as scratch:
-        ctx = open_shared_run(incident_id, run_id, settings, Path(scratch), clock)
-        try:
-            with ctx.journal.ledger.held(f"batch {incident_id} {run_id} {action} {batch_id}"):
+    url = live_ledger_url(settings)
+    require_shared_ledger(url)
+    lock = Ledger(url, clock, create=False)
+    try:
+        # held from the start: while a batch's task run is running, its lock is held
+        with (
+            lock.held(batch_lock(incident_id, run_id, action, batch_id)),
+            tempfile.TemporaryDirectory(prefix="breachbook-batch-") as scratch,
+        ):
+            ctx = open_shared_run(incident_id, run_id, settings, Path(scratch), clock)
+            try:
                 counts = batched.run_batch(batch_id, ctx)
                 done = BatchDone(
                     counts={once.value: n for once, n in counts.items()}, by=worker_identity()
                 )
                 ctx.journal.put(BATCH_DONE, f"{action} {batch_id}", done)
-        finally:
-            ctx.journal.ledger.close()
+            finally:
+                ctx.journal.ledger.close()
+    finally:
+        lock.close()
     return counts
+
+
+def batch_lock(incident_id: str, run_id: str, action: str, batch_id: str) -> str:
+    """The lock a process holds while it does the batch (Ledger.held)."""
+    return f"batch {incident_id} {run_id} {action} {batch_id}"

@@ -382,6 +382,11 @@ def _engine_for(url: str, synced: bool) -> Engine:
     return engine
 
 
+def _lock_key(name: str) -> int:
+    """A named lock's PostgreSQL advisory lock key (64 bits of the name's SHA-256)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
 SCHEMA_LOCK = 0x6272_6561_6368
 """PostgreSQL advisory lock key held while the ledger's tables are created ("breach")."""
 
@@ -420,6 +425,18 @@ class Ledger:
     def close(self) -> None:
         self._engine.dispose()
 
+    def is_held(self, name: str) -> bool:
+        """Whether a process holds the lock `name` (`held`) now; on SQLite: never."""
+        if self._dialect != "postgresql":
+            return False
+        key = _lock_key(name)
+        with self._engine.connect() as conn:
+            free = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+            if free:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            conn.commit()
+        return not free
+
     @contextmanager
     def held(self, name: str) -> Iterator[None]:
         """Hold the lock `name` while the block runs: one process at a time across every
@@ -429,7 +446,7 @@ class Ledger:
         if self._dialect != "postgresql":
             yield
             return
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        key = _lock_key(name)
         with self._engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
             conn.commit()

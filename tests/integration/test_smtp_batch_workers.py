@@ -42,7 +42,6 @@ def test_one_flow_runs_batches_on_two_task_workers_each_letter_once(
     prefect_harness: None, pg_url: str, tmp_path: Path
 ) -> None:
     from prefect.filesystems import LocalFileSystem
-    from prefect.settings import PREFECT_API_URL
 
     home = tmp_path / "home"
     world = ensure_demo_world(home / "demo", size=220)
@@ -50,22 +49,7 @@ def test_one_flow_runs_batches_on_two_task_workers_each_letter_once(
     LocalFileSystem(basepath=str(storage)).save("breachbook-batches", overwrite=True)
     storage_block = "local-file-system/breachbook-batches"
     with recording_relay(tmp_path) as relay:
-        env = {
-            **os.environ,
-            **relay.env(),
-            "BREACHBOOK_HOME": str(home),
-            "BREACHBOOK_LEDGER_URL": pg_url,
-            "BREACHBOOK_CUSTOMERS_URL": f"sqlite:///{world.customers_db.resolve()}",
-            "BREACHBOOK_DATASOURCE": str(home / "demo" / "datasource.yaml"),
-            "BREACHBOOK_LETTERS_BATCH_SIZE": str(BATCH),
-            "BREACHBOOK_SMTP_RATE_PER_MINUTE": str(RATE),
-            "BREACHBOOK_BATCHES_ON": "task-workers",
-            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-            "PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK": storage_block,
-            "DO_NOT_TRACK": "1",
-            # the flow the run's context names is this test's (tests.integration.smtp_process)
-            "PYTHONPATH": str(ROOT),
-        }
+        env = _env(relay.env(), home, pg_url, storage_block, RATE)
         workers = _started_workers(env, tmp_path)
         try:
             run = subprocess.run(
@@ -206,6 +190,30 @@ def _per(batches: dict[str, BatchDone]) -> dict[str, int]:
     return found
 
 
+def _env(
+    relay: dict[str, str], home: Path, pg_url: str, storage_block: str, rate: int
+) -> dict[str, str]:
+    """The settings of the flow's process and the workers' alike."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {
+        **os.environ,
+        **relay,
+        "BREACHBOOK_HOME": str(home),
+        "BREACHBOOK_LEDGER_URL": pg_url,
+        "BREACHBOOK_CUSTOMERS_URL": f"sqlite:///{(home / 'demo' / 'customers.sqlite').resolve()}",
+        "BREACHBOOK_DATASOURCE": str(home / "demo" / "datasource.yaml"),
+        "BREACHBOOK_LETTERS_BATCH_SIZE": str(BATCH),
+        "BREACHBOOK_SMTP_RATE_PER_MINUTE": str(rate),
+        "BREACHBOOK_BATCHES_ON": "task-workers",
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK": storage_block,
+        "DO_NOT_TRACK": "1",
+        # the flow the run's context names is a test's (tests.integration.smtp_process)
+        "PYTHONPATH": str(ROOT),
+    }
+
+
 def _started_workers(env: dict[str, str], folder: Path) -> list[subprocess.Popen[bytes]]:
     """Two `breachbook worker` processes, once each listens for batches (it says so)."""
     logs = [folder / f"worker{n}.log" for n in range(2)]
@@ -314,3 +322,72 @@ def test_a_batch_is_done_by_one_process_at_a_time_and_a_killed_ones_lock_goes_wi
     finally:
         holder.kill()
         holder.wait()
+
+
+KILLED_RUN = "run0killed00"
+
+
+def test_a_worker_killed_mid_batch_leaves_its_batch_to_the_other_and_no_letter_lost(
+    prefect_harness: None, pg_url: str, tmp_path: Path
+) -> None:
+    """A worker killed while it sends a batch leaves its task run running: the flow sees the
+    batch's lock free, marks the task run crashed and starts the batch again; the other
+    worker takes over the letters left in flight (sent again with the same Message-ID, as a
+    resumed run does) and every letter arrives."""
+    from prefect.filesystems import LocalFileSystem
+
+    home = tmp_path / "home"
+    ensure_demo_world(home / "demo", size=220)
+    storage_block = "local-file-system/breachbook-batches-killed"
+    LocalFileSystem(basepath=str(tmp_path / "task-parameters")).save(
+        storage_block.split("/")[1], overwrite=True
+    )
+    with recording_relay(tmp_path) as relay:
+        env = _env(relay.env(), home, pg_url, storage_block, rate=300)
+        workers = _started_workers(env, tmp_path)
+        try:
+            run = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.integration.smtp_process",
+                    str(home),
+                    KILLED_RUN,
+                    "--prefect",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            log = tmp_path / "worker0.log"
+            deadline = time.monotonic() + 120
+            while "Received task run" not in log.read_text(errors="replace"):
+                assert time.monotonic() < deadline and run.poll() is None
+                time.sleep(0.1)
+            time.sleep(2)  # opened the run, sending its batch (20 letters at 5 a second)
+            workers[0].kill()
+            _, stderr = run.communicate(timeout=240)
+        finally:
+            for worker in workers:
+                worker.kill()
+                worker.wait(timeout=30)
+        assert run.returncode == 0, stderr[-3000:]
+        copies = relay.recorder.by_key()
+
+    assert "its worker is gone" in stderr
+    ledger = ledger_of(pg_url)
+    items = ledger.item_statuses(INCIDENT, "letters.deliver")
+    ledger.close()
+    owed = {
+        f"{path.stem}/{cid}"
+        for path in (home / KILLED_RUN / "recipients").glob("*.txt")
+        for cid in path.read_text().split()
+    }
+    assert set(items.values()) == {ItemStatus.DONE}
+    assert set(copies) == owed == set(items), "a letter was lost"
+    again = {key: got for key, got in copies.items() if len(got) > 1}
+    assert 0 < len(again) <= BATCH  # only the killed batch's letters in flight
+    assert all(len({str(m["Message-ID"]) for m in got}) == 1 for got in again.values())
+    print(f"{len(owed)} letters; {len(again)} of the killed batch sent again, same Message-ID")
