@@ -9,14 +9,18 @@ given batch ids and answering counts.
 from __future__ import annotations
 
 import re
+import sys
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import copy_context
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
+import cloudpickle  # type: ignore[import-untyped]
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -24,16 +28,25 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.client.schemas.objects import State
+from prefect.context import TaskRunContext
 from prefect.flow_runs import suspend_flow_run
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import deployment, flow_run
-from prefect.states import Failed
+from prefect.states import Crashed, Failed
 from pydantic import Field
 
 from breachbook.anchors import Anchoring, anchor_artifact, last_anchor_of_run
-from breachbook.batches import BatchWork
+from breachbook.batch_workers import (
+    SETTING,
+    batch_counts,
+    batch_lock,
+    do_batch,
+    require_shared_ledger,
+    share_run,
+)
+from breachbook.batches import BatchStep
 from breachbook.clock import SystemClock
 from breachbook.connectors.ledger_approvals import (
     decision_of,
@@ -61,7 +74,13 @@ from breachbook.reports import obligations_markdown, phase_durations
 from breachbook.run import execute
 from breachbook.settings import Settings
 from breachbook.statement import versions_markdown
-from breachbook.wiring import RunRequest, incident_journal, mode_profile
+from breachbook.wiring import RunRequest, incident_journal, live_ledger_url, mode_profile
+
+if __name__ in sys.modules:
+    # A background task started in a flow run carries the flow run's context, this module's
+    # flow among it: pickled by value, a worker needs breachbook installed, not this file
+    # importable under the name it was loaded by here (Prefect's loader gives it its own).
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 class PrefectSteps:
@@ -115,13 +134,8 @@ class PrefectBatches:
     which each batch reads from the customer database itself). A progress artifact per step
     moves as each batch finishes."""
 
-    def __call__(self, label: str, batch_ids: list[str], work: BatchWork) -> Counter[Once]:
-        def batch(batch_id: str) -> dict[str, int]:
-            return {once.value: count for once, count in work(batch_id).items()}
-
-        runs = task(
-            name=label, task_run_name="{batch_id}", persist_result=False, cache_policy=NO_CACHE
-        )(batch)
+    def __call__(self, label: str, batch_ids: list[str], work: BatchStep) -> Counter[Once]:
+        started = self._start(label, batch_ids, work)
         progress = create_progress_artifact(
             0.0,
             key=artifact_key("batches-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")),
@@ -130,9 +144,9 @@ class PrefectBatches:
         assert isinstance(progress, UUID)  # called from synchronous code: not a coroutine
         total: Counter[Once] = Counter()
         stopped: BaseException | None = None
-        for done, future in enumerate(as_completed(runs.map(batch_ids)), start=1):
+        for done, future in enumerate(self._finished(work, started), start=1):
             try:
-                total.update({Once(kind): count for kind, count in future.result().items()})
+                total.update(self._counts(work, started[future], future))
             except BaseException as exc:  # the others still finish and settle their letters
                 stopped = stopped or exc
             tally = ", ".join(f"{kind.value} {count}" for kind, count in sorted(total.items()))
@@ -144,6 +158,195 @@ class PrefectBatches:
         if stopped is not None:
             raise stopped
         return total
+
+    def _start(
+        self, label: str, batch_ids: list[str], work: BatchStep
+    ) -> dict[PrefectFuture[dict[str, int]], str]:
+        """Each batch as a task run of this flow run's task runner, by its id."""
+
+        def batch(batch_id: str) -> dict[str, int]:
+            return {once.value: count for once, count in work(batch_id).items()}
+
+        runs = task(
+            name=label, task_run_name="{batch_id}", persist_result=False, cache_policy=NO_CACHE
+        )(batch)
+        return dict(zip(runs.map(batch_ids), batch_ids, strict=True))
+
+    def _finished(
+        self, work: BatchStep, started: dict[PrefectFuture[dict[str, int]], str]
+    ) -> Iterator[PrefectFuture[dict[str, int]]]:
+        """The started batches' task runs, each as it ends."""
+        return as_completed(list(started))
+
+    def _counts(
+        self, work: BatchStep, batch_id: str, future: PrefectFuture[dict[str, int]]
+    ) -> Counter[Once]:
+        return Counter({Once(kind): count for kind, count in future.result().items()})
+
+
+class EveryStartRuns(CachePolicy):
+    """No cache key, so a batch started again always runs, and the ledger decides what is
+    left to send. A task worker gives a task without a cache policy (or with results not
+    persisted, which drops the policy) Prefect's default, under which a batch started again
+    in the same flow run is answered from a cache without running."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        return None
+
+
+@task(name="batch", task_run_name="{batch_id}", cache_policy=EveryStartRuns())
+def deliver_batch(incident_id: str, run_id: str, action: str, batch_id: str) -> dict[str, int]:
+    """One batch of a run's step, done by a `breachbook worker` process from ids alone
+    (BREACHBOOK_BATCHES_ON=task-workers): the worker reopens the run from the shared ledger;
+    the batch's counts are recorded there, and answered here too."""
+    counts = do_batch(incident_id, run_id, action, batch_id)
+    return {once.value: count for once, count in counts.items()}
+
+
+BATCH_POLL_SECONDS = 1.0
+ORPHANED_SECONDS = 10
+"""A batch's task run still running while no process has held its batch this long is
+taken for one whose worker died (a live worker holds it from the task run's start to its
+end, give or take milliseconds)."""
+MAX_STALL_SECONDS = 600
+
+
+class TaskWorkerBatches(PrefectBatches):
+    """Runs a step's batches as Prefect background task runs (`deliver_batch.delay`), each
+    picked up by one of the `breachbook worker` processes serving it, on any machine: the
+    batches of one run spread across them. Each is given ids only (incident, run, action,
+    batch); its counts are read from the shared ledger, not from a result only its worker's
+    machine could read. The progress artifact moves as each batch finishes."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Refuses, naming the setting, what the workers could not share."""
+        require_task_workers(settings)
+
+    def _start(
+        self, label: str, batch_ids: list[str], work: BatchStep
+    ) -> dict[PrefectFuture[dict[str, int]], str]:
+        share_run(work)
+        self._label = label
+        return {self._delay(work, batch_id): batch_id for batch_id in batch_ids}
+
+    def _delay(self, work: BatchStep, batch_id: str) -> PrefectFuture[dict[str, int]]:
+        """The batch as a background task run, started as the flow run's, not the step
+        task's: Prefect stores the context a background task is started in beside its
+        parameters, and the step's context holds its function, whose closure holds the run
+        (connections, and customers' data)."""
+        ctx = work.ctx
+        runs = deliver_batch.with_options(name=self._label)
+        outside_step = copy_context()
+        outside_step.run(TaskRunContext.__var__.set, None)  # type: ignore[arg-type]
+        return outside_step.run(runs.delay, ctx.incident.id, ctx.run_id, work.action, batch_id)
+
+    def _finished(
+        self, work: BatchStep, started: dict[PrefectFuture[dict[str, int]], str]
+    ) -> Iterator[PrefectFuture[dict[str, int]]]:
+        """Each batch's task run as it ends, asked of the server once a second for all those
+        still running. A task run the server no longer has (a worker could not read its
+        parameters, and Prefect deleted it) stops the wait, naming the batch. A task run
+        left running by a worker that died (its batch's lock in the ledger free for
+        ORPHANED_SECONDS), and those waiting while none of the step's batches runs (a dead worker
+        had received them), are marked crashed and their batches started again: the next
+        worker takes over what the dead one left in flight, as a resumed run does."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+
+        ctx = work.ctx
+        pending = {future.task_run_id: future for future in started}
+        free_since: dict[UUID, float] = {}
+        moved, stall = time.monotonic(), float(ORPHANED_SECONDS)
+        with get_client(sync_client=True) as client:
+
+            def start_again(run_id: UUID, why: str) -> None:
+                batch_id = started[pending[run_id]]
+                get_run_logger().warning("batch %s: %s; started again", batch_id, why)
+                client.set_task_run_state(run_id, Crashed(message=why), force=True)
+                del started[pending.pop(run_id)]
+                again = self._delay(work, batch_id)
+                started[again] = batch_id
+                pending[again.task_run_id] = again
+
+            while pending:
+                only = TaskRunFilter(id=TaskRunFilterId(any_=list(pending)))
+                runs = {run.id: run for run in client.read_task_runs(task_run_filter=only)}
+                if any(
+                    r.state and (r.state.is_running() or r.state.is_final()) for r in runs.values()
+                ):
+                    moved = time.monotonic()
+                elif time.monotonic() - moved >= stall:
+                    # none of the step's batches running for this long: those waiting were
+                    # received by a worker that died before it started them (a task worker
+                    # takes one more than it runs), or no worker is up (then: each time
+                    # after twice as long)
+                    for run_id in list(pending):
+                        start_again(run_id, f"waited {stall:.0f} s with no batch running")
+                    moved, stall = time.monotonic(), min(2 * stall, MAX_STALL_SECONDS)
+                    continue
+                for run_id in list(pending):
+                    run, batch_id = runs.get(run_id), started[pending[run_id]]
+                    if run is None:
+                        raise BreachbookError(
+                            f"batch {batch_id}: Prefect has no task run for it any more "
+                            "(see the log of the worker that received it)"
+                        )
+                    if run.state is not None and run.state.is_final():
+                        yield pending.pop(run_id)
+                        continue
+                    lock = batch_lock(ctx.incident.id, ctx.run_id, work.action, batch_id)
+                    if run.state is None or not run.state.is_running():
+                        continue
+                    if ctx.journal.ledger.is_held(lock):
+                        free_since.pop(run_id, None)
+                        continue
+                    since = free_since.setdefault(run_id, time.monotonic())
+                    if time.monotonic() - since >= ORPHANED_SECONDS:
+                        start_again(run_id, "its worker is gone (running, the batch not held)")
+                if pending:
+                    time.sleep(BATCH_POLL_SECONDS)
+
+    def _counts(
+        self, work: BatchStep, batch_id: str, future: PrefectFuture[dict[str, int]]
+    ) -> Counter[Once]:
+        state = future.state
+        if not state.is_completed():
+            raise BreachbookError(f"batch {batch_id}: its task run ended {state.name}")
+        return batch_counts(work, batch_id)
+
+
+def require_task_workers(settings: Settings) -> None:
+    """What BREACHBOOK_BATCHES_ON=task-workers needs: a Prefect server every worker reaches,
+    where Prefect keeps a background task's parameters somewhere every worker can read, and
+    the ledger in PostgreSQL."""
+    from prefect.settings import get_current_settings
+
+    prefect = get_current_settings()
+    if prefect.api.url is None:
+        raise BreachbookError(
+            f"{SETTING}=task-workers needs a Prefect server the workers share: set "
+            "PREFECT_API_URL (or BREACHBOOK_BATCHES_ON=flow)"
+        )
+    if prefect.tasks.scheduling.default_storage_block is None:
+        raise BreachbookError(
+            f"{SETTING}=task-workers needs PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK: a "
+            "storage block every worker can read (Prefect keeps each batch's ids there; by "
+            "default it would be this machine's own folder)"
+        )
+    require_shared_ledger(live_ledger_url(settings))
+
+
+def batch_runner(settings: Settings) -> PrefectBatches:
+    """The flow's batch runner, as BREACHBOOK_BATCHES_ON says."""
+    return (
+        TaskWorkerBatches(settings) if settings.batches_on == "task-workers" else PrefectBatches()
+    )
 
 
 def artifact_key(kind: str) -> str:
@@ -312,7 +515,7 @@ def _run(request: RunRequest, settings: Settings) -> dict[str, str]:
 
 def _run_steps(request: RunRequest, settings: Settings, steps: PrefectSteps) -> dict[str, str]:
     _answers_given_on_resume(request, settings)
-    batches = PrefectBatches()
+    batches = batch_runner(settings)
     ctx, result = execute(request, runner=steps, settings=settings, batches=batches)
     while result.waiting_for and deployment.id is not None:
         for step_id in result.waiting_for:

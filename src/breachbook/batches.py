@@ -6,13 +6,34 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from breachbook.journal import Once
+
+if TYPE_CHECKING:
+    from breachbook.context import RunContext
 
 BatchWork = Callable[[str], Counter[Once]]
 """One batch, by its id, done: what became of its items, as counts."""
 
-BatchRunner = Callable[[str, list[str], BatchWork], Counter[Once]]
+
+@dataclass(frozen=True)
+class BatchStep:
+    """One step's batches: done here by `work`, or elsewhere by a worker that reopens the
+    run from the ledger and asks the action `action` for the batch (breachbook.batch_workers),
+    given only the ids."""
+
+    action: str
+    """The registered action whose `run_batch` does one batch."""
+    ctx: RunContext
+    work: BatchWork
+
+    def __call__(self, batch_id: str) -> Counter[Once]:
+        return self.work(batch_id)
+
+
+BatchRunner = Callable[[str, list[str], BatchStep], Counter[Once]]
 """Runs a step's batches (named by `label` for progress) and adds up their counts."""
 
 

@@ -227,6 +227,30 @@ def serve() -> None:
 
 
 @app.command()
+def worker(
+    limit: Annotated[
+        int, typer.Option(min=1, help="Batches this process does at once (threads).")
+    ] = 1,
+) -> None:
+    """Do delivery batches of flow runs whose BREACHBOOK_BATCHES_ON is task-workers: serve
+    them as Prefect background tasks from PREFECT_API_URL, each reopened from the shared
+    ledger (BREACHBOOK_LEDGER_URL) with this machine's BREACHBOOK_* settings. Start one or
+    more on any machine. Runs until Ctrl-C or SIGTERM."""
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    from prefect.task_worker import serve as serve_tasks
+
+    from breachbook.settings import Settings
+
+    try:
+        module = _load_flow_module()
+        module.require_task_workers(Settings())
+    except BreachbookError as exc:
+        raise _fail(str(exc)) from None
+    serve_tasks(module.deliver_batch, limit=limit)
+
+
+@app.command()
 def drill(
     out: Annotated[
         Path | None,

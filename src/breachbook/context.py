@@ -95,6 +95,8 @@ class RunContext:
     rules: RuleBook
     renderer: Renderer
     actor: str
+    playbook_file: Path | None = None
+    """The playbook's file, which a batch worker elsewhere reads again from the ledger."""
     evidence: EvidencePolicy | None = None
     """How this run keeps evidence (signing key, evidence key or contents left out)."""
     batches: BatchRunner = field(default=run_batches_here)

@@ -82,6 +82,11 @@ class RunJournal:
         self._retry_delays = retry_delays
         self.reclaim_after = reclaim_after
 
+    @property
+    def mode(self) -> str:
+        """The run's mode, as its entries name it (`live`, `drill`, `tabletop`)."""
+        return self._mode
+
     def acting_as(self, actor: str) -> RunJournal:
         """The same journal writing as another actor (a person's decision within a run)."""
         return RunJournal(

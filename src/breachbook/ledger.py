@@ -22,6 +22,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
 from enum import StrEnum
@@ -389,6 +390,11 @@ def _engine_for(url: str, synced: bool) -> Engine:
     return engine
 
 
+def _lock_key(name: str) -> int:
+    """A named lock's PostgreSQL advisory lock key (64 bits of the name's SHA-256)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
 SCHEMA_LOCK = 0x6272_6561_6368
 """PostgreSQL advisory lock key held while the ledger's tables are created ("breach")."""
 
@@ -426,6 +432,37 @@ class Ledger:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def is_held(self, name: str) -> bool:
+        """Whether a process holds the lock `name` (`held`) now; on SQLite: never."""
+        if self._dialect != "postgresql":
+            return False
+        key = _lock_key(name)
+        with self._engine.connect() as conn:
+            free = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+            if free:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            conn.commit()
+        return not free
+
+    @contextmanager
+    def held(self, name: str) -> Iterator[None]:
+        """Hold the lock `name` while the block runs: one process at a time across every
+        machine sharing a PostgreSQL ledger (an advisory lock on a connection of its own,
+        freed when that process dies); a SQLite ledger is one machine's, where it holds
+        nothing."""
+        if self._dialect != "postgresql":
+            yield
+            return
+        key = _lock_key(name)
+        with self._engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
 
     def _now(self) -> str:
         return self._clock.now().astimezone(UTC).isoformat(timespec="microseconds")

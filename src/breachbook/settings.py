@@ -212,6 +212,14 @@ class Settings(BaseSettings):
     letters_batch_size: int = Field(default=LETTERS_BATCH_SIZE, ge=1)
     """Letters per delivery batch: the unit a flow runs as one task run, in parallel with
     the other batches of the obligation; the split is kept in the ledger."""
+    batches_on: Literal["flow", "task-workers"] = "flow"
+    """Where a flow's delivery batches run. flow: task runs on the flow run's own task
+    runner, threads of its one process (the only choice without a Prefect server).
+    task-workers: Prefect background task runs, picked up by every `breachbook worker`
+    process serving them, on any machine, so the batches of one run spread across them;
+    needs PREFECT_API_URL (a Prefect server), BREACHBOOK_LEDGER_URL on PostgreSQL (shared
+    by every worker) and PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK (a storage block
+    every worker can read, where Prefect keeps a background task's parameters: ids only)."""
     letters_reclaim_seconds: int | None = Field(default=None, ge=0)
     """A letter another run claimed and never settled (that run was killed mid-send) is
     taken over after this long and sent again with the same Message-ID; unset: only the

@@ -509,15 +509,15 @@ class Inputs:
     rules: RuleBook
     incident: Incident
     templates: Path
+    playbook_file: Path
 
 
 def load_inputs(request: RunRequest, profile: ModeProfile, settings: Settings) -> Inputs:
     """Read and check playbook, rules, templates and incident; writes nothing anywhere."""
     root = project_root(settings)
     templates = root / "templates"
-    playbook = load_playbook(
-        request.playbook_file or root / "playbooks" / "customer-data-breach.yaml", templates
-    )
+    playbook_file = request.playbook_file or root / "playbooks" / "customer-data-breach.yaml"
+    playbook = load_playbook(playbook_file, templates)
     rules = RuleBook.load(root / "rules" / "obligations.yaml")
     check_rule_templates(rules, templates)
     incident = with_exposure(request.load_incident(), settings)
@@ -525,7 +525,7 @@ def load_inputs(request: RunRequest, profile: ModeProfile, settings: Settings) -
         raise LiveNotConfirmed(
             f"LIVE changes production systems: confirm by naming the incident id ({incident.id!r})"
         )
-    return Inputs(playbook, rules, incident, templates)
+    return Inputs(playbook, rules, incident, templates, playbook_file)
 
 
 def open_run(
@@ -581,6 +581,7 @@ def open_run(
         incident=incident,
         incident_file=incident_file,
         playbook=inputs.playbook,
+        playbook_file=inputs.playbook_file,
         connectors=connectors,
         workspace=workspace,
         journal=journal,

@@ -73,11 +73,12 @@ def main(
 
 def on_prefect(home: str, run_id: str) -> int:
     """`main` as a flow run: its parameters are a folder and a run id, nothing else."""
-    from flows.response import PrefectBatches, PrefectSteps
+    from flows.response import PrefectSteps, batch_runner
     from prefect import flow
 
     def worker(home: str, run_id: str) -> int:
-        return main(Path(home), run_id, PrefectSteps(), PrefectBatches(), notify_only(Path(home)))
+        batches = batch_runner(Settings())
+        return main(Path(home), run_id, PrefectSteps(), batches, notify_only(Path(home)))
 
     return flow(name="breachbook-delivery-worker", persist_result=False)(worker)(home, run_id)
 

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from pydantic import BaseModel, Field
 
 from breachbook.actions.base import NOTHING, Action, ActionArgs, Prepared, register, require
+from breachbook.batches import BatchStep
 from breachbook.connectors.message import message_bytes, message_id
 from breachbook.context import RunContext
 from breachbook.deadlines import deliveries, fulfilled_times
@@ -734,7 +735,7 @@ class DeliverLetters(Action[NoArgs]):
         return ctx.batches(
             f"{self.name} {target}",
             self.batches(target, ctx),
-            lambda batch_id: self.run_batch(batch_id, ctx),
+            BatchStep(self.name, ctx, lambda batch_id: self.run_batch(batch_id, ctx)),
         )
 
     def batches(self, target: str, ctx: RunContext) -> list[str]:
