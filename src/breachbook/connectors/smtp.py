@@ -234,7 +234,7 @@ class SmtpMail:
         sender = self.config.sender
         international = needs_smtputf8(letter, sender)
         message = build_message(letter, sender) if international else None
-        data = bytes(message) if message else message_bytes(letter, sender, "\r\n")
+        data = bytes(message) if message is not None else message_bytes(letter, sender, "\r\n")
         delays = self.config.retry_delays
         in_doubt = False
         last = ""
