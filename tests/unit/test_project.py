@@ -71,8 +71,10 @@ def test_only_the_wiring_reads_the_mode() -> None:
     # Entry points that pass a chosen mode along, never branching on it: the CLI, the
     # deployments' forms (each deployment fixes its mode), `serve` (the rule's mode names the
     # deployment), `submit` (the command's mode names the served deployment), containment
-    # (runs the rule's mode) and the tabletop exercise (runs TABLETOP).
+    # (runs the rule's mode), the tabletop exercise (runs TABLETOP) and the batch workers
+    # (reopen a run in the mode it was started in, recorded in the ledger).
     allowed = {
+        "batch_workers.py",
         "modes.py",
         "wiring.py",
         "cli.py",
