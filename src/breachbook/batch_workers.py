@@ -14,7 +14,6 @@ import os
 import socket
 import tempfile
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -26,7 +25,7 @@ from breachbook.batches import BatchStep
 from breachbook.clock import Clock, SystemClock
 from breachbook.context import RunContext
 from breachbook.errors import BreachbookError
-from breachbook.journal import Once, RunJournal
+from breachbook.journal import Once
 from breachbook.ledger import Ledger
 from breachbook.modes import Mode
 from breachbook.settings import Settings
@@ -38,6 +37,7 @@ from breachbook.wiring import (
     live_ledger_url,
     load_inputs,
     mode_profile,
+    run_journal,
 )
 from breachbook.workspace import Workspace
 
@@ -139,17 +139,7 @@ def open_shared_run(
         inputs = load_inputs(request, profile, settings)
         incident_file = scratch / INCIDENT_COPY
         incident_file.write_text(shared.incident, encoding="utf-8")
-        journal = RunJournal(
-            ledger,
-            incident_id,
-            run_id,
-            settings.actor,
-            profile.label,
-            clock,
-            reclaim_after=None
-            if settings.letters_reclaim_seconds is None
-            else timedelta(seconds=settings.letters_reclaim_seconds),
-        )
+        journal = run_journal(ledger, incident_id, run_id, profile, settings, clock)
         connectors = build_connectors(profile, settings, clock, journal)
     except BaseException:
         ledger.close()

@@ -559,17 +559,7 @@ def open_run(
     else:
         ledger_url = live_ledger_url(settings)
     ledger = Ledger(ledger_url, clock, synced_each_commit=profile.ledger_synced_each_commit)
-    journal = RunJournal(
-        ledger,
-        incident.id,
-        run_id,
-        settings.actor,
-        profile.label,
-        clock,
-        reclaim_after=None
-        if settings.letters_reclaim_seconds is None
-        else timedelta(seconds=settings.letters_reclaim_seconds),
-    )
+    journal = run_journal(ledger, incident.id, run_id, profile, settings, clock)
     try:
         connectors = build_connectors(profile, settings, clock, journal, given)
     except BaseException:
@@ -591,6 +581,28 @@ def open_run(
         evidence=evidence,
         batch_size=settings.letters_batch_size,
         message_copies=profile.message_copies,
+    )
+
+
+def run_journal(
+    ledger: Ledger,
+    incident_id: str,
+    run_id: str,
+    profile: ModeProfile,
+    settings: Settings,
+    clock: Clock,
+) -> RunJournal:
+    """A run's journal on its ledger: written as the settings' actor, in the mode's label,
+    taking over another run's letters after BREACHBOOK_LETTERS_RECLAIM_SECONDS if set."""
+    reclaim = settings.letters_reclaim_seconds
+    return RunJournal(
+        ledger,
+        incident_id,
+        run_id,
+        settings.actor,
+        profile.label,
+        clock,
+        reclaim_after=None if reclaim is None else timedelta(seconds=reclaim),
     )
 
 
