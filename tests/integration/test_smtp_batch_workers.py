@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,6 @@ from uuid import UUID
 
 import pytest
 from prefect import flow
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from breachbook.batch_workers import BATCH_DONE, BatchDone
 from breachbook.clock import SystemClock
@@ -30,6 +27,7 @@ from breachbook.demo import ensure_demo_world
 from breachbook.journal import Once
 from breachbook.ledger import ItemStatus, Ledger
 from tests.conftest import ROOT, customers_named_in
+from tests.integration.conftest import fresh_database
 from tests.integration.smtp_server import recording_relay
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
@@ -335,14 +333,8 @@ KILLED_RUN = "run0killed00"
 def own_pg_url(pg_admin_url: str) -> Iterator[str]:
     """A database of this test's own: letters are the incident's, so the other test's run
     of the same incident in the module's database would have sent them all already."""
-    name = f"bb_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database(pg_admin_url) as url:
+        yield url
 
 
 def test_a_worker_killed_mid_batch_leaves_its_batch_to_the_other_and_no_letter_lost(
