@@ -32,13 +32,12 @@ from breachbook.ledger import ItemStatus, Ledger
 from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.settings import Settings
-from breachbook.wiring import RunRequest, demo_settings
+from breachbook.wiring import RunRequest
 from tests.conftest import ROOT, T0, Fakes
 from tests.integration import smtp_process
 from tests.integration.imap_server import PASSWORD, USER, ImapServer, dovecot
-from tests.integration.smtp_server import PASSWORD as RELAY_PASSWORD
-from tests.integration.smtp_server import USER as RELAY_USER
 from tests.integration.smtp_server import Relay, recording_relay
+from tests.integration.test_smtp import smtp_settings
 
 INCIDENT = "demo-2026-antiques-leak"
 RUN_ID = "run0imapkill1"
@@ -105,15 +104,8 @@ def world(tmp_path: Path) -> DemoWorld:
 
 
 def settings_for(world: DemoWorld, home: Path, relay: Relay, imap: ImapServer) -> Settings:
-    base = demo_settings(Settings(home=home), world.customers_db, world.folder)
-    return base.model_copy(
+    return smtp_settings(world, home, relay).model_copy(
         update={
-            "outbox": None,
-            "smtp_host": relay.host,
-            "smtp_port": relay.port,
-            "smtp_username": RELAY_USER,
-            "smtp_password": SecretStr(RELAY_PASSWORD),
-            "smtp_ca_file": relay.ca_file,
             "imap_host": imap.host,
             "imap_port": imap.port,
             "imap_starttls": True,

@@ -9,7 +9,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from breachbook.clock import FixedStepClock
 from breachbook.demo import DemoWorld, ensure_demo_world
@@ -17,11 +16,12 @@ from breachbook.engine import RunResult, Status
 from breachbook.modes import Mode
 from breachbook.run import execute
 from breachbook.settings import Settings
-from breachbook.wiring import Adapters, RunRequest, demo_settings
+from breachbook.wiring import Adapters, RunRequest
 from tests.conftest import T0, Fakes
 from tests.e2e.live_process import INCIDENT, Granted
 from tests.fakes import RecordingChat, RecordingCloud, RecordingDatabaseAdmin, RecordingPublisher
-from tests.integration.smtp_server import PASSWORD, USER, Relay, recording_relay
+from tests.integration.smtp_server import Relay, recording_relay
+from tests.integration.test_smtp import smtp_settings
 
 WORLD = 60
 
@@ -32,18 +32,7 @@ def world(tmp_path: Path) -> DemoWorld:
 
 
 def settings_for(world: DemoWorld, home: Path, relay: Relay, log: Path) -> Settings:
-    base = demo_settings(Settings(home=home), world.customers_db, world.folder)
-    return base.model_copy(
-        update={
-            "outbox": None,
-            "smtp_host": relay.host,
-            "smtp_port": relay.port,
-            "smtp_username": USER,
-            "smtp_password": SecretStr(PASSWORD),
-            "smtp_ca_file": relay.ca_file,
-            "smtp_relay_log": log,
-        }
-    )
+    return smtp_settings(world, home, relay).model_copy(update={"smtp_relay_log": log})
 
 
 def drill(settings: Settings, world: DemoWorld, tmp_path: Path) -> RunResult:
